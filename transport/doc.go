@@ -1,0 +1,18 @@
+// Package transport defines the small contract a message broker implements to
+// carry eda events: publish to a topic, declare a queue subscribed to topics,
+// and consume a queue with competing consumers and ack/nack.
+//
+// The model is SNS→SQS: a topic fans every message out to each queue subscribed
+// to it; consumers of one queue compete for its messages; a message that is not
+// acknowledged within the queue's visibility timeout, or that is nacked, is
+// delivered again; after MaxReceiveCount receives it moves to the queue's
+// dead-letter queue. FIFO queues deliver messages of one group in order, one
+// in flight at a time, and drop duplicates within a deduplication window.
+//
+// A Transport is a Watermill message.Publisher (topic → queues) and a
+// message.Subscriber (Subscribe takes a queue name), so it plugs straight into
+// a Watermill Router. What differs between brokers is declared in Features,
+// which the conformance suite in transport/transporttest reads to decide what
+// to check. Implementations live in sub-packages: transport/memory (in
+// process, with SNS/SQS semantics), transport/postgres and transport/aws.
+package transport
