@@ -407,8 +407,10 @@ func (s *suite) fifoOrder(t *testing.T) {
 	q := e.declare(transport.Queue{Name: e.name("fifoqueue"), Topics: []string{topic}, FIFO: true, VisibilityTimeout: 30 * time.Second})
 	const groups, perGroup = 3, 10
 	var msgs []*message.Message
-	for i := range perGroup {
-		for g := range groups {
+	// Each group's messages are published back to back: two consumers
+	// taking the next two messages would break the group's order.
+	for g := range groups {
+		for i := range perGroup {
 			msgs = append(msgs, newMessage(fmt.Sprintf("g%d-%d", g, i), map[string]string{
 				transport.MetadataGroupID: fmt.Sprintf("group-%d", g),
 				"seq":                     strconv.Itoa(i),
