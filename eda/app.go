@@ -435,6 +435,7 @@ func (a *App) Run(ctx context.Context) error {
 		return fmt.Errorf("eda: router: %w", err)
 	}
 	router.AddMiddleware(a.cfg.Middleware...)
+	sub := keepOpen{a.cfg.Transport}
 	for _, name := range a.order {
 		q := a.queues[name]
 		if len(q.handlers) == 0 {
@@ -446,7 +447,7 @@ func (a *App) Run(ctx context.Context) error {
 			if q.cfg.Concurrency > 1 {
 				hname = fmt.Sprintf("%s#%d", name, i+1)
 			}
-			router.AddConsumerHandler(hname, name, a.cfg.Transport, dispatch)
+			router.AddConsumerHandler(hname, name, sub, dispatch)
 		}
 	}
 	errc := make(chan error, 1)
@@ -481,3 +482,10 @@ func (q *queueSpec) dispatch(msg *message.Message) error {
 	}
 	return h(withMessage(msg.Context(), msg), msg)
 }
+
+// keepOpen hides the transport's Close from the router, which closes a
+// handler's subscriber when it stops: the transport belongs to the caller,
+// who may publish after Run returns. Subscriptions end by context.
+type keepOpen struct{ transport.Transport }
+
+func (keepOpen) Close() error { return nil }
