@@ -1,0 +1,3 @@
+// Package examples holds runnable programs that show eda end to end; each
+// sub-directory is a main package (go run ./examples/quickstart).
+package examples
