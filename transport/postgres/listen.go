@@ -1,0 +1,101 @@
+package postgres
+
+import (
+	"context"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// startListenerLocked starts, once, the goroutine that LISTENs on the
+// transport's channel and wakes the consumers of the queue each notification
+// names. It has its own connection, outside the pool, so that it never takes
+// a pooled connection away from publishers and consumers. t.mu is held.
+func (t *Transport) startListenerLocked() {
+	if t.listening {
+		return
+	}
+	t.listening = true
+	ctx, cancel := context.WithCancel(context.Background())
+	t.cancel = cancel
+	t.wg.Add(1)
+	go func() {
+		defer t.wg.Done()
+		t.listen(ctx)
+	}()
+}
+
+func (t *Transport) listen(ctx context.Context) {
+	failures := 0
+	for ctx.Err() == nil {
+		err := t.listenOnce(ctx)
+		if ctx.Err() != nil {
+			return
+		}
+		failures++
+		t.log.Warn("postgres transport: LISTEN connection lost; consumers poll until it is back", "error", err, "failures", failures)
+		timer := time.NewTimer(min(time.Duration(failures)*100*time.Millisecond, 5*time.Second))
+		select {
+		case <-timer.C:
+		case <-ctx.Done():
+			timer.Stop()
+			return
+		}
+	}
+}
+
+func (t *Transport) listenOnce(ctx context.Context) error {
+	conn, err := pgx.ConnectConfig(ctx, t.pool.Config().ConnConfig.Copy())
+	if err != nil {
+		return classify("listen: connect", err)
+	}
+	defer func() {
+		closeCtx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		_ = conn.Close(closeCtx)
+	}()
+	if _, err := conn.Exec(ctx, "LISTEN "+pgx.Identifier{t.channel}.Sanitize()); err != nil {
+		return classify("listen", err)
+	}
+	t.wakeAll() // notifications sent while not listening are lost: look now
+	for {
+		n, err := conn.WaitForNotification(ctx)
+		if err != nil {
+			return classify("listen: wait", err)
+		}
+		t.wakeQueue(n.Payload)
+	}
+}
+
+func (t *Transport) wakeQueue(queue string) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for w := range t.waiters[queue] {
+		select {
+		case w <- struct{}{}:
+		default:
+		}
+	}
+}
+
+func (t *Transport) wakeAll() {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for _, ws := range t.waiters {
+		for w := range ws {
+			select {
+			case w <- struct{}{}:
+			default:
+			}
+		}
+	}
+}
+
+func (t *Transport) unregister(queue string, w chan struct{}) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	delete(t.waiters[queue], w)
+	if len(t.waiters[queue]) == 0 {
+		delete(t.waiters, queue)
+	}
+}

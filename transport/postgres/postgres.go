@@ -1,0 +1,454 @@
+package postgres
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/edaproject/eda/transport"
+)
+
+// Defaults of Config.
+const (
+	DefaultSchema         = "eda_transport"
+	DefaultPollInterval   = time.Second
+	DefaultBatchSize      = 10
+	DefaultMaxMessageSize = 256 * 1024 // the SQS/SNS limit, so tests on Postgres catch what production would reject
+	DefaultDedupWindow    = 5 * time.Minute
+)
+
+// Config configures a Transport. Set Pool or DSN.
+type Config struct {
+	// Pool is the connection pool to use. The transport does not close it.
+	Pool *pgxpool.Pool
+	// DSN is used when Pool is nil: the transport opens its own pool and
+	// closes it on Close.
+	DSN string
+	// Schema is the Postgres schema holding the transport's tables.
+	// Default DefaultSchema. Lower-case letters, digits and _.
+	Schema string
+	// PollInterval is the longest a consumer waits before looking for
+	// messages again when it has nothing to do. With LISTEN/NOTIFY a consumer
+	// wakes as soon as a message is published; the poll covers lost
+	// notifications and expiring visibility timeouts are waited for
+	// precisely. Default DefaultPollInterval.
+	PollInterval time.Duration
+	// DisableNotify turns LISTEN/NOTIFY off: consumers then find new messages
+	// by polling only (and the transport holds no listening connection).
+	DisableNotify bool
+	// BatchSize is how many messages a consumer receives per query. The
+	// extra ones wait in the consumer under their lease; those still
+	// unhandled when half the visibility timeout has passed are given back.
+	// 1 gives the fairest spread between consumers. Default DefaultBatchSize.
+	BatchSize int
+	// MaxMessageSize is the largest message (payload plus metadata, as
+	// transport.MessageSize counts) Publish accepts. Default
+	// DefaultMaxMessageSize; -1 means no limit.
+	MaxMessageSize int
+	// DedupWindow is how long a FIFO queue remembers deduplication ids.
+	// Default DefaultDedupWindow.
+	DedupWindow time.Duration
+	// Logger receives errors the transport handles itself (a failed ack, a
+	// lost listening connection). Nil discards them.
+	Logger *slog.Logger
+}
+
+var errInvalid = transport.ErrInvalidConfig
+
+// Validate reports every problem with c, joined.
+func (c Config) Validate() error {
+	var errs []error
+	if c.Pool == nil && c.DSN == "" {
+		errs = append(errs, fmt.Errorf("%w: postgres: set Pool or DSN", errInvalid))
+	}
+	if c.Pool != nil && c.DSN != "" {
+		errs = append(errs, fmt.Errorf("%w: postgres: set Pool or DSN, not both", errInvalid))
+	}
+	if c.DSN != "" {
+		if _, err := pgxpool.ParseConfig(c.DSN); err != nil {
+			errs = append(errs, fmt.Errorf("%w: postgres: DSN: %v", errInvalid, err))
+		}
+	}
+	if c.Schema != "" && !schemaName.MatchString(c.Schema) {
+		errs = append(errs, fmt.Errorf("%w: postgres: schema name %q (want lower-case letters, digits, _; at most 63)", errInvalid, c.Schema))
+	}
+	if c.PollInterval < 0 {
+		errs = append(errs, fmt.Errorf("%w: postgres: negative PollInterval %s", errInvalid, c.PollInterval))
+	}
+	if c.BatchSize < 0 {
+		errs = append(errs, fmt.Errorf("%w: postgres: negative BatchSize %d", errInvalid, c.BatchSize))
+	}
+	if c.MaxMessageSize < -1 {
+		errs = append(errs, fmt.Errorf("%w: postgres: MaxMessageSize %d", errInvalid, c.MaxMessageSize))
+	}
+	if c.DedupWindow < 0 {
+		errs = append(errs, fmt.Errorf("%w: postgres: negative DedupWindow %s", errInvalid, c.DedupWindow))
+	}
+	return errors.Join(errs...)
+}
+
+func (c Config) withDefaults() Config {
+	if c.Schema == "" {
+		c.Schema = DefaultSchema
+	}
+	if c.PollInterval == 0 {
+		c.PollInterval = DefaultPollInterval
+	}
+	if c.BatchSize == 0 {
+		c.BatchSize = DefaultBatchSize
+	}
+	if c.MaxMessageSize == 0 {
+		c.MaxMessageSize = DefaultMaxMessageSize
+	}
+	if c.DedupWindow == 0 {
+		c.DedupWindow = DefaultDedupWindow
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	return c
+}
+
+// pool returns the configured pool, or opens one from DSN (owned = true).
+func (c Config) pool(ctx context.Context) (*pgxpool.Pool, bool, error) {
+	if c.Pool != nil {
+		return c.Pool, false, nil
+	}
+	pool, err := pgxpool.New(ctx, c.DSN)
+	if err != nil {
+		return nil, false, classify("open pool", err)
+	}
+	return pool, true, nil
+}
+
+// DBTX is what PublishTx needs: a pgx.Tx, *pgx.Conn or *pgxpool.Pool.
+type DBTX interface {
+	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
+	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
+	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+	SendBatch(ctx context.Context, b *pgx.Batch) pgx.BatchResults
+}
+
+var (
+	_ DBTX = pgx.Tx(nil)
+	_ DBTX = (*pgxpool.Pool)(nil)
+	_ DBTX = (*pgx.Conn)(nil)
+)
+
+// Transport is the Postgres transport. Create it with New.
+type Transport struct {
+	cfg     Config
+	pool    *pgxpool.Pool
+	owned   bool
+	channel string // NOTIFY channel
+	q       queries
+	log     *slog.Logger
+
+	mu        sync.Mutex
+	closed    bool
+	closing   chan struct{}
+	wg        sync.WaitGroup // consumers and their helpers
+	listening bool
+	waiters   map[string]map[chan struct{}]struct{} // queue → consumer wake-ups
+	cancel    context.CancelFunc                    // stops the listener
+
+	lastCleanup time.Time // of expired dedup ids; guarded by mu
+}
+
+var _ transport.Transport = (*Transport)(nil)
+
+// New returns a transport on the schema cfg names, which Migrate must have
+// created (else ErrSchemaVersion).
+func New(ctx context.Context, cfg Config) (*Transport, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	cfg = cfg.withDefaults()
+	pool, owned, err := cfg.pool(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if err := checkSchema(ctx, pool, cfg.Schema); err != nil {
+		if owned {
+			pool.Close()
+		}
+		return nil, err
+	}
+	return &Transport{
+		cfg:     cfg,
+		pool:    pool,
+		owned:   owned,
+		channel: cfg.Schema + "_messages",
+		q:       newQueries(cfg.Schema),
+		log:     cfg.Logger,
+		closing: make(chan struct{}),
+		waiters: map[string]map[chan struct{}]struct{}{},
+	}, nil
+}
+
+// Features: the whole SNS/SQS model. The visibility timeout is a lease
+// timestamp, so any positive duration works; redelivery happens when a
+// consumer next looks, which an idle consumer schedules for the moment the
+// earliest lease of its queue expires.
+func (t *Transport) Features() transport.Features {
+	return transport.Features{
+		FIFO:                 true,
+		Deduplication:        true,
+		DeadLetter:           true,
+		ReceiveCount:         true,
+		VisibilityTimeout:    true,
+		MaxMessageSize:       max(t.cfg.MaxMessageSize, 0),
+		MinVisibilityTimeout: 10 * time.Millisecond,
+	}
+}
+
+// Close stops every consumer, gives back messages they received but did not
+// hand out, and refuses further calls. A message in a handler at Close stays
+// leased until its visibility timeout, as with a consumer process that stops.
+// It closes the pool if the transport opened it.
+func (t *Transport) Close() error {
+	t.mu.Lock()
+	if t.closed {
+		t.mu.Unlock()
+		return nil
+	}
+	t.closed = true
+	close(t.closing)
+	if t.cancel != nil {
+		t.cancel()
+	}
+	t.mu.Unlock()
+	t.wg.Wait()
+	if t.owned {
+		t.pool.Close()
+	}
+	return nil
+}
+
+func (t *Transport) isClosed() bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.closed
+}
+
+// Declare creates q (and its dead-letter queue) and subscribes it to its
+// topics, in one transaction. Declaring an existing queue again adds topics;
+// other settings are an error (ErrInvalidConfig), except for a queue created
+// only as a dead-letter queue, which takes the settings it is declared with.
+func (t *Transport) Declare(ctx context.Context, q transport.Queue) error {
+	if err := q.Validate(); err != nil {
+		return err
+	}
+	if t.isClosed() {
+		return transport.ErrClosed
+	}
+	q = q.WithDefaults()
+	return pgx.BeginFunc(ctx, t.pool, func(tx pgx.Tx) error {
+		if q.DeadLetterQueue != "" {
+			if _, err := tx.Exec(ctx, t.q.insertPlainQueue, q.DeadLetterQueue, q.FIFO, transport.DefaultVisibilityTimeout.Microseconds()); err != nil {
+				return classify("declare dead-letter queue "+q.DeadLetterQueue, err)
+			}
+		}
+		var dlq *string
+		if q.DeadLetterQueue != "" {
+			dlq = &q.DeadLetterQueue
+		}
+		vt := q.VisibilityTimeout.Microseconds()
+		tag, err := tx.Exec(ctx, t.q.insertQueue, q.Name, q.FIFO, vt, q.MaxReceiveCount, dlq)
+		if err != nil {
+			return classify("declare queue "+q.Name, err)
+		}
+		if tag.RowsAffected() == 0 { // exists: compare
+			var (
+				fifo, plain bool
+				oldVT       int64
+				oldMax      int
+				oldDLQ      *string
+			)
+			if err := tx.QueryRow(ctx, t.q.selectQueueForUpdate, q.Name).Scan(&fifo, &oldVT, &oldMax, &oldDLQ, &plain); err != nil {
+				return classify("declare queue "+q.Name, err)
+			}
+			same := fifo == q.FIFO && oldVT == vt && oldMax == q.MaxReceiveCount && (oldDLQ == nil) == (dlq == nil) && (dlq == nil || *oldDLQ == *dlq)
+			switch {
+			case same:
+			case plain && fifo == q.FIFO:
+				if _, err := tx.Exec(ctx, t.q.upgradeQueue, q.Name, vt, q.MaxReceiveCount, dlq); err != nil {
+					return classify("declare queue "+q.Name, err)
+				}
+			default:
+				return fmt.Errorf("%w: postgres: queue %q already declared with other settings (fifo %t, visibility timeout %s, max receive count %d, dead-letter queue %v)",
+					errInvalid, q.Name, fifo, time.Duration(oldVT)*time.Microsecond, oldMax, deref(oldDLQ))
+			}
+		}
+		if len(q.Topics) > 0 {
+			if _, err := tx.Exec(ctx, t.q.insertSubscriptions, q.Name, q.Topics); err != nil {
+				return classify("subscribe queue "+q.Name, err)
+			}
+		}
+		return nil
+	})
+}
+
+func deref(s *string) string {
+	if s == nil {
+		return "none"
+	}
+	return *s
+}
+
+// Publish sends msgs to every queue subscribed to topic, in one transaction:
+// all of them or none. Publishing to a topic no queue subscribes to succeeds
+// and stores nothing, as SNS does.
+func (t *Transport) Publish(topic string, msgs ...*message.Message) error {
+	return t.PublishContext(context.Background(), topic, msgs...)
+}
+
+// PublishContext is Publish with a context.
+func (t *Transport) PublishContext(ctx context.Context, topic string, msgs ...*message.Message) error {
+	return t.PublishTx(ctx, t.pool, topic, msgs...)
+}
+
+// PublishTx publishes within db, typically the caller's pgx.Tx: the messages
+// become visible to consumers when that transaction commits and are never
+// delivered if it rolls back. With a pool or connection the publish is its
+// own transaction. The transaction holds an advisory lock per FIFO message
+// group until it ends, so that a group's messages are numbered in commit
+// order.
+func (t *Transport) PublishTx(ctx context.Context, db DBTX, topic string, msgs ...*message.Message) error {
+	if topic == "" {
+		return fmt.Errorf("%w: postgres: empty topic", errInvalid)
+	}
+	if t.isClosed() {
+		return transport.ErrClosed
+	}
+	if t.cfg.MaxMessageSize > 0 {
+		for _, msg := range msgs {
+			if size := transport.MessageSize(msg); size > t.cfg.MaxMessageSize {
+				return transport.TooLargeError(topic, msg, size, t.cfg.MaxMessageSize)
+			}
+		}
+	}
+	if len(msgs) == 0 {
+		return nil
+	}
+	rows, err := db.Query(ctx, t.q.selectSubscribers, topic)
+	if err != nil {
+		return classify("publish to "+topic+": find subscribed queues", err)
+	}
+	type sub struct {
+		name string
+		fifo bool
+	}
+	subs, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (sub, error) {
+		var s sub
+		return s, r.Scan(&s.name, &s.fifo)
+	})
+	if err != nil {
+		return classify("publish to "+topic+": find subscribed queues", err)
+	}
+	if len(subs) == 0 {
+		return nil
+	}
+
+	n := len(msgs) * len(subs)
+	var (
+		queues   = make([]string, 0, n)
+		uuids    = make([]string, 0, n)
+		payloads = make([][]byte, 0, n)
+		metas    = make([][]byte, 0, n)
+		groups   = make([]*string, 0, n)
+		dedups   = make([]*string, 0, n)
+		locks    []int64
+		notify   = make([]string, 0, len(subs))
+	)
+	for _, s := range subs {
+		notify = append(notify, s.name)
+	}
+	for _, msg := range msgs {
+		md := encodeMetadata(msg.Metadata)
+		for _, s := range subs {
+			var group, dedup *string
+			if s.fifo {
+				g := msg.Metadata.Get(transport.MetadataGroupID)
+				if g == "" {
+					return fmt.Errorf("%w: postgres: message %s to topic %q, FIFO queue %q", transport.ErrMissingGroupID, msg.UUID, topic, s.name)
+				}
+				d := transport.DedupID(msg)
+				group, dedup = &g, &d
+				locks = append(locks, lockKey("eda-transport-fifo", t.cfg.Schema, s.name, g))
+			}
+			queues = append(queues, s.name)
+			uuids = append(uuids, msg.UUID)
+			payloads = append(payloads, msg.Payload)
+			metas = append(metas, md)
+			groups = append(groups, group)
+			dedups = append(dedups, dedup)
+		}
+	}
+
+	b := &pgx.Batch{}
+	if len(locks) > 0 {
+		slices.Sort(locks) // one lock order for every publisher: no deadlock
+		locks = slices.Compact(locks)
+		b.Queue(`SELECT pg_advisory_xact_lock(k) FROM unnest($1::bigint[]) WITH ORDINALITY AS u(k, o) ORDER BY o`, locks)
+	}
+	b.Queue(t.q.insertMessages, queues, uuids, payloads, metas, groups, dedups, t.cfg.DedupWindow.Microseconds())
+	if !t.cfg.DisableNotify {
+		b.Queue(`SELECT pg_notify($1, q) FROM unnest($2::text[]) AS q`, t.channel, notify)
+	}
+	// A batch runs in an implicit transaction when db is not in one.
+	if err := db.SendBatch(ctx, b).Close(); err != nil {
+		return classify("publish to "+topic, err)
+	}
+	return nil
+}
+
+// Depth returns how many messages of queue are visible (waiting to be
+// received) and how many are in flight (received, lease not expired).
+func (t *Transport) Depth(ctx context.Context, queue string) (visible, inFlight int, err error) {
+	var exists bool
+	err = t.pool.QueryRow(ctx, t.q.depth, queue).Scan(&exists, &visible, &inFlight)
+	if err != nil {
+		return 0, 0, classify("depth of "+queue, err)
+	}
+	if !exists {
+		return 0, 0, fmt.Errorf("%w: postgres: %q", transport.ErrUnknownQueue, queue)
+	}
+	return visible, inFlight, nil
+}
+
+// classify wraps err with what failed, and with transport.ErrUnavailable when
+// the database could not be reached (retrying may help).
+func classify(what string, err error) error {
+	if err == nil {
+		return nil
+	}
+	var (
+		pgErr   *pgconn.PgError
+		connErr *pgconn.ConnectError
+		netErr  net.Error
+	)
+	unavailable := errors.As(err, &connErr) || errors.As(err, &netErr) || pgconn.Timeout(err) || pgconn.SafeToRetry(err)
+	if errors.As(err, &pgErr) {
+		switch {
+		case len(pgErr.Code) == 5 && pgErr.Code[:2] == "08", // connection exception
+			pgErr.Code == "57P01", pgErr.Code == "57P02", pgErr.Code == "57P03", // shutdown, cannot connect now
+			pgErr.Code == "53300": // too many connections
+			unavailable = true
+		}
+	}
+	if unavailable {
+		return fmt.Errorf("postgres: %s: %w: %w", what, transport.ErrUnavailable, err)
+	}
+	return fmt.Errorf("postgres: %s: %w", what, err)
+}

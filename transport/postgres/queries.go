@@ -1,0 +1,137 @@
+package postgres
+
+// queries holds the SQL of one schema, built once in New.
+type queries struct {
+	insertPlainQueue, insertQueue, selectQueueForUpdate, upgradeQueue, insertSubscriptions string
+	selectQueue, selectSubscribers, insertMessages, depth                                  string
+	claim, claimFIFO, nextVisible, ack, ackNotify, nack, release, deadLetter, cleanDedup   string
+}
+
+func newQueries(schema string) queries {
+	x := func(sql string) string { return expand(sql, schema) }
+	return queries{
+		insertPlainQueue: x(`
+INSERT INTO {{schema}}.queues (name, fifo, visibility_timeout_us, max_receive_count, plain)
+VALUES ($1, $2, $3, 0, true)
+ON CONFLICT (name) DO NOTHING`),
+		insertQueue: x(`
+INSERT INTO {{schema}}.queues (name, fifo, visibility_timeout_us, max_receive_count, dead_letter_queue)
+VALUES ($1, $2, $3, $4, $5)
+ON CONFLICT (name) DO NOTHING`),
+		selectQueueForUpdate: x(`
+SELECT fifo, visibility_timeout_us, max_receive_count, dead_letter_queue, plain
+FROM {{schema}}.queues WHERE name = $1 FOR UPDATE`),
+		upgradeQueue: x(`
+UPDATE {{schema}}.queues
+SET visibility_timeout_us = $2, max_receive_count = $3, dead_letter_queue = $4, plain = false
+WHERE name = $1`),
+		insertSubscriptions: x(`
+INSERT INTO {{schema}}.subscriptions (topic, queue)
+SELECT t, $1 FROM unnest($2::text[]) AS t
+ON CONFLICT DO NOTHING`),
+		selectQueue: x(`
+SELECT fifo, visibility_timeout_us, max_receive_count, coalesce(dead_letter_queue, '')
+FROM {{schema}}.queues WHERE name = $1`),
+		selectSubscribers: x(`
+SELECT q.name, q.fifo
+FROM {{schema}}.subscriptions s JOIN {{schema}}.queues q ON q.name = s.queue
+WHERE s.topic = $1
+ORDER BY q.name`),
+
+		// One row per (message, queue), numbered in the order given. FIFO rows
+		// carry a dedup id: the first row of each (queue, dedup id) claims it
+		// in the dedup table (or takes over an expired claim); rows whose id
+		// is taken are not inserted.
+		insertMessages: x(`
+WITH input AS (
+	SELECT * FROM unnest($1::text[], $2::text[], $3::bytea[], $4::bytea[], $5::text[], $6::text[])
+		WITH ORDINALITY AS i(queue, uuid, payload, metadata, group_id, dedup_id, ord)
+), firsts AS (
+	SELECT DISTINCT ON (queue, dedup_id) queue, dedup_id, ord
+	FROM input WHERE dedup_id IS NOT NULL
+	ORDER BY queue, dedup_id, ord
+), fresh AS (
+	INSERT INTO {{schema}}.dedup AS d (queue, dedup_id, expires_at)
+	SELECT queue, dedup_id, now() + $7::bigint * interval '1 microsecond' FROM firsts ORDER BY queue, dedup_id
+	ON CONFLICT (queue, dedup_id) DO UPDATE SET expires_at = EXCLUDED.expires_at WHERE d.expires_at <= now()
+	RETURNING d.queue, d.dedup_id
+)
+INSERT INTO {{schema}}.messages (queue, uuid, payload, metadata, group_id)
+SELECT i.queue, i.uuid, i.payload, i.metadata, i.group_id
+FROM input i
+WHERE i.dedup_id IS NULL
+   OR i.ord IN (SELECT f.ord FROM firsts f JOIN fresh r ON r.queue = f.queue AND r.dedup_id = f.dedup_id)
+ORDER BY i.ord`),
+
+		depth: x(`
+SELECT EXISTS (SELECT 1 FROM {{schema}}.queues WHERE name = $1),
+	count(*) FILTER (WHERE visible_at <= now()),
+	count(*) FILTER (WHERE visible_at > now())
+FROM {{schema}}.messages WHERE queue = $1`),
+
+		// Receiving leases up to $2 visible messages for $3 µs, oldest first,
+		// skipping rows another consumer is claiming right now.
+		claim: x(`
+UPDATE {{schema}}.messages m
+SET receive_count = m.receive_count + 1, visible_at = now() + $3::bigint * interval '1 microsecond'
+FROM (
+	SELECT id FROM {{schema}}.messages
+	WHERE queue = $1 AND visible_at <= now()
+	ORDER BY id LIMIT $2
+	FOR UPDATE SKIP LOCKED
+) c
+WHERE m.id = c.id
+RETURNING m.id, m.uuid, m.payload, m.metadata, m.receive_count, coalesce(m.dead_letter_source, '')`),
+
+		// FIFO: only the head of a group (no older row of the group left,
+		// visible or in flight) can be received, so a group has at most one
+		// message in flight and is delivered in order. A row is deleted only
+		// by ack or by moving to the dead-letter queue.
+		claimFIFO: x(`
+UPDATE {{schema}}.messages m
+SET receive_count = m.receive_count + 1, visible_at = now() + $3::bigint * interval '1 microsecond'
+FROM (
+	SELECT h.id FROM {{schema}}.messages h
+	WHERE h.queue = $1 AND h.visible_at <= now()
+	  AND NOT EXISTS (
+		SELECT 1 FROM {{schema}}.messages p
+		WHERE p.queue = $1 AND p.group_id = h.group_id AND p.id < h.id)
+	ORDER BY h.id LIMIT $2
+	FOR UPDATE SKIP LOCKED
+) c
+WHERE m.id = c.id
+RETURNING m.id, m.uuid, m.payload, m.metadata, m.receive_count, coalesce(m.dead_letter_source, '')`),
+
+		// How long until the next lease of the queue expires (NULL: none).
+		nextVisible: x(`
+SELECT extract(epoch FROM min(visible_at) - now())::float8
+FROM {{schema}}.messages WHERE queue = $1 AND visible_at > now()`),
+
+		// Settling checks the receipt (receive_count): a consumer whose lease
+		// expired and whose message was received again cannot settle it.
+		ack: x(`DELETE FROM {{schema}}.messages WHERE id = $1 AND receive_count = $2`),
+		// Acking a FIFO head unblocks its group: wake the other consumers.
+		ackNotify: x(`
+WITH d AS (DELETE FROM {{schema}}.messages WHERE id = $1 AND receive_count = $2 RETURNING 1)
+SELECT pg_notify($3, $4) FROM d`),
+		nack: x(`UPDATE {{schema}}.messages SET visible_at = now() WHERE id = $1 AND receive_count = $2`),
+		// Giving back messages received but never handed to a handler: they
+		// were not really received, so the receive count is restored.
+		release: x(`
+UPDATE {{schema}}.messages m SET visible_at = now(), receive_count = m.receive_count - 1
+FROM unnest($1::bigint[], $2::integer[]) AS r(id, rc)
+WHERE m.id = r.id AND m.receive_count = r.rc`),
+		// Moving messages over MaxReceiveCount to the dead-letter queue, in
+		// their order, as new rows (receive count 0) that remember the source.
+		deadLetter: x(`
+WITH moved AS (
+	DELETE FROM {{schema}}.messages m
+	USING unnest($1::bigint[], $2::integer[]) AS r(id, rc)
+	WHERE m.id = r.id AND m.receive_count = r.rc
+	RETURNING m.id, m.uuid, m.payload, m.metadata, m.group_id
+)
+INSERT INTO {{schema}}.messages (queue, uuid, payload, metadata, group_id, dead_letter_source)
+SELECT $3, uuid, payload, metadata, group_id, $4 FROM moved ORDER BY id`),
+		cleanDedup: x(`DELETE FROM {{schema}}.dedup WHERE expires_at < now()`),
+	}
+}

@@ -1,0 +1,177 @@
+package postgres
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"regexp"
+	"strings"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+)
+
+// ErrSchemaVersion: the database schema is missing or at another version than
+// this package needs. Run Migrate.
+var ErrSchemaVersion = errors.New("postgres transport: schema not at the expected version (run postgres.Migrate)")
+
+// migrations are applied in order; migration i brings the schema to version
+// i+1. Never edit a released migration: append a new one. "{{schema}}" is
+// replaced with the quoted schema name.
+var migrations = []string{
+	// 1: queues, subscriptions, messages, deduplication ids.
+	`
+CREATE TABLE {{schema}}.queues (
+	name                  text PRIMARY KEY,
+	fifo                  boolean NOT NULL,
+	visibility_timeout_us bigint  NOT NULL CHECK (visibility_timeout_us > 0),
+	max_receive_count     integer NOT NULL CHECK (max_receive_count >= 0),
+	dead_letter_queue     text REFERENCES {{schema}}.queues (name),
+	-- plain: declared only as another queue's dead-letter queue so far.
+	plain                 boolean NOT NULL DEFAULT false,
+	created_at            timestamptz NOT NULL DEFAULT now()
+);
+
+CREATE TABLE {{schema}}.subscriptions (
+	topic text NOT NULL,
+	queue text NOT NULL REFERENCES {{schema}}.queues (name) ON DELETE CASCADE,
+	PRIMARY KEY (topic, queue)
+);
+
+-- One row per message per queue. A row is visible to consumers when
+-- visible_at <= now(); receiving it pushes visible_at one visibility timeout
+-- ahead (the lease) and increments receive_count, which also serves as the
+-- receipt: ack and nack only act on the row if receive_count is still the one
+-- they received. Ack deletes the row.
+CREATE TABLE {{schema}}.messages (
+	id                 bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+	queue              text    NOT NULL REFERENCES {{schema}}.queues (name) ON DELETE CASCADE,
+	uuid               text    NOT NULL,
+	payload            bytea   NOT NULL,
+	-- metadata: the Watermill metadata, length-prefixed key/value pairs (see
+	-- metadata.go); bytea keeps every byte of every value exactly.
+	metadata           bytea   NOT NULL,
+	-- group_id: the FIFO message group; NULL on standard queues.
+	group_id           text,
+	receive_count      integer NOT NULL DEFAULT 0,
+	visible_at         timestamptz NOT NULL DEFAULT now(),
+	-- dead_letter_source: the queue this message was dead-lettered from.
+	dead_letter_source text,
+	published_at       timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX messages_queue_id ON {{schema}}.messages (queue, id);
+CREATE INDEX messages_queue_visible ON {{schema}}.messages (queue, visible_at);
+CREATE INDEX messages_fifo_head ON {{schema}}.messages (queue, group_id, id) WHERE group_id IS NOT NULL;
+
+-- Deduplication ids of FIFO queues, remembered until expires_at.
+CREATE TABLE {{schema}}.dedup (
+	queue      text NOT NULL REFERENCES {{schema}}.queues (name) ON DELETE CASCADE,
+	dedup_id   text NOT NULL,
+	expires_at timestamptz NOT NULL,
+	PRIMARY KEY (queue, dedup_id)
+);
+CREATE INDEX dedup_expires_at ON {{schema}}.dedup (expires_at);
+`,
+}
+
+// SchemaVersion is the schema version this package needs.
+var SchemaVersion = len(migrations)
+
+var schemaName = regexp.MustCompile(`^[a-z_][a-z0-9_]{0,62}$`)
+
+// SchemaSQL returns the SQL that creates the transport's tables in schema, for
+// users who apply migrations with their own tool. It is what Migrate runs,
+// without the version bookkeeping and locking.
+func SchemaSQL(schema string) (string, error) {
+	if !schemaName.MatchString(schema) {
+		return "", fmt.Errorf("%w: schema name %q (want lower-case letters, digits, _; at most 63)", errInvalid, schema)
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "CREATE SCHEMA IF NOT EXISTS %s;\n", quote(schema))
+	for _, m := range migrations {
+		b.WriteString(expand(m, schema))
+	}
+	return b.String(), nil
+}
+
+func quote(schema string) string { return pgx.Identifier{schema}.Sanitize() }
+
+func expand(sql, schema string) string { return strings.ReplaceAll(sql, "{{schema}}", quote(schema)) }
+
+// Migrate creates or upgrades the transport's schema (Config.Schema) to
+// SchemaVersion. It is idempotent and safe to run from several processes at
+// once (an advisory lock serializes them). New does not create anything: run
+// Migrate first, at deploy time or at start-up.
+func Migrate(ctx context.Context, cfg Config) error {
+	if err := cfg.Validate(); err != nil {
+		return err
+	}
+	cfg = cfg.withDefaults()
+	pool, owned, err := cfg.pool(ctx)
+	if err != nil {
+		return err
+	}
+	if owned {
+		defer pool.Close()
+	}
+	schema := cfg.Schema
+	return pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock($1)`, lockKey("eda-transport-migrate", schema)); err != nil {
+			return classify("migrate: lock", err)
+		}
+		setup := fmt.Sprintf(`
+CREATE SCHEMA IF NOT EXISTS %[1]s;
+CREATE TABLE IF NOT EXISTS %[1]s.schema_version (
+	version    integer PRIMARY KEY,
+	applied_at timestamptz NOT NULL DEFAULT now()
+);`, quote(schema))
+		if _, err := tx.Exec(ctx, setup); err != nil {
+			return classify("migrate: create schema", err)
+		}
+		var have int
+		if err := tx.QueryRow(ctx, fmt.Sprintf(`SELECT coalesce(max(version), 0) FROM %s.schema_version`, quote(schema))).Scan(&have); err != nil {
+			return classify("migrate: read version", err)
+		}
+		if have > SchemaVersion {
+			return fmt.Errorf("%w: schema %q is at version %d, newer than this package's %d", ErrSchemaVersion, schema, have, SchemaVersion)
+		}
+		for v := have + 1; v <= SchemaVersion; v++ {
+			if _, err := tx.Exec(ctx, expand(migrations[v-1], schema)); err != nil {
+				return classify(fmt.Sprintf("migrate: version %d", v), err)
+			}
+			if _, err := tx.Exec(ctx, fmt.Sprintf(`INSERT INTO %s.schema_version (version) VALUES ($1)`, quote(schema)), v); err != nil {
+				return classify("migrate: record version", err)
+			}
+		}
+		return nil
+	})
+}
+
+// checkSchema returns ErrSchemaVersion unless schema is at SchemaVersion.
+func checkSchema(ctx context.Context, db DBTX, schema string) error {
+	var have int
+	err := db.QueryRow(ctx, fmt.Sprintf(`SELECT coalesce(max(version), 0) FROM %s.schema_version`, quote(schema))).Scan(&have)
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) && (pgErr.Code == "42P01" || pgErr.Code == "3F000") { // undefined table, invalid schema
+		return fmt.Errorf("%w: schema %q has no eda transport tables", ErrSchemaVersion, schema)
+	}
+	if err != nil {
+		return classify("check schema version", err)
+	}
+	if have != SchemaVersion {
+		return fmt.Errorf("%w: schema %q is at version %d, this package needs %d", ErrSchemaVersion, schema, have, SchemaVersion)
+	}
+	return nil
+}
+
+// lockKey hashes parts into an advisory lock key. Collisions only make
+// unrelated work wait for each other.
+func lockKey(parts ...string) int64 {
+	h := fnv.New64a()
+	for _, p := range parts {
+		h.Write([]byte(p))
+		h.Write([]byte{0})
+	}
+	return int64(h.Sum64())
+}
