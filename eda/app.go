@@ -2,6 +2,7 @@ package eda
 
 import (
 	"context"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -11,7 +12,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/ThreeDotsLabs/watermill"
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/google/uuid"
 
@@ -77,9 +77,6 @@ func (c *Config) setDefaults() {
 	if c.Codec == nil {
 		c.Codec = JSON{}
 	}
-	if c.Logger == nil {
-		c.Logger = slog.New(slog.DiscardHandler)
-	}
 	if c.CloseTimeout == 0 {
 		c.CloseTimeout = DefaultCloseTimeout
 	}
@@ -134,8 +131,8 @@ type eventType struct {
 
 type queueSpec struct {
 	cfg      QueueConfig
-	declared bool // by DeclareQueue, not implicitly by Handle
-	handlers map[string]func(context.Context, *message.Message) error
+	declared bool                                                     // by DeclareQueue, not implicitly by Handle
+	handlers map[string]func(context.Context, *message.Message) error // by event name; each puts msg in its ctx
 }
 
 // New validates cfg, fills defaults and returns an App.
@@ -283,12 +280,16 @@ func Handle[E Event](a *App, queue string, fn func(context.Context, E) error) er
 			return &MessageError{EventID: msg.Metadata.Get(MetadataID), EventType: et.name, Queue: queue,
 				Err: fmt.Errorf("%w: content type %q, codec reads %q", ErrDecode, ct, codec.ContentType())}
 		}
-		var e E
-		if err := codec.Unmarshal(msg.Payload, &e); err != nil {
+		// One allocation holds the decoded event and the handler's context.
+		box := &struct {
+			msgContext
+			e E
+		}{msgContext: msgContext{Context: ctx, msg: msg}}
+		if err := codec.Unmarshal(msg.Payload, &box.e); err != nil {
 			return &MessageError{EventID: msg.Metadata.Get(MetadataID), EventType: et.name, Queue: queue,
 				Err: fmt.Errorf("%w: %w", ErrDecode, err)}
 		}
-		return fn(ctx, e)
+		return fn(&box.msgContext, box.e)
 	}
 	return nil
 }
@@ -315,14 +316,27 @@ func (a *App) NewMessage(ctx context.Context, e Event) (topic string, msg *messa
 	if err != nil {
 		return "", nil, fmt.Errorf("eda: event id: %w", err)
 	}
-	ids := id.String()
+	// The id and the time share one allocation: both are substrings of text.
+	var buf [36 + len(time.RFC3339Nano)]byte
+	b := hex.AppendEncode(buf[:0], id[:4])
+	b = append(b, '-')
+	b = hex.AppendEncode(b, id[4:6])
+	b = append(b, '-')
+	b = hex.AppendEncode(b, id[6:8])
+	b = append(b, '-')
+	b = hex.AppendEncode(b, id[8:10])
+	b = append(b, '-')
+	b = hex.AppendEncode(b, id[10:])
+	b = time.Now().UTC().AppendFormat(b, time.RFC3339Nano)
+	text := string(b)
+	ids, now := text[:36], text[36:]
 	msg = message.NewMessage(ids, payload)
 	md := msg.Metadata
 	md[MetadataSpecVersion] = SpecVersion
 	md[MetadataID] = ids
 	md[MetadataSource] = a.cfg.Source
 	md[MetadataType] = et.name
-	md[MetadataTime] = time.Now().UTC().Format(time.RFC3339Nano)
+	md[MetadataTime] = now
 	md[MetadataContentType] = a.cfg.Codec.ContentType()
 	md[MetadataSchemaVersion] = et.versionStr
 	md[MetadataCorrelationID] = ids
@@ -430,7 +444,7 @@ func (a *App) Run(ctx context.Context) error {
 	if err := a.Declare(ctx); err != nil {
 		return err
 	}
-	router, err := message.NewRouter(message.RouterConfig{CloseTimeout: a.cfg.CloseTimeout}, watermill.NewSlogLogger(a.cfg.Logger))
+	router, err := message.NewRouter(message.RouterConfig{CloseTimeout: a.cfg.CloseTimeout}, newLoggerAdapter(a.cfg.Logger))
 	if err != nil {
 		return fmt.Errorf("eda: router: %w", err)
 	}
@@ -480,7 +494,7 @@ func (q *queueSpec) dispatch(msg *message.Message) error {
 		return &MessageError{EventID: msg.Metadata.Get(MetadataID), EventType: typ, Queue: q.cfg.Name,
 			Err: fmt.Errorf("%w: %q has no handler on this queue", ErrUnknownEvent, typ)}
 	}
-	return h(withMessage(msg.Context(), msg), msg)
+	return h(msg.Context(), msg)
 }
 
 // keepOpen hides the transport's Close from the router, which closes a

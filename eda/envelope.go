@@ -96,10 +96,19 @@ func (e Envelope) Validate() error {
 
 type ctxKey struct{}
 
-// withMessage returns ctx carrying the handled message, from which
-// EnvelopeFromContext reads lazily (one allocation per message).
-func withMessage(ctx context.Context, msg *message.Message) context.Context {
-	return context.WithValue(ctx, ctxKey{}, msg)
+// msgContext is a handler's context: it carries the handled message, from
+// which EnvelopeFromContext reads lazily. It is context.WithValue's job
+// done without a separate allocation.
+type msgContext struct {
+	context.Context
+	msg *message.Message
+}
+
+func (c *msgContext) Value(key any) any {
+	if key == (ctxKey{}) {
+		return c.msg
+	}
+	return c.Context.Value(key)
 }
 
 // MessageFromContext returns the message being handled, if ctx is a handler's.

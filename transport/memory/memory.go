@@ -315,7 +315,12 @@ func (q *queue) receiveLocked() *entry {
 			return nil
 		}
 		e := q.ready[i]
-		q.ready = slices.Delete(q.ready, i, i+1)
+		if i == 0 { // the common case: O(1), the backing array is reused by append
+			q.ready[0] = nil
+			q.ready = q.ready[1:]
+		} else {
+			q.ready = slices.Delete(q.ready, i, i+1)
+		}
 		e.received++
 		if q.decl.MaxReceiveCount > 0 && e.received > q.decl.MaxReceiveCount && q.dlq != nil {
 			md := e.metadata
