@@ -1,13 +1,21 @@
 # The README's test command is `make test`; .ci/run calls it.
 GO ?= go
 
-.PHONY: test vet bench
-test: vet
-	$(GO) test -race -count=1 -timeout 15m ./...
+.PHONY: test services vet bench
+test: services vet
+	$(GO) test -race -count=1 -timeout 20m ./...
+
+# The real servers the tests talk to: PostgreSQL and the SNS/SQS emulator.
+services:
+	scripts/postgres.sh
+	scripts/emulator.sh up
 
 vet:
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || (echo "gofmt needed:"; gofmt -l $$(git ls-files '*.go'); exit 1)
 	$(GO) vet ./...
 
+# Benchmarks of the core against plain Watermill, same run; ratios via benchstat.
 bench:
+	@mkdir -p bench
 	$(GO) test -run '^$$' -bench . -benchmem -count 6 ./eda/ ./transport/memory/ | tee bench/core.txt
+	$(GO) run golang.org/x/perf/cmd/benchstat@latest -col /impl bench/core.txt
