@@ -187,4 +187,3 @@ func orDiscard(l *slog.Logger) *slog.Logger {
 // ErrInvalidConfig is returned (wrapped) by every constructor in this package
 // given an invalid config. It is eda.ErrInvalidConfig, so either matches.
 var ErrInvalidConfig = eda.ErrInvalidConfig
-

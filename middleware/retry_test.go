@@ -195,4 +195,3 @@ func TestRetryConfigValidate(t *testing.T) {
 		t.Errorf("Validate joins every problem: %v", err)
 	}
 }
-
