@@ -116,10 +116,27 @@ func Migrate(ctx context.Context, cfg Config) error {
 		defer pool.Close()
 	}
 	schema := cfg.Schema
-	return pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
-		if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock($1)`, lockKey("eda-transport-migrate", schema)); err != nil {
-			return classify("migrate: lock", err)
+	conn, err := pool.Acquire(ctx)
+	if err != nil {
+		return classify("migrate: connect", err)
+	}
+	defer conn.Release()
+	// A session lock taken before the transaction starts: a transaction
+	// that waited for a lock inside it could miss the catalog changes of the
+	// migration it waited for (advisory locks do not refresh the catalog
+	// snapshot) and fail on CREATE SCHEMA IF NOT EXISTS.
+	key := lockKey("eda-transport-migrate", schema)
+	if _, err := conn.Exec(ctx, `SELECT pg_advisory_lock($1)`, key); err != nil {
+		return classify("migrate: lock", err)
+	}
+	defer func() {
+		unlockCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), settleTimeout)
+		defer cancel()
+		if _, err := conn.Exec(unlockCtx, `SELECT pg_advisory_unlock($1)`, key); err != nil {
+			conn.Conn().PgConn().Close(unlockCtx) // do not return a connection holding the lock to the pool
 		}
+	}()
+	return pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
 		setup := fmt.Sprintf(`
 CREATE SCHEMA IF NOT EXISTS %[1]s;
 CREATE TABLE IF NOT EXISTS %[1]s.schema_version (

@@ -1,0 +1,427 @@
+package postgres_test
+
+import (
+	"context"
+	"errors"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/jackc/pgx/v5"
+
+	"github.com/edaproject/eda/transport"
+	"github.com/edaproject/eda/transport/postgres"
+)
+
+const wait = 10 * time.Second
+
+func receive(t *testing.T, ch <-chan *message.Message, what string) *message.Message {
+	t.Helper()
+	select {
+	case m, ok := <-ch:
+		if !ok {
+			t.Fatalf("%s: subscription closed", what)
+		}
+		return m
+	case <-time.After(wait):
+		t.Fatalf("%s: nothing received within %s", what, wait)
+	}
+	return nil
+}
+
+// waitEmpty polls until queue holds no message (acks are settled by the
+// consumer after Ack returns).
+func waitEmpty(t *testing.T, tr *postgres.Transport, queue string) {
+	t.Helper()
+	deadline := time.Now().Add(wait)
+	for {
+		visible, inFlight, err := tr.Depth(context.Background(), queue)
+		if err != nil {
+			t.Fatalf("Depth: %v", err)
+		}
+		if visible+inFlight == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("queue %s still holds %d visible and %d in-flight messages after %s", queue, visible, inFlight, wait)
+		}
+		time.Sleep(10 * time.Millisecond) // polling interval, not a wait for an effect
+	}
+}
+
+func names(t *testing.T) (topic, queue string) {
+	s := randomHex(4)
+	return "topic-" + s, "queue-" + s
+}
+
+func msg(payload string) *message.Message {
+	m := message.NewMessage(randomHex(16), []byte(payload))
+	m.Metadata.Set(transport.MetadataEventID, m.UUID)
+	return m
+}
+
+// Messages survive the transport: a new transport on the same schema (a
+// restarted process) delivers what was published and not acked, including
+// the message that was in a handler when the first one closed.
+func TestRestartKeepsMessages(t *testing.T) {
+	ctx := context.Background()
+	topic, queue := names(t)
+	first := newTransport(t, postgres.Config{})
+	if err := first.Declare(ctx, transport.Queue{Name: queue, Topics: []string{topic}, VisibilityTimeout: 500 * time.Millisecond}); err != nil {
+		t.Fatal(err)
+	}
+	if err := first.Publish(topic, msg("acked"), msg("in handler at close"), msg("never received")); err != nil {
+		t.Fatal(err)
+	}
+	ch, err := first.Subscribe(ctx, queue)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := receive(t, ch, "first")
+	if string(m.Payload) != "acked" {
+		t.Fatalf("first message %q", m.Payload)
+	}
+	m.Ack()
+	held := receive(t, ch, "second")
+	if err := first.Close(); err != nil {
+		t.Fatal(err)
+	}
+	held.Ack() // too late: the transport is closed, the message stays leased
+
+	second := newTransport(t, postgres.Config{})
+	ch2, err := second.Subscribe(ctx, queue)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]string{}
+	for range 2 {
+		m := receive(t, ch2, "after restart")
+		got[string(m.Payload)] = m.Metadata.Get(transport.MetadataReceiveCount)
+		m.Ack()
+	}
+	want := map[string]string{"in handler at close": "2", "never received": "1"}
+	for p, rc := range want {
+		if got[p] != rc {
+			t.Errorf("after restart: %q received with count %q, want %q (got %v)", p, got[p], rc, got)
+		}
+	}
+	waitEmpty(t, second, queue)
+}
+
+// Messages published in the caller's transaction are delivered if and only
+// if it commits.
+func TestPublishTx(t *testing.T) {
+	ctx := context.Background()
+	pool, _ := testPool(t)
+	tr := newTransport(t, postgres.Config{})
+	topic, queue := names(t)
+	if err := tr.Declare(ctx, transport.Queue{Name: queue, Topics: []string{topic}}); err != nil {
+		t.Fatal(err)
+	}
+	ch, err := tr.Subscribe(ctx, queue)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, commit := range []bool{false, true} {
+		tx, err := pool.Begin(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := tr.PublishTx(ctx, tx, topic, msg("commit="+strconv.FormatBool(commit))); err != nil {
+			t.Fatal(err)
+		}
+		if commit {
+			err = tx.Commit(ctx)
+		} else {
+			err = tx.Rollback(ctx)
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Delivery is in publish order: had the rolled-back message been
+	// stored, it would come first.
+	m := receive(t, ch, "committed message")
+	if string(m.Payload) != "commit=true" {
+		t.Fatalf("received %q, want the committed message only", m.Payload)
+	}
+	m.Ack()
+	waitEmpty(t, tr, queue)
+}
+
+// Metadata comes back byte for byte, including what JSON or text columns
+// would change or reject.
+func TestMetadataExact(t *testing.T) {
+	ctx := context.Background()
+	tr := newTransport(t, postgres.Config{})
+	topic, queue := names(t)
+	if err := tr.Declare(ctx, transport.Queue{Name: queue, Topics: []string{topic}}); err != nil {
+		t.Fatal(err)
+	}
+	ch, err := tr.Subscribe(ctx, queue)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sent := msg("\x00binary\xff payload")
+	md := map[string]string{"nul": "a\x00b", "invalid-utf8": "\xff\xfe", "empty": "", "": "empty key", "long": strings.Repeat("é", 1000)}
+	for k, v := range md {
+		sent.Metadata.Set(k, v)
+	}
+	if err := tr.Publish(topic, sent); err != nil {
+		t.Fatal(err)
+	}
+	got := receive(t, ch, "message")
+	defer got.Ack()
+	if string(got.Payload) != string(sent.Payload) || got.UUID != sent.UUID {
+		t.Errorf("got %q (uuid %s), sent %q (uuid %s)", got.Payload, got.UUID, sent.Payload, sent.UUID)
+	}
+	for k, v := range sent.Metadata {
+		if g, ok := got.Metadata[k]; !ok || g != v {
+			t.Errorf("metadata %q: got %q (present %t), want %q", k, g, ok, v)
+		}
+	}
+}
+
+// A consumer that stops gives back the messages it received in a batch but
+// did not hand out, at once and with their receive count restored.
+func TestStoppedConsumerGivesBackItsBatch(t *testing.T) {
+	ctx := context.Background()
+	tr := newTransport(t, postgres.Config{BatchSize: 10})
+	topic, queue := names(t)
+	if err := tr.Declare(ctx, transport.Queue{Name: queue, Topics: []string{topic}, VisibilityTimeout: time.Hour}); err != nil {
+		t.Fatal(err)
+	}
+	var msgs []*message.Message
+	for i := range 5 {
+		msgs = append(msgs, msg(strconv.Itoa(i)))
+	}
+	if err := tr.Publish(topic, msgs...); err != nil {
+		t.Fatal(err)
+	}
+	subCtx, stop := context.WithCancel(ctx)
+	ch, err := tr.Subscribe(subCtx, queue)
+	if err != nil {
+		t.Fatal(err)
+	}
+	receive(t, ch, "first").Ack()
+	// The consumer holds the other four in its batch, leased for an hour.
+	stop()
+	for range ch {
+	}
+	ch2, err := tr.Subscribe(ctx, queue)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 1; i < 5; i++ {
+		m := receive(t, ch2, "given back message")
+		if string(m.Payload) != strconv.Itoa(i) || m.Metadata.Get(transport.MetadataReceiveCount) != "1" {
+			t.Errorf("got %q with receive count %s, want %d with 1", m.Payload, m.Metadata.Get(transport.MetadataReceiveCount), i)
+		}
+		m.Ack()
+	}
+}
+
+// A dead-lettered message says where it came from, and a FIFO queue's
+// dead-letter queue is FIFO too.
+func TestDeadLetterSource(t *testing.T) {
+	ctx := context.Background()
+	tr := newTransport(t, postgres.Config{})
+	topic, queue := names(t)
+	q := transport.Queue{Name: queue, Topics: []string{topic}, FIFO: true, MaxReceiveCount: 1}
+	if err := tr.Declare(ctx, q); err != nil {
+		t.Fatal(err)
+	}
+	ch, err := tr.Subscribe(ctx, queue)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dlq, err := tr.Subscribe(ctx, q.WithDefaults().DeadLetterQueue)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := msg("poison")
+	m.Metadata.Set(transport.MetadataGroupID, "g")
+	if err := tr.Publish(topic, m); err != nil {
+		t.Fatal(err)
+	}
+	receive(t, ch, "poison").Nack()
+	dead := receive(t, dlq, "dead letter")
+	defer dead.Ack()
+	if dead.Metadata.Get(transport.MetadataDeadLetterSource) != queue || dead.Metadata.Get(transport.MetadataReceiveCount) != "1" ||
+		dead.Metadata.Get(transport.MetadataGroupID) != "g" {
+		t.Errorf("dead letter metadata %v: want source %q, receive count 1, group g", dead.Metadata, queue)
+	}
+	// Publishing to the FIFO queue's DLQ directly needs a group: it is FIFO.
+	if err := tr.Declare(ctx, transport.Queue{Name: q.WithDefaults().DeadLetterQueue, FIFO: true, Topics: []string{topic + "-dlq"}}); err != nil {
+		t.Fatalf("declaring the DLQ with its settings: %v", err)
+	}
+	if err := tr.Publish(topic+"-dlq", msg("no group")); !errors.Is(err, transport.ErrMissingGroupID) {
+		t.Errorf("publish without group to the FIFO DLQ: %v, want ErrMissingGroupID", err)
+	}
+}
+
+func TestDeclare(t *testing.T) {
+	ctx := context.Background()
+	tr := newTransport(t, postgres.Config{})
+	_, queue := names(t)
+	base := transport.Queue{Name: queue, Topics: []string{"a"}, VisibilityTimeout: time.Second, MaxReceiveCount: 3}
+	if err := tr.Declare(ctx, base); err != nil {
+		t.Fatal(err)
+	}
+	again := base
+	again.Topics = []string{"b"}
+	if err := tr.Declare(ctx, again); err != nil {
+		t.Fatalf("declaring again with another topic: %v", err)
+	}
+	for name, change := range map[string]func(*transport.Queue){
+		"visibility":   func(q *transport.Queue) { q.VisibilityTimeout = 2 * time.Second },
+		"fifo":         func(q *transport.Queue) { q.FIFO = true },
+		"max receives": func(q *transport.Queue) { q.MaxReceiveCount = 4 },
+		"dlq":          func(q *transport.Queue) { q.DeadLetterQueue = queue + "-other" },
+		"no dlq":       func(q *transport.Queue) { q.MaxReceiveCount = 0 },
+	} {
+		q := base
+		change(&q)
+		if err := tr.Declare(ctx, q); !errors.Is(err, transport.ErrInvalidConfig) {
+			t.Errorf("%s changed: got %v, want ErrInvalidConfig", name, err)
+		}
+	}
+	// The queue hears both topics.
+	ch, err := tr.Subscribe(ctx, queue)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, topic := range []string{"a", "b"} {
+		if err := tr.Publish(topic, msg(topic)); err != nil {
+			t.Fatal(err)
+		}
+		if m := receive(t, ch, topic); string(m.Payload) != topic {
+			t.Errorf("got %q, want %q", m.Payload, topic)
+		} else {
+			m.Ack()
+		}
+	}
+	if err := tr.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := tr.Declare(ctx, base); !errors.Is(err, transport.ErrClosed) {
+		t.Errorf("Declare after Close: %v, want ErrClosed", err)
+	}
+	if err := tr.Publish("a", msg("x")); !errors.Is(err, transport.ErrClosed) {
+		t.Errorf("Publish after Close: %v, want ErrClosed", err)
+	}
+	if _, err := tr.Subscribe(ctx, queue); !errors.Is(err, transport.ErrClosed) {
+		t.Errorf("Subscribe after Close: %v, want ErrClosed", err)
+	}
+}
+
+func TestMigrate(t *testing.T) {
+	ctx := context.Background()
+	pool, schema := freshSchema(t)
+	cfg := postgres.Config{Pool: pool, Schema: schema}
+	if _, err := postgres.New(ctx, cfg); !errors.Is(err, postgres.ErrSchemaVersion) {
+		t.Fatalf("New before Migrate: %v, want ErrSchemaVersion", err)
+	}
+	var wg sync.WaitGroup
+	errs := make([]error, 4)
+	for i := range errs { // concurrent migrations serialize
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[i] = postgres.Migrate(ctx, cfg)
+		}()
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		t.Fatalf("concurrent Migrate: %v", err)
+	}
+	if err := postgres.Migrate(ctx, cfg); err != nil {
+		t.Fatalf("Migrate again: %v", err)
+	}
+	var versions int
+	if err := pool.QueryRow(ctx, "SELECT count(*) FROM "+pgx.Identifier{schema, "schema_version"}.Sanitize()).Scan(&versions); err != nil || versions != postgres.SchemaVersion {
+		t.Fatalf("schema_version has %d rows (%v), want %d", versions, err, postgres.SchemaVersion)
+	}
+	tr, err := postgres.New(ctx, cfg)
+	if err != nil {
+		t.Fatalf("New after Migrate: %v", err)
+	}
+	_ = tr.Close()
+
+	// A schema newer than the package is refused.
+	if _, err := pool.Exec(ctx, "INSERT INTO "+pgx.Identifier{schema, "schema_version"}.Sanitize()+" (version) VALUES ($1)", postgres.SchemaVersion+1); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := postgres.New(ctx, cfg); !errors.Is(err, postgres.ErrSchemaVersion) {
+		t.Errorf("New on a newer schema: %v, want ErrSchemaVersion", err)
+	}
+	if err := postgres.Migrate(ctx, cfg); !errors.Is(err, postgres.ErrSchemaVersion) {
+		t.Errorf("Migrate on a newer schema: %v, want ErrSchemaVersion", err)
+	}
+}
+
+// SchemaSQL is what Migrate applies, for external migration tools.
+func TestSchemaSQL(t *testing.T) {
+	ctx := context.Background()
+	pool, schema := freshSchema(t)
+	sql, err := postgres.SchemaSQL(schema)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pool.Exec(ctx, sql); err != nil {
+		t.Fatalf("applying SchemaSQL: %v", err)
+	}
+	if _, err := postgres.SchemaSQL("Bad-Name"); !errors.Is(err, transport.ErrInvalidConfig) {
+		t.Errorf("SchemaSQL with a bad name: %v, want ErrInvalidConfig", err)
+	}
+}
+
+func TestConfigValidate(t *testing.T) {
+	pool, _ := testPool(t)
+	tests := []struct {
+		name     string
+		cfg      postgres.Config
+		problems int
+	}{
+		{"pool", postgres.Config{Pool: pool}, 0},
+		{"dsn", postgres.Config{DSN: testDSN(), Schema: "s_1", PollInterval: time.Second, BatchSize: 1, MaxMessageSize: -1, DedupWindow: time.Minute}, 0},
+		{"neither", postgres.Config{}, 1},
+		{"both", postgres.Config{Pool: pool, DSN: testDSN()}, 1},
+		{"bad dsn", postgres.Config{DSN: "postgres://a:b@:x/"}, 1},
+		{"everything wrong", postgres.Config{Schema: "1 bad", PollInterval: -1, BatchSize: -1, MaxMessageSize: -2, DedupWindow: -1}, 6},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			err := tc.cfg.Validate()
+			if tc.problems == 0 {
+				if err != nil {
+					t.Fatalf("Validate: %v", err)
+				}
+				return
+			}
+			if !errors.Is(err, transport.ErrInvalidConfig) {
+				t.Fatalf("Validate: %v, want ErrInvalidConfig", err)
+			}
+			var joined interface{ Unwrap() []error }
+			if !errors.As(err, &joined) || len(joined.Unwrap()) != tc.problems {
+				t.Errorf("Validate reported %v, want %d problems", err, tc.problems)
+			}
+			if _, nerr := postgres.New(context.Background(), tc.cfg); !errors.Is(nerr, transport.ErrInvalidConfig) {
+				t.Errorf("New: %v, want ErrInvalidConfig", nerr)
+			}
+		})
+	}
+}
+
+// An unreachable database is transport.ErrUnavailable.
+func TestUnavailable(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_, err := postgres.New(ctx, postgres.Config{DSN: "postgres://postgres@127.0.0.1:1/test?connect_timeout=2"})
+	if !errors.Is(err, transport.ErrUnavailable) {
+		t.Fatalf("New on a closed port: %v, want ErrUnavailable", err)
+	}
+}
