@@ -1,0 +1,242 @@
+package aws
+
+import (
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"slices"
+	"strings"
+	"unicode/utf8"
+
+	wmsqs "github.com/ThreeDotsLabs/watermill-aws/sqs"
+	"github.com/ThreeDotsLabs/watermill/message"
+
+	"github.com/edaproject/eda/transport"
+)
+
+// The wire format. watermill-aws's marshalers put every metadata entry in a
+// message attribute; eda needs more, so this codec replaces them (the
+// attribute names stay compatible: a watermill-aws subscriber reads the
+// UUID and the attributes):
+//   - SQS delivers at most 10 message attributes and rejects empty values
+//     and some names; metadata that does not fit travels as one JSON object
+//     in attrOverflow.
+//   - SQS bodies must be XML-safe Unicode; a payload that is not (binary
+//     codecs) is sent base64-encoded, marked by attrEncoding.
+//   - The UUID attribute is left out when the UUID equals the event id
+//     (ce_id), which is how eda builds messages: one attribute slot more.
+//   - The group id and dedup id go to MessageGroupId and
+//     MessageDeduplicationId and also stay in the metadata.
+const (
+	attrUUID       = wmsqs.UUIDAttribute // "_watermill_message_uuid"
+	attrOverflow   = "eda_md"
+	attrEncoding   = "eda_enc"
+	attrClaimCheck = "eda_claimcheck"
+	encodingBase64 = "base64"
+	encodingEmpty  = "empty"
+	stringType     = "String"
+	claimCheckBody = "eda-claim-check:" // body of a claim-checked message, then the key
+)
+
+// attrPriority orders metadata keys for the attribute slots: the envelope
+// first (subscription filter policies match on these), then the rest by name.
+var attrPriority = []string{
+	"ce_type", "ce_source", transport.MetadataEventID, "ce_specversion", "ce_time",
+	"ce_datacontenttype", "ce_schemaversion", transport.MetadataGroupID,
+	"ce_correlationid", "ce_causationid",
+}
+
+// wireMessage is a message as SNS/SQS carry it.
+type wireMessage struct {
+	body  string
+	attrs map[string]string // all of data type String
+}
+
+// size is what SNS/SQS count: body plus attribute names, types and values.
+func (w wireMessage) size() int {
+	n := len(w.body)
+	for k, v := range w.attrs {
+		n += len(k) + len(stringType) + len(v)
+	}
+	return n
+}
+
+// encode turns msg into its wire form. body replaces the payload when not
+// nil (a claim-check pointer).
+func encode(msg *message.Message, claimKey string) (wireMessage, error) {
+	w := wireMessage{attrs: map[string]string{}}
+	switch {
+	case claimKey != "":
+		w.body = claimCheckBody + claimKey
+		w.attrs[attrClaimCheck] = claimKey
+	case len(msg.Payload) == 0:
+		// SNS and SQS reject an empty body.
+		w.body = " "
+		w.attrs[attrEncoding] = encodingEmpty
+	case validBody(msg.Payload):
+		w.body = string(msg.Payload)
+	default:
+		w.body = base64.StdEncoding.EncodeToString(msg.Payload)
+		w.attrs[attrEncoding] = encodingBase64
+	}
+	if msg.UUID != msg.Metadata.Get(transport.MetadataEventID) {
+		w.attrs[attrUUID] = msg.UUID
+	}
+
+	keys := make([]string, 0, len(msg.Metadata))
+	var overflow map[string]string
+	for k, v := range msg.Metadata {
+		if validAttrName(k) && v != "" && validText(v) {
+			keys = append(keys, k)
+			continue
+		}
+		if overflow == nil {
+			overflow = map[string]string{}
+		}
+		overflow[k] = v
+	}
+	slices.SortFunc(keys, func(a, b string) int {
+		pa, pb := priority(a), priority(b)
+		if pa != pb {
+			return pa - pb
+		}
+		return strings.Compare(a, b)
+	})
+	slots := MaxAttributes - len(w.attrs)
+	if overflow != nil || len(keys) > slots {
+		slots-- // one for attrOverflow
+	}
+	for i, k := range keys {
+		if i < slots {
+			w.attrs[k] = msg.Metadata[k]
+			continue
+		}
+		if overflow == nil {
+			overflow = map[string]string{}
+		}
+		overflow[k] = msg.Metadata[k]
+	}
+	if overflow != nil {
+		b, err := json.Marshal(overflow)
+		if err != nil {
+			return wireMessage{}, fmt.Errorf("aws: encode metadata of message %s: %w", msg.UUID, err)
+		}
+		w.attrs[attrOverflow] = string(b)
+	}
+	return w, nil
+}
+
+func priority(k string) int {
+	if i := slices.Index(attrPriority, k); i >= 0 {
+		return i
+	}
+	return len(attrPriority)
+}
+
+// decoded is a received message before its claim check, if any, is resolved.
+type decoded struct {
+	msg      *message.Message
+	claimKey string
+}
+
+// decode reads a message in the wire form; it accepts messages sent by
+// others too (no eda attributes: the SQS message id is the UUID).
+func decode(body string, attrs map[string]string, messageID string) (decoded, error) {
+	md := make(message.Metadata, len(attrs))
+	var d decoded
+	for k, v := range attrs {
+		switch k {
+		case attrUUID, attrEncoding, attrOverflow:
+		case attrClaimCheck:
+			d.claimKey = v
+		default:
+			md[k] = v
+		}
+	}
+	if o, ok := attrs[attrOverflow]; ok {
+		var overflow map[string]string
+		if err := json.Unmarshal([]byte(o), &overflow); err != nil {
+			return decoded{}, fmt.Errorf("aws: message %s: attribute %s: %w", messageID, attrOverflow, err)
+		}
+		for k, v := range overflow {
+			md[k] = v
+		}
+	}
+	payload := []byte(body)
+	switch attrs[attrEncoding] {
+	case encodingEmpty:
+		payload = []byte{}
+	case encodingBase64:
+		var err error
+		if payload, err = base64.StdEncoding.DecodeString(body); err != nil {
+			return decoded{}, fmt.Errorf("aws: message %s: base64 body: %w", messageID, err)
+		}
+	}
+	if d.claimKey != "" {
+		payload = nil
+	}
+	uuid := attrs[attrUUID]
+	if uuid == "" {
+		uuid = md.Get(transport.MetadataEventID)
+	}
+	if uuid == "" {
+		uuid = messageID
+	}
+	d.msg = message.NewMessage(uuid, payload)
+	d.msg.Metadata = md
+	return d, nil
+}
+
+// validBody reports whether SQS accepts b as a body: valid UTF-8 of the
+// characters #x9 #xA #xD #x20-#xD7FF #xE000-#xFFFD #x10000-#x10FFFF.
+func validBody(b []byte) bool {
+	if !utf8.Valid(b) {
+		return false
+	}
+	for _, r := range string(b) {
+		if !validRune(r) {
+			return false
+		}
+	}
+	return true
+}
+
+func validText(s string) bool {
+	if !utf8.ValidString(s) {
+		return false
+	}
+	for _, r := range s {
+		if !validRune(r) {
+			return false
+		}
+	}
+	return true
+}
+
+func validRune(r rune) bool {
+	return r == 0x9 || r == 0xA || r == 0xD || (r >= 0x20 && r <= 0xD7FF) ||
+		(r >= 0xE000 && r <= 0xFFFD) || (r >= 0x10000 && r <= 0x10FFFF)
+}
+
+// validAttrName reports whether SQS accepts name as a message attribute
+// name, and it is not one this codec uses itself.
+func validAttrName(name string) bool {
+	switch name {
+	case attrUUID, attrOverflow, attrEncoding, attrClaimCheck:
+		return false
+	}
+	if name == "" || len(name) > 256 || name[0] == '.' || name[len(name)-1] == '.' || strings.Contains(name, "..") {
+		return false
+	}
+	lower := strings.ToLower(name)
+	if strings.HasPrefix(lower, "aws.") || strings.HasPrefix(lower, "amazon.") {
+		return false
+	}
+	for _, r := range name {
+		ok := r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '_' || r == '-' || r == '.'
+		if !ok {
+			return false
+		}
+	}
+	return true
+}

@@ -1,0 +1,43 @@
+// Package aws is eda's production transport: SNS topics fanning out to SQS
+// queues, standard and FIFO, on aws-sdk-go-v2 (with watermill-aws's
+// attribute names, so plain Watermill consumers read the same messages).
+//
+// A service publishes an event to an SNS topic; SNS delivers a copy to every
+// SQS queue subscribed to it (raw message delivery, the eda envelope in the
+// message attributes); each consuming service polls its own queue:
+//
+//	cfg, _ := config.LoadDefaultConfig(ctx) // region, credentials: the standard chain
+//	tr, err := aws.New(aws.Config{AWS: cfg})
+//	err = tr.Declare(ctx, transport.Queue{Name: "inventory", Topics: []string{"orders"}, MaxReceiveCount: 5})
+//	err = tr.Publish("orders", msgs...)
+//	ch, err := tr.Subscribe(ctx, "inventory")
+//
+// What it adds to the SDK and to watermill-aws:
+//   - Publish sends several messages with PublishBatch (10 per call, 256 KiB
+//     per call, calls in parallel on standard topics); Subscribe receives in
+//     batches with long polling, hands out Config.Concurrency messages at once
+//     (one per FIFO group), extends the visibility of held messages while
+//     handlers run, deletes acked messages in batches and makes nacked ones
+//     visible at once. transport.MetadataReceiveCount comes from SQS's
+//     ApproximateReceiveCount.
+//   - FIFO: a transport.Queue with FIFO becomes "name.fifo" queues and topics;
+//     MessageGroupId is transport.MetadataGroupID (the event's ordering key),
+//     MessageDeduplicationId is transport.DedupID (the event id). Handler code
+//     is the same for standard and FIFO.
+//   - Topology as code: Topology lists topics, queues, dead-letter queues
+//     (maxReceiveCount), subscriptions with optional filter policies; Plan
+//     tells what differs, Apply creates or updates it; both are idempotent.
+//     Each queue's policy lets only its topics send to it (aws:SourceArn).
+//     ServicePolicy writes the least-privilege IAM policy of a service.
+//   - Typed errors: ErrMissingRegion; transport.ErrUnavailable when the
+//     endpoint cannot be reached; transport.ErrUnknownTopic and
+//     transport.ErrUnknownQueue when AutoCreate is off and something is
+//     missing; transport.ErrMessageTooLarge over MaxMessageSize, unless a
+//     claim check (Config.ClaimCheck, e.g. PostgresBlobStore) stores the
+//     payload and sends a pointer.
+//
+// The tests and benchmarks run against the fauxqs emulator
+// (scripts/emulator.sh up; endpoint from EDA_AWS_ENDPOINT, default
+// http://127.0.0.1:4566). fauxqs does not enforce IAM, so the policies are
+// tested for their content only.
+package aws

@@ -1,0 +1,208 @@
+package aws
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+
+	"github.com/edaproject/eda/transport"
+)
+
+// PolicyVersion is the IAM policy language version of every document here.
+const PolicyVersion = "2012-10-17"
+
+// PolicyDocument is an IAM or resource policy.
+type PolicyDocument struct {
+	Version   string      `json:"Version"`
+	Statement []Statement `json:"Statement"`
+}
+
+// Statement is one statement of a PolicyDocument.
+type Statement struct {
+	Sid       string                           `json:"Sid,omitempty"`
+	Effect    string                           `json:"Effect"`
+	Principal map[string]string                `json:"Principal,omitempty"`
+	Action    StringList                       `json:"Action"`
+	Resource  StringList                       `json:"Resource"`
+	Condition map[string]map[string]StringList `json:"Condition,omitempty"`
+}
+
+// StringList is a JSON string or array of strings, as IAM writes them.
+type StringList []string
+
+// UnmarshalJSON accepts a string or an array of strings.
+func (l *StringList) UnmarshalJSON(b []byte) error {
+	var one string
+	if err := json.Unmarshal(b, &one); err == nil {
+		*l = StringList{one}
+		return nil
+	}
+	var many []string
+	if err := json.Unmarshal(b, &many); err != nil {
+		return err
+	}
+	*l = many
+	return nil
+}
+
+// JSON returns the document as indented JSON.
+func (d PolicyDocument) JSON() string {
+	b, _ := json.MarshalIndent(d, "", "  ") // only strings, maps and slices: cannot fail
+	return string(b)
+}
+
+// queuePolicySid marks the statement eda manages in a queue policy.
+const queuePolicySid = "eda-sns-to-sqs"
+
+// queuePolicy returns the policy of a queue that lets exactly topicARNs send
+// to it (SNS delivery, aws:SourceArn condition), keeping the other
+// statements of existing (a policy JSON, may be empty).
+func queuePolicy(queueARN string, topicARNs []string, existing string) (string, error) {
+	var others []json.RawMessage
+	if existing != "" {
+		var doc struct {
+			Statement []json.RawMessage `json:"Statement"`
+		}
+		if err := json.Unmarshal([]byte(existing), &doc); err != nil {
+			return "", fmt.Errorf("aws: queue %s: parse existing policy: %w", queueARN, err)
+		}
+		for _, raw := range doc.Statement {
+			var st struct{ Sid string }
+			if json.Unmarshal(raw, &st) == nil && st.Sid == queuePolicySid {
+				continue
+			}
+			others = append(others, raw)
+		}
+	}
+	arns := slices.Clone(topicARNs)
+	slices.Sort(arns)
+	ours := Statement{
+		Sid:       queuePolicySid,
+		Effect:    "Allow",
+		Principal: map[string]string{"Service": "sns.amazonaws.com"},
+		Action:    StringList{"sqs:SendMessage"},
+		Resource:  StringList{queueARN},
+		Condition: map[string]map[string]StringList{"ArnEquals": {"aws:SourceArn": arns}},
+	}
+	raw, _ := json.Marshal(ours)
+	doc := struct {
+		Version   string            `json:"Version"`
+		Statement []json.RawMessage `json:"Statement"`
+	}{PolicyVersion, append(others, raw)}
+	b, err := json.Marshal(doc)
+	return string(b), err
+}
+
+// policySourceARNs returns the topic ARNs eda's statement of a queue policy
+// allows.
+func policySourceARNs(policy string) []string {
+	if policy == "" {
+		return nil
+	}
+	var doc PolicyDocument
+	if json.Unmarshal([]byte(policy), &doc) != nil {
+		return nil
+	}
+	for _, st := range doc.Statement {
+		if st.Sid == queuePolicySid {
+			for _, cond := range st.Condition {
+				if arns, ok := cond["aws:SourceArn"]; ok {
+					return arns
+				}
+			}
+		}
+	}
+	return nil
+}
+
+// ServiceAccess is what one service does on SNS/SQS: the input of
+// ServicePolicy.
+type ServiceAccess struct {
+	// Region, AccountID and Partition (default "aws") of the ARNs.
+	Region    string
+	AccountID string
+	Partition string
+	// Publishes lists the topics the service publishes to.
+	Publishes []Topic
+	// Consumes lists the queues the service consumes (as declared); their
+	// dead-letter queues are included when ReadDeadLetters is set.
+	Consumes        []transport.Queue
+	ReadDeadLetters bool
+}
+
+// ServicePolicy returns the least-privilege IAM policy of a service: publish
+// (and get attributes, which Publish uses to find a topic) on its topics;
+// receive, delete, change visibility and get URL/attributes on its queues.
+// It grants no create, subscribe or policy rights: Apply the topology with
+// another role (deployment), and run the service with AutoCreate off.
+func ServicePolicy(a ServiceAccess) (PolicyDocument, error) {
+	var errs []error
+	if a.Region == "" {
+		errs = append(errs, ErrMissingRegion)
+	}
+	if a.AccountID == "" {
+		errs = append(errs, fmt.Errorf("%w: aws: policy: no account id", transport.ErrInvalidConfig))
+	}
+	if len(a.Publishes) == 0 && len(a.Consumes) == 0 {
+		errs = append(errs, fmt.Errorf("%w: aws: policy: the service neither publishes nor consumes", transport.ErrInvalidConfig))
+	}
+	for _, q := range a.Consumes {
+		if err := q.Validate(); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	for _, tp := range a.Publishes {
+		if tp.Name == "" {
+			errs = append(errs, fmt.Errorf("%w: aws: policy: empty topic name", transport.ErrInvalidConfig))
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return PolicyDocument{}, err
+	}
+	partition := a.Partition
+	if partition == "" {
+		partition = DefaultPartition
+	}
+	arn := func(service, name string) string {
+		return fmt.Sprintf("arn:%s:%s:%s:%s:%s", partition, service, a.Region, a.AccountID, name)
+	}
+	doc := PolicyDocument{Version: PolicyVersion}
+	if len(a.Publishes) > 0 {
+		var topics StringList
+		for _, tp := range a.Publishes {
+			topics = append(topics, arn("sns", physical(tp.Name, tp.FIFO)))
+		}
+		slices.Sort(topics)
+		topics = slices.Compact(topics)
+		doc.Statement = append(doc.Statement, Statement{
+			Sid:      "PublishToTopics",
+			Effect:   "Allow",
+			Action:   StringList{"sns:GetTopicAttributes", "sns:Publish"},
+			Resource: topics,
+		})
+	}
+	if len(a.Consumes) > 0 {
+		var queues StringList
+		for _, q := range a.Consumes {
+			q = q.WithDefaults()
+			queues = append(queues, arn("sqs", physical(q.Name, q.FIFO)))
+			if a.ReadDeadLetters && q.DeadLetterQueue != "" {
+				queues = append(queues, arn("sqs", physical(q.DeadLetterQueue, q.FIFO)))
+			}
+		}
+		slices.Sort(queues)
+		queues = slices.Compact(queues)
+		doc.Statement = append(doc.Statement, Statement{
+			Sid:    "ConsumeQueues",
+			Effect: "Allow",
+			Action: StringList{
+				"sqs:ChangeMessageVisibility", "sqs:DeleteMessage", "sqs:GetQueueAttributes",
+				"sqs:GetQueueUrl", "sqs:ReceiveMessage",
+			},
+			Resource: queues,
+		})
+	}
+	// GetCallerIdentity needs no permission; Config.AccountID skips it anyway.
+	return doc, nil
+}

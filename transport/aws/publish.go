@@ -1,0 +1,253 @@
+package aws
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"sync"
+
+	"github.com/ThreeDotsLabs/watermill/message"
+	awssdk "github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/sns"
+	snstypes "github.com/aws/aws-sdk-go-v2/service/sns/types"
+	"github.com/google/uuid"
+
+	"github.com/edaproject/eda/transport"
+)
+
+// outgoing is one message ready for SNS.
+type outgoing struct {
+	msg   *message.Message
+	wire  wireMessage
+	group string // FIFO only
+	dedup string // FIFO only
+}
+
+// Publish sends msgs to the SNS topic named topic ("name" or "name.fifo"
+// when declared FIFO); every queue subscribed to it gets a copy.
+//
+// One message goes out with Publish; several go out with PublishBatch in
+// chunks of up to 10 messages and 256 KiB. The chunks of a standard topic
+// are sent concurrently (Config.PublishConcurrency); a FIFO topic's chunks go
+// one after another so each group keeps its order. watermill-aws's SNS
+// publisher sends one Publish per message and sets TargetArn, which fauxqs
+// rejects; this publisher calls the SDK itself and sets TopicArn (equally
+// valid on AWS).
+//
+// Every message is checked before anything is sent: too large (over
+// MaxMessageSize, or the wire form over MaxWireSize) fails with
+// transport.ErrMessageTooLarge unless a claim check is configured; a message
+// for a FIFO topic without transport.MetadataGroupID fails with
+// transport.ErrMissingGroupID. A PublishBatch that fails part of its entries
+// returns an error naming them; the others were sent (at-least-once: the
+// caller may send them all again).
+//
+// The calls use the first message's context (msg.Context()).
+func (t *Transport) Publish(topic string, msgs ...*message.Message) error {
+	if strings.TrimSpace(topic) == "" {
+		return fmt.Errorf("%w: aws: empty topic", transport.ErrInvalidConfig)
+	}
+	if err := t.begin(); err != nil {
+		return err
+	}
+	defer t.wg.Done()
+	if len(msgs) == 0 {
+		return nil
+	}
+	ctx := msgs[0].Context()
+	info, err := t.resolveTopic(ctx, topic)
+	if err != nil {
+		return err
+	}
+	out, err := t.prepare(ctx, topic, info, msgs)
+	if err != nil {
+		return err
+	}
+	if len(out) == 1 {
+		return t.publishOne(ctx, topic, info, out[0])
+	}
+	chunks := chunk(out)
+	if info.fifo || len(chunks) == 1 {
+		for _, c := range chunks {
+			if err := t.publishBatch(ctx, topic, info, c); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	var (
+		wg   sync.WaitGroup
+		mu   sync.Mutex
+		errs []error
+		sem  = make(chan struct{}, t.cfg.PublishConcurrency)
+	)
+	for _, c := range chunks {
+		sem <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			if err := t.publishBatch(ctx, topic, info, c); err != nil {
+				mu.Lock()
+				errs = append(errs, err)
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	return errors.Join(errs...)
+}
+
+// prepare checks and encodes every message; the claim check stores payloads
+// only once all messages passed the checks.
+func (t *Transport) prepare(ctx context.Context, topic string, info topicInfo, msgs []*message.Message) ([]outgoing, error) {
+	out := make([]outgoing, len(msgs))
+	var claim []int
+	for i, msg := range msgs {
+		if msg == nil {
+			return nil, fmt.Errorf("%w: aws: message %d to %q is nil", transport.ErrInvalidConfig, i, topic)
+		}
+		o := outgoing{msg: msg}
+		if info.fifo {
+			if o.group = msg.Metadata.Get(transport.MetadataGroupID); o.group == "" {
+				return nil, fmt.Errorf("%w: aws: message %s to FIFO topic %q", transport.ErrMissingGroupID, msg.UUID, topic)
+			}
+			o.group = fifoID(o.group)
+			o.dedup = fifoID(transport.DedupID(msg))
+		}
+		w, err := encode(msg, "")
+		if err != nil {
+			return nil, err
+		}
+		o.wire = w
+		size := transport.MessageSize(msg)
+		if size > MaxMessageSize || w.size() > MaxWireSize {
+			if t.cfg.ClaimCheck == nil {
+				return nil, transport.TooLargeError(topic, msg, max(size, w.size()), MaxMessageSize)
+			}
+			claim = append(claim, i)
+		}
+		out[i] = o
+	}
+	for _, i := range claim {
+		msg := out[i].msg
+		key := uuid.NewString()
+		w, err := encode(msg, key)
+		if err != nil {
+			return nil, err
+		}
+		if w.size() > MaxWireSize {
+			return nil, fmt.Errorf("%w (metadata alone, the claim check stores only the payload)", transport.TooLargeError(topic, msg, w.size(), MaxWireSize))
+		}
+		if err := t.cfg.ClaimCheck.Put(ctx, key, msg.Payload); err != nil {
+			return nil, fmt.Errorf("aws: claim check for message %s to %q: %w", msg.UUID, topic, err)
+		}
+		out[i].wire = w
+	}
+	return out, nil
+}
+
+// chunk splits messages into PublishBatch calls: at most 10 entries and
+// MaxWireSize bytes each.
+func chunk(out []outgoing) [][]outgoing {
+	var chunks [][]outgoing
+	start, size := 0, 0
+	for i, o := range out {
+		s := o.wire.size()
+		if i > start && (i-start == maxBatch || size+s > MaxWireSize) {
+			chunks = append(chunks, out[start:i])
+			start, size = i, 0
+		}
+		size += s
+	}
+	return append(chunks, out[start:])
+}
+
+func (t *Transport) publishOne(ctx context.Context, topic string, info topicInfo, o outgoing) error {
+	in := &sns.PublishInput{
+		TopicArn:          awssdk.String(info.arn),
+		Message:           awssdk.String(o.wire.body),
+		MessageAttributes: snsAttributes(o.wire.attrs),
+	}
+	if info.fifo {
+		in.MessageGroupId, in.MessageDeduplicationId = &o.group, &o.dedup
+	}
+	if _, err := t.sns.Publish(ctx, in); err != nil {
+		return t.publishError(topic, info, err)
+	}
+	return nil
+}
+
+func (t *Transport) publishBatch(ctx context.Context, topic string, info topicInfo, batch []outgoing) error {
+	entries := make([]snstypes.PublishBatchRequestEntry, len(batch))
+	for i, o := range batch {
+		entries[i] = snstypes.PublishBatchRequestEntry{
+			Id:                awssdk.String(strconv.Itoa(i)),
+			Message:           awssdk.String(o.wire.body),
+			MessageAttributes: snsAttributes(o.wire.attrs),
+		}
+		if info.fifo {
+			entries[i].MessageGroupId, entries[i].MessageDeduplicationId = awssdk.String(o.group), awssdk.String(o.dedup)
+		}
+	}
+	res, err := t.sns.PublishBatch(ctx, &sns.PublishBatchInput{TopicArn: awssdk.String(info.arn), PublishBatchRequestEntries: entries})
+	if err != nil {
+		return t.publishError(topic, info, err)
+	}
+	if len(res.Failed) == 0 {
+		return nil
+	}
+	senderFault := false
+	var failed []string
+	for _, f := range res.Failed {
+		i, _ := strconv.Atoi(awssdk.ToString(f.Id))
+		id := "?"
+		if i >= 0 && i < len(batch) {
+			id = batch[i].msg.UUID
+		}
+		failed = append(failed, fmt.Sprintf("%s: %s %s", id, awssdk.ToString(f.Code), awssdk.ToString(f.Message)))
+		senderFault = senderFault || f.SenderFault
+	}
+	err = fmt.Errorf("aws: publish to %q: %d of %d messages failed: %s", topic, len(failed), len(batch), strings.Join(failed, "; "))
+	if !senderFault {
+		err = fmt.Errorf("%w: %w", transport.ErrUnavailable, err)
+	}
+	return err
+}
+
+func (t *Transport) publishError(topic string, info topicInfo, err error) error {
+	if isNotFound(err) {
+		// Deleted since it was resolved: forget it, so the next call looks again.
+		t.mu.Lock()
+		delete(t.topics, topic)
+		t.mu.Unlock()
+		return fmt.Errorf("%w: aws: SNS topic %q (%s): %w", transport.ErrUnknownTopic, topic, info.arn, err)
+	}
+	return classify(fmt.Errorf("aws: publish to %q: %w", topic, err))
+}
+
+func snsAttributes(attrs map[string]string) map[string]snstypes.MessageAttributeValue {
+	out := make(map[string]snstypes.MessageAttributeValue, len(attrs))
+	for k, v := range attrs {
+		out[k] = snstypes.MessageAttributeValue{DataType: awssdk.String(stringType), StringValue: awssdk.String(v)}
+	}
+	return out
+}
+
+// fifoID returns id when SNS accepts it as a MessageGroupId or
+// MessageDeduplicationId (1 to 128 ASCII letters, digits and punctuation),
+// else its SHA-256 in hex: equal ids stay equal.
+func fifoID(id string) string {
+	ok := len(id) <= 128
+	for i := 0; ok && i < len(id); i++ {
+		ok = id[i] > ' ' && id[i] <= '~'
+	}
+	if ok {
+		return id
+	}
+	sum := sha256.Sum256([]byte(id))
+	return hex.EncodeToString(sum[:])
+}

@@ -1,0 +1,581 @@
+package aws
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill/message"
+	awssdk "github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/sqs"
+	sqstypes "github.com/aws/aws-sdk-go-v2/service/sqs/types"
+
+	"github.com/edaproject/eda/transport"
+)
+
+// settleTimeout bounds a delete or visibility change made after the
+// subscription's context ended (pending acks, releases at shutdown).
+const settleTimeout = 30 * time.Second
+
+// Subscribe starts a consumer of the SQS queue declared as queue.
+//
+// It long-polls ReceiveMessage for up to Config.BatchSize messages, keeps at
+// most Config.Concurrency messages out with handlers (one per FIFO group)
+// and one batch more received ahead, and extends the visibility of every
+// held message while its handler runs (heartbeat), so a handler may run
+// longer than the visibility timeout. Ack deletes the message (acks are
+// gathered into DeleteMessageBatch calls); Nack makes it visible again at
+// once (ChangeMessageVisibility 0). Delivered messages carry
+// transport.MetadataReceiveCount (SQS ApproximateReceiveCount).
+//
+// watermill-aws's SQS subscriber handles one message at a time, deletes one
+// by one and has no heartbeat; this one calls the SDK itself for those.
+//
+// The channel closes when ctx ends or the transport is closed. Messages
+// received ahead are released at once; one with a handler is left in flight
+// (a crashed consumer): its late Ack or Nack still counts until its
+// visibility timeout, after which SQS delivers it again.
+func (t *Transport) Subscribe(ctx context.Context, queue string) (<-chan *message.Message, error) {
+	if err := t.begin(); err != nil {
+		return nil, err
+	}
+	q, err := t.resolveQueue(ctx, queue)
+	if err != nil {
+		t.wg.Done()
+		return nil, err
+	}
+	subCtx, cancel := context.WithCancel(ctx)
+	s := &subscription{
+		t:     t,
+		q:     q,
+		ctx:   subCtx,
+		out:   make(chan *message.Message),
+		slots: make(chan struct{}, t.cfg.Concurrency+t.cfg.BatchSize),
+		work:  make(chan []*held),
+		acks:  make(chan *held, maxBatch*t.cfg.Concurrency),
+		held:  map[*held]struct{}{},
+	}
+	t.mu.Lock()
+	if t.closed {
+		t.mu.Unlock()
+		cancel()
+		t.wg.Done()
+		return nil, transport.ErrClosed
+	}
+	t.cancels[s] = cancel
+	s.dlqSource = t.dlqOf[queue]
+	if t.live[q.url] == nil {
+		t.live[q.url] = map[*subscription]struct{}{}
+	}
+	t.live[q.url][s] = struct{}{}
+	t.mu.Unlock()
+	go func() {
+		defer t.wg.Done()
+		s.run()
+		t.mu.Lock()
+		delete(t.cancels, s)
+		delete(t.live[q.url], s)
+		if len(t.live[q.url]) == 0 {
+			delete(t.live, q.url)
+		}
+		t.mu.Unlock()
+		cancel()
+	}()
+	return s.out, nil
+}
+
+type subscription struct {
+	t         *Transport
+	q         queueInfo
+	dlqSource string
+	ctx       context.Context
+	out       chan *message.Message
+	slots     chan struct{} // one per held message
+	work      chan []*held  // a standard message alone, or a FIFO group's messages in order
+	acks      chan *held
+
+	hbMu sync.Mutex // a heartbeat in progress; nack and release wait for it
+	mu   sync.Mutex
+	held map[*held]struct{} // received and not settled: the heartbeat extends them
+
+	feeders   sync.WaitGroup // pollers and adoptions that may still send to work
+	accepting bool           // adoptions are welcome; guarded by mu
+}
+
+type held struct {
+	raw    sqstypes.Message
+	handed bool // given to a handler; guarded by subscription.mu
+}
+
+type verdict int
+
+const (
+	acked verdict = iota
+	nacked
+	stopped
+)
+
+func (s *subscription) run() {
+	defer close(s.out)
+	cfg := s.t.cfg
+	pollers := 1 + (cfg.Concurrency-1)/cfg.BatchSize
+	var workWG, ackWG sync.WaitGroup
+	for range pollers {
+		ackWG.Go(s.acker)
+	}
+	for range cfg.Concurrency {
+		workWG.Go(s.worker)
+	}
+	s.mu.Lock()
+	s.accepting = true
+	s.mu.Unlock()
+	for range pollers {
+		s.feeders.Go(s.poll)
+	}
+	hbDone := make(chan struct{})
+	var hbWG sync.WaitGroup
+	hbWG.Go(func() { s.heartbeat(hbDone) })
+
+	<-s.ctx.Done()
+	s.mu.Lock()
+	s.accepting = false
+	s.mu.Unlock()
+	s.feeders.Wait()
+	close(s.work)
+	workWG.Wait()
+	close(s.acks)
+	ackWG.Wait()
+	close(hbDone)
+	hbWG.Wait()
+
+	s.mu.Lock()
+	var rest []*held
+	for h := range s.held {
+		if !h.handed {
+			rest = append(rest, h)
+		}
+	}
+	s.mu.Unlock()
+	s.release(rest)
+}
+
+// poll receives messages while there is room for them.
+func (s *subscription) poll() {
+	cfg := s.t.cfg
+	backoff := 100 * time.Millisecond
+	for {
+		select {
+		case s.slots <- struct{}{}:
+		case <-s.ctx.Done():
+			return
+		}
+		n := 1
+	more:
+		for n < cfg.BatchSize {
+			select {
+			case s.slots <- struct{}{}:
+				n++
+			default:
+				break more
+			}
+		}
+		out, err, ok := s.receive(n)
+		if !ok {
+			return
+		}
+		var msgs []sqstypes.Message
+		if out != nil {
+			msgs = out.Messages
+		}
+		for range n - len(msgs) {
+			<-s.slots
+		}
+		if err != nil {
+			if s.ctx.Err() != nil {
+				return
+			}
+			s.t.log.WarnContext(s.ctx, "eda/aws: receive failed", "queue", s.q.name, "error", classify(err), "retry_in", backoff)
+			select {
+			case <-time.After(backoff):
+			case <-s.ctx.Done():
+				return
+			}
+			backoff = min(2*backoff, 10*time.Second)
+			continue
+		}
+		backoff = 100 * time.Millisecond
+		s.dispatch(msgs)
+	}
+}
+
+// dispatch registers received messages as held and sends them to the
+// workers.
+func (s *subscription) dispatch(msgs []sqstypes.Message) {
+	for _, u := range s.units(msgs) {
+		select {
+		case s.work <- u:
+		case <-s.ctx.Done():
+			return // the rest is held and not handed: run releases it
+		}
+	}
+}
+
+// receive calls ReceiveMessage for n messages. When the subscription stops
+// first, the call is not abandoned: SQS (and fauxqs) would still hand it
+// messages, counted as received and then invisible until their timeout.
+// It runs on (until Close) and its messages go to another running
+// subscription of the queue, or are released at once (adopt). ok is false
+// when the subscription stopped.
+func (s *subscription) receive(n int) (out *sqs.ReceiveMessageOutput, err error, ok bool) {
+	cfg := s.t.cfg
+	in := &sqs.ReceiveMessageInput{
+		QueueUrl:              &s.q.url,
+		MaxNumberOfMessages:   int32(n),
+		WaitTimeSeconds:       int32(cfg.WaitTime / time.Second),
+		MessageAttributeNames: []string{"All"},
+		MessageSystemAttributeNames: []sqstypes.MessageSystemAttributeName{
+			sqstypes.MessageSystemAttributeNameApproximateReceiveCount,
+			sqstypes.MessageSystemAttributeNameMessageGroupId,
+			sqstypes.MessageSystemAttributeNameDeadLetterQueueSourceArn,
+		},
+	}
+	type result struct {
+		out *sqs.ReceiveMessageOutput
+		err error
+	}
+	done := make(chan result, 1)
+	t := s.t
+	t.wg.Add(1)
+	go func() {
+		defer t.wg.Done()
+		out, err := t.sqs.ReceiveMessage(t.closeCtx, in)
+		done <- result{out, err}
+	}()
+	select {
+	case r := <-done:
+		return r.out, r.err, true
+	case <-s.ctx.Done():
+	}
+	for range n {
+		<-s.slots
+	}
+	t.wg.Add(1)
+	go func() {
+		defer t.wg.Done()
+		if r := <-done; r.err == nil && len(r.out.Messages) > 0 {
+			t.adopt(s.q, r.out.Messages)
+		}
+	}()
+	return nil, nil, false
+}
+
+// adopt gives messages received for a stopped subscription to a running one
+// of the same queue, or releases them.
+func (t *Transport) adopt(q queueInfo, msgs []sqstypes.Message) {
+	t.mu.Lock()
+	var subs []*subscription
+	for s := range t.live[q.url] {
+		subs = append(subs, s)
+	}
+	t.mu.Unlock()
+	for _, s := range subs {
+		if s.inject(msgs) {
+			return
+		}
+	}
+	hs := make([]*held, len(msgs))
+	for i, m := range msgs {
+		hs[i] = &held{raw: m}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), settleTimeout)
+	defer cancel()
+	(&subscription{t: t, q: q, ctx: ctx}).changeVisibility(ctx, hs, 0)
+}
+
+// inject takes adopted messages if the subscription runs and has room.
+func (s *subscription) inject(msgs []sqstypes.Message) bool {
+	s.mu.Lock()
+	if !s.accepting {
+		s.mu.Unlock()
+		return false
+	}
+	s.feeders.Add(1)
+	s.mu.Unlock()
+	defer s.feeders.Done()
+	for i := range msgs {
+		select {
+		case s.slots <- struct{}{}:
+		default:
+			for range i {
+				<-s.slots
+			}
+			return false
+		}
+	}
+	s.dispatch(msgs)
+	return true
+}
+
+// units registers received messages as held and splits them into units of
+// work: each message of a standard queue alone; on a FIFO queue, each
+// group's messages together, in order.
+func (s *subscription) units(msgs []sqstypes.Message) [][]*held {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var units [][]*held
+	groups := map[string]int{}
+	for _, m := range msgs {
+		h := &held{raw: m}
+		s.held[h] = struct{}{}
+		if !s.q.fifo {
+			units = append(units, []*held{h})
+			continue
+		}
+		g := m.Attributes[string(sqstypes.MessageSystemAttributeNameMessageGroupId)]
+		if i, ok := groups[g]; ok {
+			units[i] = append(units[i], h)
+			continue
+		}
+		groups[g] = len(units)
+		units = append(units, []*held{h})
+	}
+	return units
+}
+
+func (s *subscription) worker() {
+	for unit := range s.work {
+		for i, h := range unit {
+			if s.ctx.Err() != nil {
+				break // the rest stays unhanded: run releases it
+			}
+			v := s.deliver(h)
+			if v == stopped {
+				break
+			}
+			if v == nacked && s.q.fifo {
+				// The group's next messages must wait for the nacked one.
+				s.release(unit[i+1:])
+				break
+			}
+		}
+	}
+}
+
+// deliver hands one message to a handler and waits for its verdict.
+func (s *subscription) deliver(h *held) verdict {
+	msg, err := s.message(h)
+	if err != nil {
+		// Undecodable: leave it invisible until its timeout, so it ends in
+		// the dead-letter queue after MaxReceiveCount instead of spinning.
+		s.t.log.ErrorContext(s.ctx, "eda/aws: cannot decode message, leaving it to its visibility timeout",
+			"queue", s.q.name, "message_id", awssdk.ToString(h.raw.MessageId), "error", err)
+		s.forget(h)
+		return acked
+	}
+	msgCtx, cancel := context.WithCancel(s.ctx)
+	msg.SetContext(msgCtx)
+	select {
+	case s.out <- msg:
+	case <-s.ctx.Done():
+		cancel()
+		return stopped
+	}
+	s.mu.Lock()
+	h.handed = true
+	s.mu.Unlock()
+	select {
+	case <-msg.Acked():
+		cancel()
+		s.forget(h)
+		s.acks <- h
+		return acked
+	case <-msg.Nacked():
+		cancel()
+		s.release([]*held{h})
+		return nacked
+	case <-s.ctx.Done():
+		// The consumer stops with the message in its handler: no more
+		// heartbeat; a late verdict still counts until the visibility timeout.
+		s.forget(h)
+		t := s.t
+		t.wg.Add(1)
+		go func() {
+			defer t.wg.Done()
+			defer cancel()
+			ctx, stop := context.WithTimeout(context.WithoutCancel(s.ctx), settleTimeout)
+			defer stop()
+			timer := time.NewTimer(s.q.visibility)
+			defer timer.Stop()
+			select {
+			case <-msg.Acked():
+				s.deleteBatch(ctx, []*held{h})
+			case <-msg.Nacked():
+				s.changeVisibility(ctx, []*held{h}, 0)
+			case <-timer.C:
+			case <-t.closeCtx.Done():
+			}
+		}()
+		return stopped
+	}
+}
+
+// message decodes a received message and fetches a claim-checked payload.
+func (s *subscription) message(h *held) (*message.Message, error) {
+	attrs := make(map[string]string, len(h.raw.MessageAttributes))
+	for k, v := range h.raw.MessageAttributes {
+		switch {
+		case v.StringValue != nil:
+			attrs[k] = *v.StringValue
+		case v.BinaryValue != nil:
+			attrs[k] = string(v.BinaryValue)
+		}
+	}
+	d, err := decode(awssdk.ToString(h.raw.Body), attrs, awssdk.ToString(h.raw.MessageId))
+	if err != nil {
+		return nil, err
+	}
+	if d.claimKey != "" {
+		if s.t.cfg.ClaimCheck == nil {
+			return nil, fmt.Errorf("aws: message %s is claim-checked (key %s) and Config.ClaimCheck is nil", d.msg.UUID, d.claimKey)
+		}
+		if d.msg.Payload, err = s.t.cfg.ClaimCheck.Get(s.ctx, d.claimKey); err != nil {
+			return nil, err
+		}
+	}
+	md := d.msg.Metadata
+	md[transport.MetadataReceiveCount] = h.raw.Attributes[string(sqstypes.MessageSystemAttributeNameApproximateReceiveCount)]
+	if src := h.raw.Attributes[string(sqstypes.MessageSystemAttributeNameDeadLetterQueueSourceArn)]; src != "" {
+		md[transport.MetadataDeadLetterSource] = strings.TrimSuffix(src[strings.LastIndexByte(src, ':')+1:], fifoSuffix)
+	} else if s.dlqSource != "" {
+		// fauxqs does not set DeadLetterQueueSourceArn; a DLQ declared by this
+		// transport knows its source.
+		md[transport.MetadataDeadLetterSource] = s.dlqSource
+	}
+	return d.msg, nil
+}
+
+// forget stops holding h (no more heartbeat) and frees its slot.
+func (s *subscription) forget(h *held) {
+	s.mu.Lock()
+	_, ok := s.held[h]
+	delete(s.held, h)
+	s.mu.Unlock()
+	if ok {
+		<-s.slots
+	}
+}
+
+// release makes messages visible again at once, in order.
+func (s *subscription) release(hs []*held) {
+	if len(hs) == 0 {
+		return
+	}
+	s.hbMu.Lock() // a heartbeat in flight must not hide them again
+	for _, h := range hs {
+		s.forget(h)
+	}
+	s.hbMu.Unlock()
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(s.ctx), settleTimeout)
+	defer cancel()
+	s.changeVisibility(ctx, hs, 0)
+}
+
+// acker gathers acks into DeleteMessageBatch calls: whatever arrived while
+// the previous call ran goes into the next one.
+func (s *subscription) acker() {
+	for h := range s.acks {
+		batch := []*held{h}
+	gather:
+		for len(batch) < maxBatch {
+			select {
+			case h, ok := <-s.acks:
+				if !ok {
+					break gather
+				}
+				batch = append(batch, h)
+			default:
+				break gather
+			}
+		}
+		// Deletes outlive the subscription's context: an ack must not be lost
+		// to a shutdown.
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(s.ctx), settleTimeout)
+		s.deleteBatch(ctx, batch)
+		cancel()
+	}
+}
+
+func (s *subscription) deleteBatch(ctx context.Context, batch []*held) {
+	entries := make([]sqstypes.DeleteMessageBatchRequestEntry, len(batch))
+	for i, h := range batch {
+		entries[i] = sqstypes.DeleteMessageBatchRequestEntry{Id: awssdk.String(strconv.Itoa(i)), ReceiptHandle: h.raw.ReceiptHandle}
+	}
+	out, err := s.t.sqs.DeleteMessageBatch(ctx, &sqs.DeleteMessageBatchInput{QueueUrl: &s.q.url, Entries: entries})
+	if err != nil {
+		s.t.log.WarnContext(ctx, "eda/aws: delete failed; the messages will be delivered again", "queue", s.q.name, "count", len(batch), "error", classify(err))
+		return
+	}
+	for _, f := range out.Failed {
+		s.t.log.WarnContext(ctx, "eda/aws: delete failed; the message will be delivered again", "queue", s.q.name,
+			"code", awssdk.ToString(f.Code), "error", awssdk.ToString(f.Message))
+	}
+}
+
+// changeVisibility sets the visibility timeout of messages, in batches.
+func (s *subscription) changeVisibility(ctx context.Context, hs []*held, timeout time.Duration) {
+	for start := 0; start < len(hs); start += maxBatch {
+		part := hs[start:min(start+maxBatch, len(hs))]
+		entries := make([]sqstypes.ChangeMessageVisibilityBatchRequestEntry, len(part))
+		for i, h := range part {
+			entries[i] = sqstypes.ChangeMessageVisibilityBatchRequestEntry{
+				Id:                awssdk.String(strconv.Itoa(i)),
+				ReceiptHandle:     h.raw.ReceiptHandle,
+				VisibilityTimeout: int32(timeout / time.Second),
+			}
+		}
+		out, err := s.t.sqs.ChangeMessageVisibilityBatch(ctx, &sqs.ChangeMessageVisibilityBatchInput{QueueUrl: &s.q.url, Entries: entries})
+		if err != nil {
+			if !errors.Is(err, context.Canceled) {
+				s.t.log.WarnContext(ctx, "eda/aws: change visibility failed", "queue", s.q.name, "count", len(part), "error", classify(err))
+			}
+			continue
+		}
+		for _, f := range out.Failed {
+			s.t.log.DebugContext(ctx, "eda/aws: change visibility failed", "queue", s.q.name,
+				"code", awssdk.ToString(f.Code), "error", awssdk.ToString(f.Message))
+		}
+	}
+}
+
+// heartbeat extends the visibility of every held message every third of the
+// queue's visibility timeout, so long handlers keep their message.
+func (s *subscription) heartbeat(done <-chan struct{}) {
+	vt := s.q.visibility
+	if vt < time.Second {
+		return
+	}
+	tick := time.NewTicker(vt / 3)
+	defer tick.Stop()
+	for {
+		select {
+		case <-done:
+			return
+		case <-tick.C:
+		}
+		s.hbMu.Lock()
+		s.mu.Lock()
+		hs := make([]*held, 0, len(s.held))
+		for h := range s.held {
+			hs = append(hs, h)
+		}
+		s.mu.Unlock()
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(s.ctx), vt/3)
+		s.changeVisibility(ctx, hs, vt)
+		cancel()
+		s.hbMu.Unlock()
+	}
+}
