@@ -1,0 +1,161 @@
+package main
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/jackc/pgx/v5/stdlib"
+	_ "modernc.org/sqlite" // the embedded default database
+
+	"github.com/edaproject/eda/eda"
+	"github.com/edaproject/eda/outbox"
+	"github.com/edaproject/eda/outbox/pgxstore"
+	"github.com/edaproject/eda/outbox/sqlitestore"
+)
+
+// db is the services' database: SQLite (embedded default) or Postgres, both
+// through database/sql so the services' SQL is written once. Queries use ?
+// placeholders; on Postgres they are rewritten to $n.
+type db struct {
+	*sql.DB
+	postgres bool
+	pool     *pgxpool.Pool // Postgres only: the outbox store and the relay's LISTEN use it
+	outbox   outbox.Store
+	write    func(ctx context.Context, tx *sql.Tx, enc outbox.Encoder, events ...eda.Event) error
+}
+
+// openDB opens dsn: a postgres:// URL, or a SQLite file path.
+func openDB(ctx context.Context, dsn string) (*db, error) {
+	if strings.HasPrefix(dsn, "postgres://") || strings.HasPrefix(dsn, "postgresql://") {
+		pool, err := pgxpool.New(ctx, dsn)
+		if err != nil {
+			return nil, fmt.Errorf("postgres %s: %w", dsn, err)
+		}
+		if err := pool.Ping(ctx); err != nil {
+			pool.Close()
+			return nil, fmt.Errorf("postgres %s is not reachable (start it: pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start): %w", dsn, err)
+		}
+		store, err := pgxstore.New(pool, pgxstore.Config{})
+		if err != nil {
+			pool.Close()
+			return nil, err
+		}
+		d := &db{DB: stdlib.OpenDBFromPool(pool), postgres: true, pool: pool, outbox: store}
+		d.write = func(ctx context.Context, tx *sql.Tx, enc outbox.Encoder, events ...eda.Event) error {
+			return store.WriteSQL(ctx, tx, enc, events...)
+		}
+		return d, nil
+	}
+	sqldb, err := sql.Open("sqlite", "file:"+dsn+"?_pragma=journal_mode(WAL)&_pragma=busy_timeout(10000)&_txlock=immediate")
+	if err != nil {
+		return nil, fmt.Errorf("sqlite %s: %w", dsn, err)
+	}
+	store, err := sqlitestore.New(sqldb, sqlitestore.Config{})
+	if err != nil {
+		sqldb.Close()
+		return nil, err
+	}
+	d := &db{DB: sqldb, outbox: store}
+	d.write = func(ctx context.Context, tx *sql.Tx, enc outbox.Encoder, events ...eda.Event) error {
+		return store.Write(ctx, tx, enc, events...)
+	}
+	return d, nil
+}
+
+func (d *db) Close() error {
+	err := d.DB.Close()
+	if d.pool != nil {
+		d.pool.Close()
+	}
+	return err
+}
+
+// migrate creates the services' tables and the outbox.
+func (d *db) migrate(ctx context.Context) error {
+	type migrator interface{ Migrate(context.Context) error }
+	if err := d.outbox.(migrator).Migrate(ctx); err != nil {
+		return fmt.Errorf("outbox migration: %w", err)
+	}
+	for _, stmt := range schema {
+		if _, err := d.ExecContext(ctx, stmt); err != nil {
+			return fmt.Errorf("schema: %w\n%s", err, stmt)
+		}
+	}
+	return nil
+}
+
+// schema works on SQLite and Postgres alike. Times are Unix nanoseconds.
+var schema = []string{
+	`CREATE TABLE IF NOT EXISTS orders (
+		id TEXT PRIMARY KEY,
+		customer_id TEXT NOT NULL,
+		items TEXT NOT NULL,
+		status TEXT NOT NULL,
+		reason TEXT NOT NULL DEFAULT '',
+		created_at BIGINT NOT NULL,
+		final_at BIGINT
+	)`,
+	`CREATE TABLE IF NOT EXISTS products (
+		sku TEXT PRIMARY KEY,
+		stock INTEGER NOT NULL CHECK (stock >= 0)
+	)`,
+	`CREATE TABLE IF NOT EXISTS reservations (
+		order_id TEXT PRIMARY KEY,
+		status TEXT NOT NULL,
+		created_at BIGINT NOT NULL
+	)`,
+	`CREATE TABLE IF NOT EXISTS notifications (
+		event_id TEXT PRIMARY KEY,
+		order_id TEXT NOT NULL,
+		kind TEXT NOT NULL,
+		created_at BIGINT NOT NULL
+	)`,
+	`CREATE TABLE IF NOT EXISTS inbox (
+		consumer TEXT NOT NULL,
+		event_id TEXT NOT NULL,
+		processed_at BIGINT NOT NULL,
+		PRIMARY KEY (consumer, event_id)
+	)`,
+}
+
+// q rewrites ? placeholders to $n on Postgres.
+func (d *db) q(query string) string {
+	if !d.postgres {
+		return query
+	}
+	var b strings.Builder
+	n := 0
+	for _, r := range query {
+		if r == '?' {
+			n++
+			b.WriteString("$" + strconv.Itoa(n))
+			continue
+		}
+		b.WriteRune(r)
+	}
+	return b.String()
+}
+
+// inTx runs fn in a transaction and commits it when fn returns nil.
+func (d *db) inTx(ctx context.Context, fn func(*sql.Tx) error) error {
+	tx, err := d.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	if err := fn(tx); err != nil {
+		return errors.Join(err, rollback(tx))
+	}
+	return tx.Commit()
+}
+
+func rollback(tx *sql.Tx) error {
+	if err := tx.Rollback(); err != nil && !errors.Is(err, sql.ErrTxDone) {
+		return err
+	}
+	return nil
+}
