@@ -70,7 +70,15 @@ func (t *Transport) Publish(topic string, msgs ...*message.Message) error {
 	if len(out) == 1 {
 		return t.publishOne(ctx, topic, info, out[0])
 	}
-	chunks := chunk(out)
+	size := maxBatch
+	if info.fifo {
+		// The SDK sends batch entries as member.1 ... member.10, sorted as
+		// strings (url.Values), and fauxqs takes them in that order: entry 10
+		// would come second. Nine entries sort the same either way; AWS
+		// itself orders by index.
+		size = maxBatch - 1
+	}
+	chunks := chunk(out, size)
 	if info.fifo || len(chunks) == 1 {
 		for _, c := range chunks {
 			if err := t.publishBatch(ctx, topic, info, c); err != nil {
@@ -150,18 +158,18 @@ func (t *Transport) prepare(ctx context.Context, topic string, info topicInfo, m
 	return out, nil
 }
 
-// chunk splits messages into PublishBatch calls: at most 10 entries and
+// chunk splits messages into PublishBatch calls: at most size entries and
 // MaxWireSize bytes each.
-func chunk(out []outgoing) [][]outgoing {
+func chunk(out []outgoing, size int) [][]outgoing {
 	var chunks [][]outgoing
-	start, size := 0, 0
+	start, bytes := 0, 0
 	for i, o := range out {
 		s := o.wire.size()
-		if i > start && (i-start == maxBatch || size+s > MaxWireSize) {
+		if i > start && (i-start == size || bytes+s > MaxWireSize) {
 			chunks = append(chunks, out[start:i])
-			start, size = i, 0
+			start, bytes = i, 0
 		}
-		size += s
+		bytes += s
 	}
 	return append(chunks, out[start:])
 }

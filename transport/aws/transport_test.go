@@ -1,0 +1,364 @@
+package aws_test
+
+import (
+	"bytes"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill/message"
+	awssdk "github.com/aws/aws-sdk-go-v2/aws"
+
+	"github.com/edaproject/eda/transport"
+	edaaws "github.com/edaproject/eda/transport/aws"
+)
+
+// uniq returns a broker-safe unique name.
+func uniq(prefix string) string {
+	b := make([]byte, 4)
+	_, _ = rand.Read(b)
+	return prefix + "-" + hex.EncodeToString(b)
+}
+
+func newMsg(payload string, md map[string]string) *message.Message {
+	id := uniq("id")
+	m := message.NewMessage(id, []byte(payload))
+	m.Metadata.Set(transport.MetadataEventID, id)
+	for k, v := range md {
+		m.Metadata.Set(k, v)
+	}
+	return m
+}
+
+func receive(t *testing.T, ch <-chan *message.Message, what string) *message.Message {
+	t.Helper()
+	select {
+	case m, ok := <-ch:
+		if !ok {
+			t.Fatalf("%s: channel closed", what)
+		}
+		return m
+	case <-time.After(20 * time.Second):
+		t.Fatalf("%s: nothing received in 20s", what)
+	}
+	return nil
+}
+
+func TestConfigValidate(t *testing.T) {
+	err := edaaws.Config{BatchSize: 11, Concurrency: -1, WaitTime: 1500 * time.Millisecond}.Validate()
+	for _, want := range []error{edaaws.ErrMissingRegion, transport.ErrInvalidConfig} {
+		if !errors.Is(err, want) {
+			t.Errorf("Validate: %v, want %v", err, want)
+		}
+	}
+	for _, s := range []string{"BatchSize 11", "Concurrency -1", "WaitTime 1.5s"} {
+		if !strings.Contains(fmt.Sprint(err), s) {
+			t.Errorf("Validate error %q does not mention %q", err, s)
+		}
+	}
+	if _, err := edaaws.New(edaaws.Config{}); !errors.Is(err, edaaws.ErrMissingRegion) {
+		t.Errorf("New without region: %v, want ErrMissingRegion", err)
+	}
+	if err := (edaaws.Config{AWS: awsConfig()}).Validate(); err != nil {
+		t.Errorf("minimal config: %v", err)
+	}
+}
+
+func TestUnreachableEndpoint(t *testing.T) {
+	cfg := edaaws.Config{AWS: awsConfig(), Endpoint: "http://127.0.0.1:1", AccountID: "000000000000"}
+	cfg.AWS.RetryMaxAttempts = 1
+	tr := newTransport(t, cfg)
+	err := tr.Publish("orders", newMsg("x", nil))
+	if !errors.Is(err, transport.ErrUnavailable) {
+		t.Errorf("Publish: %v, want ErrUnavailable", err)
+	}
+	err = tr.Declare(testContext(t), transport.Queue{Name: "q", Topics: []string{"orders"}})
+	if !errors.Is(err, transport.ErrUnavailable) {
+		t.Errorf("Declare: %v, want ErrUnavailable", err)
+	}
+	if _, err := tr.Subscribe(testContext(t), "q"); !errors.Is(err, transport.ErrUnavailable) {
+		t.Errorf("Subscribe: %v, want ErrUnavailable", err)
+	}
+}
+
+func TestAutoCreateOff(t *testing.T) {
+	ctx := testContext(t)
+	cfg := testConfig(t)
+	cfg.AutoCreate = false
+	strict := newTransport(t, cfg)
+	topic, queue := uniq("topic"), uniq("queue")
+	q := transport.Queue{Name: queue, Topics: []string{topic}, MaxReceiveCount: 3}
+
+	err := strict.Declare(ctx, q)
+	if !errors.Is(err, transport.ErrUnknownQueue) || !errors.Is(err, transport.ErrUnknownTopic) {
+		t.Errorf("Declare of a missing topic and queue: %v, want ErrUnknownQueue and ErrUnknownTopic", err)
+	}
+	if err := strict.Publish(topic, newMsg("x", nil)); !errors.Is(err, transport.ErrUnknownTopic) {
+		t.Errorf("Publish to a missing topic: %v, want ErrUnknownTopic", err)
+	}
+	if _, err := strict.Subscribe(ctx, queue); !errors.Is(err, transport.ErrUnknownQueue) {
+		t.Errorf("Subscribe to a missing queue: %v, want ErrUnknownQueue", err)
+	}
+
+	// Deployment creates the topology; the service then verifies and runs.
+	if err := newTransport(t, testConfig(t)).Declare(ctx, q); err != nil {
+		t.Fatalf("Declare with AutoCreate: %v", err)
+	}
+	if err := strict.Declare(ctx, q); err != nil {
+		t.Fatalf("Declare of the existing topology: %v", err)
+	}
+	drift := q
+	drift.VisibilityTimeout = 45 * time.Second
+	if err := strict.Declare(ctx, drift); !errors.Is(err, transport.ErrInvalidConfig) || !strings.Contains(err.Error(), "VisibilityTimeout=45") {
+		t.Errorf("Declare with another visibility timeout: %v, want ErrInvalidConfig naming it", err)
+	}
+	ch, err := strict.Subscribe(ctx, queue)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sent := newMsg("hello", nil)
+	if err := strict.Publish(topic, sent); err != nil {
+		t.Fatal(err)
+	}
+	got := receive(t, ch, "after verification")
+	if got.UUID != sent.UUID {
+		t.Fatalf("got %s, want %s", got.UUID, sent.UUID)
+	}
+	got.Ack()
+}
+
+func TestDeclareValidation(t *testing.T) {
+	tr := newTransport(t, testConfig(t))
+	ctx := testContext(t)
+	for _, q := range []transport.Queue{
+		{Name: "half-second", VisibilityTimeout: 1500 * time.Millisecond},
+		{Name: "bad name!"},
+		{Name: strings.Repeat("n", 81)},
+		{Name: "mrc", MaxReceiveCount: 1001},
+	} {
+		if err := tr.Declare(ctx, q); !errors.Is(err, transport.ErrInvalidConfig) {
+			t.Errorf("Declare %+v: %v, want ErrInvalidConfig", q, err)
+		}
+	}
+}
+
+// TestPayloadsAndMetadata sends what SQS cannot carry as is: binary and
+// empty payloads, more than 10 metadata entries, empty values.
+func TestPayloadsAndMetadata(t *testing.T) {
+	ctx := testContext(t)
+	tr := newTransport(t, testConfig(t))
+	topic, queue := uniq("topic"), uniq("queue")
+	if err := tr.Declare(ctx, transport.Queue{Name: queue, Topics: []string{topic}}); err != nil {
+		t.Fatal(err)
+	}
+	ch, err := tr.Subscribe(ctx, queue)
+	if err != nil {
+		t.Fatal(err)
+	}
+	many := map[string]string{"empty": "", "with space": "v", "ctl": "a\x01b"}
+	for i := range 14 {
+		many[fmt.Sprintf("k%d", i)] = fmt.Sprint(i)
+	}
+	binary := newMsg("", many)
+	binary.Payload = []byte{0, 0xff, 0xfe, 1, 2, 3}
+	empty := newMsg("", nil)
+	foreignUUID := newMsg("uuid differs", nil)
+	foreignUUID.UUID = "not-the-event-id"
+	sent := []*message.Message{binary, empty, foreignUUID}
+	if err := tr.Publish(topic, sent...); err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]*message.Message{}
+	for range sent {
+		m := receive(t, ch, "payloads")
+		got[m.Metadata.Get(transport.MetadataEventID)] = m
+		m.Ack()
+	}
+	for _, s := range sent {
+		g := got[s.Metadata.Get(transport.MetadataEventID)]
+		if g == nil {
+			t.Fatalf("message %s not received", s.UUID)
+		}
+		if g.UUID != s.UUID || !bytes.Equal(g.Payload, s.Payload) {
+			t.Errorf("got %s %x, want %s %x", g.UUID, g.Payload, s.UUID, s.Payload)
+		}
+		for k, v := range s.Metadata {
+			if g.Metadata.Get(k) != v {
+				t.Errorf("message %s: metadata %q = %q, want %q", s.UUID, k, g.Metadata.Get(k), v)
+			}
+		}
+	}
+}
+
+// TestPublishBatch publishes more than one PublishBatch holds, in one call.
+func TestPublishBatch(t *testing.T) {
+	ctx := testContext(t)
+	tr := newTransport(t, testConfig(t))
+	topic, queue := uniq("topic"), uniq("queue")
+	if err := tr.Declare(ctx, transport.Queue{Name: queue, Topics: []string{topic}}); err != nil {
+		t.Fatal(err)
+	}
+	ch, err := tr.Subscribe(ctx, queue)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var msgs []*message.Message
+	want := map[string]bool{}
+	for i := range 47 {
+		payload := fmt.Sprint(i)
+		if i%10 == 3 {
+			payload = strings.Repeat("p", 100*1024) // forces size-bound chunks
+		}
+		m := newMsg(payload, nil)
+		msgs = append(msgs, m)
+		want[m.UUID] = true
+	}
+	if err := tr.Publish(topic, msgs...); err != nil {
+		t.Fatal(err)
+	}
+	for len(want) > 0 {
+		m := receive(t, ch, fmt.Sprintf("batch (%d missing)", len(want)))
+		delete(want, m.UUID)
+		m.Ack()
+	}
+}
+
+// TestFIFOBatchOrder publishes one group's 25 messages in one call (three
+// PublishBatch calls) and checks they arrive in order.
+func TestFIFOBatchOrder(t *testing.T) {
+	ctx := testContext(t)
+	cfg := testConfig(t)
+	cfg.Concurrency = 4
+	tr := newTransport(t, cfg)
+	topic, queue := uniq("topic"), uniq("queue")
+	if err := tr.Declare(ctx, transport.Queue{Name: queue, Topics: []string{topic}, FIFO: true}); err != nil {
+		t.Fatal(err)
+	}
+	ch, err := tr.Subscribe(ctx, queue)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var msgs []*message.Message
+	for i := range 25 {
+		msgs = append(msgs, newMsg(fmt.Sprint(i), map[string]string{transport.MetadataGroupID: "g"}))
+	}
+	if err := tr.Publish(topic, msgs...); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 25 {
+		m := receive(t, ch, "fifo")
+		if string(m.Payload) != fmt.Sprint(i) {
+			t.Fatalf("message %d: got %q", i, m.Payload)
+		}
+		m.Ack()
+	}
+	noGroup := newMsg("x", nil)
+	if err := tr.Publish(topic, noGroup); !errors.Is(err, transport.ErrMissingGroupID) {
+		t.Errorf("FIFO publish without group: %v, want ErrMissingGroupID", err)
+	}
+	// Publishing by the SNS name works too.
+	if err := tr.Publish(topic+".fifo", newMsg("y", map[string]string{transport.MetadataGroupID: "g"})); err != nil {
+		t.Errorf("publish by SNS name: %v", err)
+	}
+}
+
+// TestHeartbeat holds a message three times its visibility timeout: the
+// heartbeat keeps it from a competing consumer, and the ack deletes it.
+func TestHeartbeat(t *testing.T) {
+	ctx := testContext(t)
+	tr := newTransport(t, testConfig(t))
+	topic, queue := uniq("topic"), uniq("queue")
+	if err := tr.Declare(ctx, transport.Queue{Name: queue, Topics: []string{topic}, VisibilityTimeout: time.Second}); err != nil {
+		t.Fatal(err)
+	}
+	holder, err := tr.Subscribe(ctx, queue)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sent := newMsg("long job", nil)
+	if err := tr.Publish(topic, sent); err != nil {
+		t.Fatal(err)
+	}
+	m := receive(t, holder, "long job")
+	other := newTransport(t, testConfig(t))
+	competitor, err := other.Subscribe(ctx, queue)
+	if err != nil {
+		t.Fatal(err)
+	}
+	select { // the handler works for 3s, three visibility timeouts
+	case c := <-competitor:
+		t.Fatalf("competing consumer received %s while the handler still ran", c.UUID)
+	case <-time.After(3 * time.Second):
+	}
+	m.Ack()
+	marker := newMsg("marker", nil)
+	if err := tr.Publish(topic, marker); err != nil {
+		t.Fatal(err)
+	}
+	// Whatever comes next, to either consumer, must be the marker, not the
+	// acked message again.
+	var next *message.Message
+	select {
+	case next = <-competitor:
+	case next = <-holder:
+	case <-time.After(20 * time.Second):
+		t.Fatal("marker not received in 20s")
+	}
+	if next.UUID != marker.UUID {
+		t.Fatalf("after the ack, received %s (%q), want the marker", next.UUID, next.Payload)
+	}
+	next.Ack()
+}
+
+// TestDeadLetterSource checks the dead-lettered message names its queue.
+func TestDeadLetterSource(t *testing.T) {
+	ctx := testContext(t)
+	tr := newTransport(t, testConfig(t))
+	topic, queue := uniq("topic"), uniq("queue")
+	q := transport.Queue{Name: queue, Topics: []string{topic}, MaxReceiveCount: 1, VisibilityTimeout: time.Second}
+	if err := tr.Declare(ctx, q); err != nil {
+		t.Fatal(err)
+	}
+	ch, err := tr.Subscribe(ctx, queue)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dlq, err := tr.Subscribe(ctx, q.WithDefaults().DeadLetterQueue)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := tr.Publish(topic, newMsg("poison", nil)); err != nil {
+		t.Fatal(err)
+	}
+	receive(t, ch, "poison").Nack()
+	dead := receive(t, dlq, "dead letter")
+	if got := dead.Metadata.Get(transport.MetadataDeadLetterSource); got != queue {
+		t.Errorf("%s = %q, want %q", transport.MetadataDeadLetterSource, got, queue)
+	}
+	dead.Ack()
+}
+
+func TestClosed(t *testing.T) {
+	tr := newTransport(t, testConfig(t))
+	if err := tr.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := tr.Publish("t", newMsg("x", nil)); !errors.Is(err, transport.ErrClosed) {
+		t.Errorf("Publish after Close: %v", err)
+	}
+	if _, err := tr.Subscribe(testContext(t), "q"); !errors.Is(err, transport.ErrClosed) {
+		t.Errorf("Subscribe after Close: %v", err)
+	}
+	if err := tr.Declare(testContext(t), transport.Queue{Name: "q"}); !errors.Is(err, transport.ErrClosed) {
+		t.Errorf("Declare after Close: %v", err)
+	}
+	if err := tr.Publish("", newMsg("x", nil)); !errors.Is(err, transport.ErrInvalidConfig) {
+		t.Errorf("Publish to an empty topic: %v", err)
+	}
+}
+
+var _ = awssdk.String
