@@ -98,7 +98,7 @@ func (m *Metrics) Middleware(h message.HandlerFunc) message.HandlerFunc {
 		msg.SetContext(ctx)
 		queue := message.SubscribeTopicFromCtx(ctx)
 		typ := msg.Metadata.Get(eda.MetadataType)
-		if errors.Is(err, eda.ErrUnknownEvent) {
+		if errors.Is(err, eda.ErrUnknownEvent) || errors.Is(rec.lastErr, eda.ErrUnknownEvent) {
 			typ = "unknown"
 		}
 		outcome := "handled"

@@ -169,7 +169,7 @@ func Poison(cfg PoisonConfig) (message.HandlerMiddleware, error) {
 			}
 			if !rec.retried {
 				rec.attempts++
-				rec.failed(time.Now())
+				rec.failed(time.Now(), err)
 			}
 			if ctx.Err() != nil {
 				return out, err

@@ -20,6 +20,7 @@ type record struct {
 	retries      int       // in-process retries (attempts after the first)
 	poisoned     string    // the Reason it was poisoned with, if it was
 	retried      bool      // Retry ran (attempts are counted)
+	lastErr      error     // of the last failed call
 }
 
 type recordKey struct{}
@@ -36,7 +37,8 @@ func recordOf(msg *message.Message) *record {
 }
 
 // failed records a failed handler call at now.
-func (r *record) failed(now time.Time) {
+func (r *record) failed(now time.Time, err error) {
+	r.lastErr = err
 	if r.firstFailure.IsZero() {
 		r.firstFailure = now
 	}

@@ -137,7 +137,7 @@ func Retry(cfg RetryConfig) (message.HandlerMiddleware, error) {
 				if err == nil {
 					return out, nil
 				}
-				rec.failed(time.Now())
+				rec.failed(time.Now(), err)
 				lastErr = err
 				if eda.IsPermanent(err) {
 					return out, backoff.Permanent(err)
