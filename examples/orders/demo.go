@@ -49,6 +49,8 @@ func (s *system) demo(ctx context.Context, n int, out io.Writer) (*summary, erro
 		return nil, err
 	}
 	began := time.Now()
+	run := "run-" + uuid.NewString()[:8] // the demo counts only its own orders
+	s.run = run
 	base := "http://" + s.addr
 	rng := rand.New(rand.NewPCG(1, 2))
 	skus := []string{"sku-apple", "sku-pear", "sku-plum", "sku-fig"}
@@ -58,7 +60,7 @@ func (s *system) demo(ctx context.Context, n int, out io.Writer) (*summary, erro
 		if rng.IntN(3) == 0 {
 			items = append(items, Item{SKU: skus[rng.IntN(len(skus))], Qty: 1 + rng.IntN(2)})
 		}
-		reqs[i] = orderRequest{ID: uuid.NewString(), CustomerID: fmt.Sprintf("customer-%d", i%7), Items: items}
+		reqs[i] = orderRequest{ID: uuid.NewString(), CustomerID: fmt.Sprintf("%s-customer-%d", run, i%7), Items: items}
 	}
 	sum := &summary{}
 	var mu sync.Mutex
@@ -87,8 +89,8 @@ func (s *system) demo(ctx context.Context, n int, out io.Writer) (*summary, erro
 	}
 	// What the order service refuses at the door, with a clear 4xx.
 	for _, bad := range []any{
-		orderRequest{CustomerID: "c"},                                            // no items
-		orderRequest{CustomerID: "c", Items: []Item{{SKU: "sku-fig", Qty: -2}}},  // negative quantity
+		orderRequest{CustomerID: "c"},                                             // no items
+		orderRequest{CustomerID: "c", Items: []Item{{SKU: "sku-fig", Qty: -2}}},   // negative quantity
 		orderRequest{CustomerID: "c", Items: []Item{{SKU: "sku-durian", Qty: 1}}}, // unknown product
 		map[string]any{"customer_id": "c", "itmes": []Item{}},                     // unknown field
 	} {
@@ -134,7 +136,8 @@ func (s *system) injectPoison() error {
 // count reads the system's state into sum.
 func (s *system) count(ctx context.Context, sum *summary) error {
 	sum.Reserved, sum.Rejected, sum.Pending = 0, 0, 0
-	rows, err := s.db.QueryContext(ctx, `SELECT status, COUNT(*) FROM orders GROUP BY status`)
+	mine := s.run + "-%"
+	rows, err := s.db.QueryContext(ctx, s.db.q(`SELECT status, COUNT(*) FROM orders WHERE customer_id LIKE ? GROUP BY status`), mine)
 	if err != nil {
 		return err
 	}
@@ -157,7 +160,8 @@ func (s *system) count(ctx context.Context, sum *summary) error {
 	if err := rows.Err(); err != nil {
 		return err
 	}
-	if err := s.db.QueryRowContext(ctx, `SELECT COUNT(*) FROM notifications`).Scan(&sum.Notified); err != nil {
+	if err := s.db.QueryRowContext(ctx, s.db.q(`SELECT COUNT(*) FROM notifications n JOIN orders o ON o.id = n.order_id
+		WHERE o.customer_id LIKE ?`), mine).Scan(&sum.Notified); err != nil {
 		return err
 	}
 	sum.DeadLettered = s.dead.snapshot()
@@ -171,7 +175,7 @@ func (s *system) count(ctx context.Context, sum *summary) error {
 
 // latencies are the end-to-end times from order insert to final state.
 func (s *system) latencies(ctx context.Context) ([]time.Duration, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT final_at - created_at FROM orders WHERE final_at IS NOT NULL`)
+	rows, err := s.db.QueryContext(ctx, s.db.q(`SELECT final_at - created_at FROM orders WHERE final_at IS NOT NULL AND customer_id LIKE ?`), s.run+"-%")
 	if err != nil {
 		return nil, err
 	}

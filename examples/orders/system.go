@@ -11,9 +11,9 @@ import (
 	"sync"
 	"time"
 
+	"github.com/ThreeDotsLabs/watermill/message"
 	awsconfig "github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/credentials"
-	"github.com/ThreeDotsLabs/watermill/message"
 
 	"github.com/edaproject/eda/eda"
 	"github.com/edaproject/eda/middleware"
@@ -51,6 +51,7 @@ type system struct {
 	relay *outbox.Relay
 	dead  *deadLetters
 	addr  string // where the order service listens
+	run   string // the demo's run id, prefix of its customer ids
 
 	orders *orderService
 
