@@ -43,6 +43,15 @@ var shared struct {
 
 func testPool(t testing.TB) *pgxpool.Pool {
 	t.Helper()
+	pool, err := sharedPool()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pool
+}
+
+// sharedPool connects once per test binary.
+func sharedPool() (*pgxpool.Pool, error) {
 	shared.once.Do(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
@@ -54,10 +63,15 @@ func testPool(t testing.TB) *pgxpool.Pool {
 			shared.err = fmt.Errorf("Postgres at %s is not reachable (%v); start it with: %s", testDSN(), shared.err, startPostgres)
 		}
 	})
-	if shared.err != nil {
-		t.Fatal(shared.err)
-	}
-	return shared.pool
+	return shared.pool, shared.err
+}
+
+// waitDrained polls until queue is empty, for up to 10s.
+func waitDrained(tr *memory.Transport, queue string) bool {
+	return waitFor(context.Background(), func() bool {
+		v, f, err := tr.Depth(queue)
+		return err == nil && v == 0 && f == 0
+	})
 }
 
 // newStore returns a migrated store in a fresh schema, dropped when the
