@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill/message"
-	awssdk "github.com/aws/aws-sdk-go-v2/aws"
 
 	"github.com/edaproject/eda/transport"
 	edaaws "github.com/edaproject/eda/transport/aws"
@@ -360,5 +359,3 @@ func TestClosed(t *testing.T) {
 		t.Errorf("Publish to an empty topic: %v", err)
 	}
 }
-
-var _ = awssdk.String

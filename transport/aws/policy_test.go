@@ -1,0 +1,106 @@
+package aws_test
+
+import (
+	"encoding/json"
+	"errors"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/edaproject/eda/transport"
+	edaaws "github.com/edaproject/eda/transport/aws"
+)
+
+func TestServicePolicy(t *testing.T) {
+	doc, err := edaaws.ServicePolicy(edaaws.ServiceAccess{
+		Region:    "eu-west-1",
+		AccountID: "123456789012",
+		Publishes: []edaaws.Topic{{Name: "orders"}, {Name: "payments", FIFO: true}, {Name: "orders"}},
+		Consumes: []transport.Queue{
+			{Name: "inventory", Topics: []string{"orders"}, MaxReceiveCount: 5},
+			{Name: "ledger", Topics: []string{"payments"}, FIFO: true},
+		},
+		ReadDeadLetters: true,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	text := doc.JSON()
+	// The document is valid JSON in the IAM shape.
+	var back edaaws.PolicyDocument
+	if err := json.Unmarshal([]byte(text), &back); err != nil {
+		t.Fatalf("policy is not JSON: %v\n%s", err, text)
+	}
+	if back.Version != "2012-10-17" || len(back.Statement) != 2 {
+		t.Fatalf("policy has version %q and %d statements, want 2012-10-17 and 2:\n%s", back.Version, len(back.Statement), text)
+	}
+	pub, con := back.Statement[0], back.Statement[1]
+	wantPub := edaaws.Statement{
+		Sid: "PublishToTopics", Effect: "Allow",
+		Action:   edaaws.StringList{"sns:GetTopicAttributes", "sns:Publish"},
+		Resource: edaaws.StringList{"arn:aws:sns:eu-west-1:123456789012:orders", "arn:aws:sns:eu-west-1:123456789012:payments.fifo"},
+	}
+	if pub.Sid != wantPub.Sid || pub.Effect != wantPub.Effect || !slices.Equal(pub.Action, wantPub.Action) || !slices.Equal(pub.Resource, wantPub.Resource) {
+		t.Errorf("publish statement %+v, want %+v", pub, wantPub)
+	}
+	wantCon := edaaws.Statement{
+		Sid: "ConsumeQueues", Effect: "Allow",
+		Action: edaaws.StringList{"sqs:ChangeMessageVisibility", "sqs:DeleteMessage", "sqs:GetQueueAttributes", "sqs:GetQueueUrl", "sqs:ReceiveMessage"},
+		Resource: edaaws.StringList{
+			"arn:aws:sqs:eu-west-1:123456789012:inventory",
+			"arn:aws:sqs:eu-west-1:123456789012:inventory-dlq",
+			"arn:aws:sqs:eu-west-1:123456789012:ledger.fifo",
+		},
+	}
+	if con.Sid != wantCon.Sid || con.Effect != wantCon.Effect || !slices.Equal(con.Action, wantCon.Action) || !slices.Equal(con.Resource, wantCon.Resource) {
+		t.Errorf("consume statement %+v, want %+v", con, wantCon)
+	}
+	// Least privilege: no wildcard, no management rights.
+	for _, bad := range []string{`"*"`, ":*", "sqs:*", "sns:*", "CreateTopic", "CreateQueue", "Subscribe", "SetQueueAttributes", "DeleteQueue", "SendMessage"} {
+		if strings.Contains(text, bad) {
+			t.Errorf("policy contains %s:\n%s", bad, text)
+		}
+	}
+
+	// Without ReadDeadLetters the DLQ is not readable.
+	doc, err = edaaws.ServicePolicy(edaaws.ServiceAccess{
+		Region: "eu-west-1", AccountID: "123456789012", Partition: "aws-cn",
+		Consumes: []transport.Queue{{Name: "inventory", MaxReceiveCount: 5}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(doc.Statement) != 1 || !slices.Equal(doc.Statement[0].Resource, edaaws.StringList{"arn:aws-cn:sqs:eu-west-1:123456789012:inventory"}) {
+		t.Errorf("consume-only policy: %s", doc.JSON())
+	}
+}
+
+func TestServicePolicyValidation(t *testing.T) {
+	_, err := edaaws.ServicePolicy(edaaws.ServiceAccess{Consumes: []transport.Queue{{Name: ""}}})
+	for _, want := range []error{edaaws.ErrMissingRegion, transport.ErrInvalidConfig} {
+		if !errors.Is(err, want) {
+			t.Errorf("ServicePolicy of nothing: %v, want %v", err, want)
+		}
+	}
+	for _, s := range []string{"account id", "queue name is empty"} {
+		if !strings.Contains(err.Error(), s) {
+			t.Errorf("error %q does not mention %q", err, s)
+		}
+	}
+	if _, err := edaaws.ServicePolicy(edaaws.ServiceAccess{Region: "r", AccountID: "a"}); !errors.Is(err, transport.ErrInvalidConfig) {
+		t.Errorf("ServicePolicy with no access: %v, want ErrInvalidConfig", err)
+	}
+}
+
+func TestStringList(t *testing.T) {
+	var st edaaws.Statement
+	if err := json.Unmarshal([]byte(`{"Effect":"Allow","Action":"sqs:SendMessage","Resource":["a","b"]}`), &st); err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(st.Action, edaaws.StringList{"sqs:SendMessage"}) || !slices.Equal(st.Resource, edaaws.StringList{"a", "b"}) {
+		t.Errorf("got %+v", st)
+	}
+	if err := json.Unmarshal([]byte(`{"Action":3}`), &st); err == nil {
+		t.Error("number as action: no error")
+	}
+}
