@@ -1,0 +1,179 @@
+package aws_test
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill"
+	wmsqs "github.com/ThreeDotsLabs/watermill-aws/sqs"
+	"github.com/ThreeDotsLabs/watermill/message"
+	awssdk "github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/sqs"
+	sqstypes "github.com/aws/aws-sdk-go-v2/service/sqs/types"
+
+	"github.com/edaproject/eda/transport"
+	edaaws "github.com/edaproject/eda/transport/aws"
+)
+
+// The benchmarks run against the emulator: make bench-aws, or
+//
+//	scripts/emulator.sh up
+//	go test -run '^$' -bench . -benchtime 2000x ./transport/aws/
+//
+// They report msgs/s; the consumer variants read the same number of
+// messages from a pre-filled queue in the same run.
+
+// fillQueue sends n small messages straight to an SQS queue.
+func fillQueue(b *testing.B, client *sqs.Client, url string, n int) {
+	b.Helper()
+	ctx := context.Background()
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, 8)
+	for start := 0; start < n; start += 10 {
+		entries := make([]sqstypes.SendMessageBatchRequestEntry, 0, 10)
+		for i := start; i < min(start+10, n); i++ {
+			entries = append(entries, sqstypes.SendMessageBatchRequestEntry{
+				Id:          awssdk.String(strconv.Itoa(i - start)),
+				MessageBody: awssdk.String(`{"n":` + strconv.Itoa(i) + `}`),
+			})
+		}
+		sem <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			out, err := client.SendMessageBatch(ctx, &sqs.SendMessageBatchInput{QueueUrl: &url, Entries: entries})
+			if err != nil || len(out.Failed) > 0 {
+				b.Errorf("fill: %v %v", err, out)
+			}
+		}()
+	}
+	wg.Wait()
+}
+
+// benchQueue declares a fresh queue and fills it with b.N messages.
+func benchQueue(b *testing.B, tr *edaaws.Transport) (name, url string) {
+	b.Helper()
+	ctx := context.Background()
+	name = uniq("bench")
+	if err := tr.Declare(ctx, transport.Queue{Name: name, VisibilityTimeout: 30 * time.Second}); err != nil {
+		b.Fatal(err)
+	}
+	out, err := tr.SQS().GetQueueUrl(ctx, &sqs.GetQueueUrlInput{QueueName: &name})
+	if err != nil {
+		b.Fatal(err)
+	}
+	fillQueue(b, tr.SQS(), *out.QueueUrl, b.N)
+	return name, *out.QueueUrl
+}
+
+func reportRate(b *testing.B, n int) {
+	b.ReportMetric(float64(n)/b.Elapsed().Seconds(), "msgs/s")
+}
+
+func BenchmarkConsume(b *testing.B) {
+	// Plain loop: receive one message, delete it, repeat.
+	b.Run("impl=sdk-one-by-one", func(b *testing.B) {
+		tr := newTransport(b, testConfig(b))
+		_, url := benchQueue(b, tr)
+		client := tr.SQS()
+		ctx := context.Background()
+		b.ResetTimer()
+		for got := 0; got < b.N; {
+			out, err := client.ReceiveMessage(ctx, &sqs.ReceiveMessageInput{QueueUrl: &url, MaxNumberOfMessages: 1, WaitTimeSeconds: 1})
+			if err != nil {
+				b.Fatal(err)
+			}
+			for _, m := range out.Messages {
+				if _, err := client.DeleteMessage(ctx, &sqs.DeleteMessageInput{QueueUrl: &url, ReceiptHandle: m.ReceiptHandle}); err != nil {
+					b.Fatal(err)
+				}
+				got++
+			}
+		}
+		reportRate(b, b.N)
+	})
+	// watermill-aws's SQS subscriber, defaults (one message per receive).
+	b.Run("impl=watermill-aws", func(b *testing.B) {
+		tr := newTransport(b, testConfig(b))
+		name, _ := benchQueue(b, tr)
+		ep := endpoint()
+		sub, err := wmsqs.NewSubscriber(wmsqs.SubscriberConfig{
+			AWSConfig:                   awsConfig(),
+			OptFns:                      []func(*sqs.Options){func(o *sqs.Options) { o.BaseEndpoint = &ep }},
+			DoNotCreateQueueIfNotExists: true,
+		}, watermill.NopLogger{})
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer sub.Close()
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		b.ResetTimer()
+		ch, err := sub.Subscribe(ctx, name)
+		if err != nil {
+			b.Fatal(err)
+		}
+		consume(b, ch, b.N)
+		reportRate(b, b.N)
+	})
+	for _, c := range []struct{ concurrency, batch int }{{1, 10}, {32, 10}} {
+		b.Run(fmt.Sprintf("impl=eda-batch%d-c%d", c.batch, c.concurrency), func(b *testing.B) {
+			cfg := testConfig(b)
+			cfg.Concurrency, cfg.BatchSize = c.concurrency, c.batch
+			tr := newTransport(b, cfg)
+			name, _ := benchQueue(b, tr)
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			b.ResetTimer()
+			ch, err := tr.Subscribe(ctx, name)
+			if err != nil {
+				b.Fatal(err)
+			}
+			consume(b, ch, b.N)
+			reportRate(b, b.N)
+			cancel()
+			_ = tr.Close() // waits for the last deletes
+		})
+	}
+}
+
+// consume acks n messages, each in its own goroutine as the Watermill
+// router does.
+func consume(b *testing.B, ch <-chan *message.Message, n int) {
+	b.Helper()
+	for range n {
+		select {
+		case m := <-ch:
+			go m.Ack()
+		case <-time.After(30 * time.Second):
+			b.Fatal("consume: nothing for 30s")
+		}
+	}
+}
+
+func BenchmarkPublish(b *testing.B) {
+	for _, batch := range []int{1, 100} {
+		b.Run(fmt.Sprintf("impl=eda-publish-batch%d", batch), func(b *testing.B) {
+			tr := newTransport(b, testConfig(b))
+			topic := uniq("bench")
+			if err := tr.Declare(context.Background(), transport.Queue{Name: uniq("bench"), Topics: []string{topic}}); err != nil {
+				b.Fatal(err)
+			}
+			msgs := make([]*message.Message, b.N)
+			for i := range msgs {
+				msgs[i] = newMsg(`{"n":`+strconv.Itoa(i)+`}`, map[string]string{"ce_type": "bench.Event", "ce_source": "bench"})
+			}
+			b.ResetTimer()
+			for start := 0; start < b.N; start += batch {
+				if err := tr.Publish(topic, msgs[start:min(start+batch, b.N)]...); err != nil {
+					b.Fatal(err)
+				}
+			}
+			reportRate(b, b.N)
+		})
+	}
+}
