@@ -1,7 +1,7 @@
 # The README's test command is `make test`; .ci/run calls it.
 GO ?= go
 
-.PHONY: test services vet bench
+.PHONY: test services vet bench bench-aws
 test: services vet
 	$(GO) test -race -count=1 -timeout 20m ./...
 
@@ -19,3 +19,10 @@ bench:
 	@mkdir -p bench
 	$(GO) test -run '^$$' -bench . -benchmem -count 6 ./eda/ ./transport/memory/ | tee bench/core.txt
 	$(GO) run golang.org/x/perf/cmd/benchstat@latest -col /impl bench/core.txt
+
+# AWS transport against the SNS/SQS emulator: batched+concurrent consumer vs a
+# one-by-one receive/delete loop and watermill-aws; PublishBatch vs Publish.
+bench-aws:
+	scripts/emulator.sh up
+	@mkdir -p bench
+	$(GO) test -run '^$$' -bench . -benchtime 2000x -count 3 ./transport/aws/ | tee bench/aws.txt
