@@ -73,6 +73,13 @@ type consumer struct {
 	buf       []received // received, not yet handed out
 	fetched   time.Time  // when buf was received (before the query: a lower bound of the lease start)
 	delivered int        // messages of this batch handed out
+	pending   []verdict  // acks and nacks not yet written
+	pendingAt time.Time  // when the oldest pending verdict was given
+}
+
+type verdict struct {
+	r   received
+	ack bool
 }
 
 type received struct {
@@ -84,9 +91,24 @@ type received struct {
 	dlSource string
 }
 
+// The handler never waits for the database: Ack and Nack return at once, as
+// in every Watermill subscriber. Verdicts are written with the next receive
+// query, in one round trip and one transaction, so a consumer costs one
+// round trip per batch; an ack also unblocks the next message of a FIFO group
+// and a nack makes its message receivable again within that same query.
+// Verdicts wait at most flushDelay (a quarter of the visibility timeout, at
+// most maxFlushDelay) while a handler runs, so that an acked message's lease
+// cannot expire before its ack is written.
+const maxFlushDelay = 50 * time.Millisecond
+
+func (c *consumer) flushDelay() time.Duration { return min(c.vt/4, maxFlushDelay) }
+
 func (c *consumer) run(ctx context.Context) {
 	t := c.t
-	defer func() { c.release(ctx, c.buf) }()
+	defer func() {
+		c.release(ctx, c.buf)
+		c.flush(ctx)
+	}()
 	failures := 0
 	for {
 		select {
@@ -128,26 +150,54 @@ func (c *consumer) run(ctx context.Context) {
 			t.log.Error("postgres transport: bad message row", "queue", c.name, "id", r.id, "error", err)
 			continue
 		}
-		msgCtx, cancel := context.WithCancel(ctx)
-		msg.SetContext(msgCtx)
+		if !c.deliver(ctx, r, msg) {
+			return
+		}
+	}
+}
+
+// deliver hands msg to the subscriber and waits for its verdict; false means
+// the consumer is stopping.
+func (c *consumer) deliver(ctx context.Context, r received, msg *message.Message) bool {
+	t := c.t
+	msgCtx, cancel := context.WithCancel(ctx)
+	msg.SetContext(msgCtx)
+	var flushTimer <-chan time.Time
+	if len(c.pending) > 0 {
+		timer := time.NewTimer(max(0, c.flushDelay()-time.Since(c.pendingAt)))
+		defer timer.Stop()
+		flushTimer = timer.C
+	}
+	for sent := false; !sent; {
 		select {
 		case c.out <- msg:
+			sent = true
+		case <-flushTimer:
+			c.flush(ctx)
+			flushTimer = nil
 		case <-ctx.Done():
 			cancel()
 			c.release(ctx, []received{r})
-			return
+			return false
 		case <-t.closing:
 			cancel()
 			c.release(ctx, []received{r})
-			return
+			return false
 		}
+	}
+	for {
 		select {
 		case <-msg.Acked():
-			c.settle(ctx, r, true)
+			c.record(verdict{r, true})
 			cancel()
+			return true
 		case <-msg.Nacked():
-			c.settle(ctx, r, false)
+			c.record(verdict{r, false})
 			cancel()
+			return true
+		case <-flushTimer:
+			c.flush(ctx)
+			flushTimer = nil
 		case <-ctx.Done():
 			// Stopping with a message in its handler: keep listening for its
 			// verdict until the lease ends, as SQS honours a late DeleteMessage.
@@ -160,23 +210,93 @@ func (c *consumer) run(ctx context.Context) {
 				defer timer.Stop()
 				select {
 				case <-msg.Acked():
-					c.settle(ctx, r, true)
+					c.settle(ctx, []verdict{{r, true}})
 				case <-msg.Nacked():
-					c.settle(ctx, r, false)
+					c.settle(ctx, []verdict{{r, false}})
 				case <-t.closing:
 				case <-timer.C:
 				}
 			}()
-			return
+			return false
 		case <-t.closing:
+			select { // a verdict given just before Close still counts
+			case <-msg.Acked():
+				c.record(verdict{r, true})
+			case <-msg.Nacked():
+				c.record(verdict{r, false})
+			default:
+			}
 			cancel()
-			return
+			return false
 		}
 	}
 }
 
-// fetch receives up to BatchSize messages into buf, moving those over the
-// queue's MaxReceiveCount to its dead-letter queue on the way.
+func (c *consumer) record(v verdict) {
+	if len(c.pending) == 0 {
+		c.pendingAt = time.Now()
+	}
+	c.pending = append(c.pending, v)
+}
+
+// flush writes pending verdicts on their own.
+func (c *consumer) flush(ctx context.Context) {
+	if len(c.pending) == 0 {
+		return
+	}
+	c.settle(ctx, c.pending)
+	c.pending = nil
+}
+
+// settle writes verdicts now. A failure leaves the messages to their
+// visibility timeout: at-least-once either way.
+func (c *consumer) settle(ctx context.Context, vs []verdict) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), settleTimeout)
+	defer cancel()
+	b := asyncCommit()
+	wake := c.queueVerdicts(b, vs)
+	if err := c.t.pool.SendBatch(ctx, b).Close(); err != nil {
+		c.t.log.Error("postgres transport: settling messages failed; they are delivered again after their visibility timeout",
+			"queue", c.name, "count", len(vs), "error", classify("settle", err))
+		return
+	}
+	if wake {
+		c.t.wakeQueue(c.name)
+	}
+}
+
+// queueVerdicts adds the statements that write vs to b: acks delete, nacks
+// make visible again now. The receipt check (receive_count) makes a verdict
+// on a message whose lease expired and which was received again a no-op. It
+// reports whether the queue's consumers should be woken: a nack, or an ack
+// that unblocks a FIFO group, makes a message receivable.
+func (c *consumer) queueVerdicts(b *pgx.Batch, vs []verdict) (wake bool) {
+	t := c.t
+	var ackIDs, nackIDs []int64
+	var ackCounts, nackCounts []int32
+	for _, v := range vs {
+		if v.ack {
+			ackIDs, ackCounts = append(ackIDs, v.r.id), append(ackCounts, v.r.count)
+		} else {
+			nackIDs, nackCounts = append(nackIDs, v.r.id), append(nackCounts, v.r.count)
+		}
+	}
+	if len(ackIDs) > 0 {
+		b.Queue(t.q.ack, ackIDs, ackCounts)
+	}
+	if len(nackIDs) > 0 {
+		b.Queue(t.q.nack, nackIDs, nackCounts)
+	}
+	wake = len(nackIDs) > 0 || (c.fifo && len(ackIDs) > 0)
+	if wake && !t.cfg.DisableNotify {
+		b.Queue(`SELECT pg_notify($1, $2)`, t.channel, c.name)
+	}
+	return wake
+}
+
+// fetch writes pending verdicts and receives up to BatchSize messages into
+// buf, in one round trip, moving those over the queue's MaxReceiveCount to its
+// dead-letter queue on the way.
 func (c *consumer) fetch(ctx context.Context) (int, error) {
 	t := c.t
 	q := t.q.claim
@@ -184,16 +304,36 @@ func (c *consumer) fetch(ctx context.Context) (int, error) {
 		q = t.q.claimFIFO
 	}
 	start := time.Now()
-	rows, err := t.pool.Query(ctx, q, c.name, t.cfg.BatchSize, c.vt.Microseconds())
-	if err != nil {
-		return 0, classify("receive from "+c.name, err)
+	b := asyncCommit()
+	wake := c.queueVerdicts(b, c.pending)
+	b.Queue(q, c.name, t.cfg.BatchSize, c.vt.Microseconds())
+	br := t.pool.SendBatch(ctx, b)
+	var err error
+	for range b.Len() - 1 {
+		if _, err = br.Exec(); err != nil {
+			break
+		}
 	}
-	got, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (received, error) {
-		var m received
-		return m, r.Scan(&m.id, &m.uuid, &m.payload, &m.metadata, &m.count, &m.dlSource)
-	})
+	var got []received
+	if err == nil {
+		var rows pgx.Rows
+		rows, err = br.Query()
+		if err == nil {
+			got, err = pgx.CollectRows(rows, func(r pgx.CollectableRow) (received, error) {
+				var m received
+				return m, r.Scan(&m.id, &m.uuid, &m.payload, &m.metadata, &m.count, &m.dlSource)
+			})
+		}
+	}
+	if cerr := br.Close(); err == nil {
+		err = cerr
+	}
 	if err != nil {
-		return 0, classify("receive from "+c.name, err)
+		return 0, classify("receive from "+c.name, err) // verdicts stay pending
+	}
+	c.pending = nil
+	if wake {
+		t.wakeQueue(c.name)
 	}
 	slices.SortFunc(got, func(a, b received) int { return cmp.Compare(a.id, b.id) })
 	if c.maxReceive > 0 && c.dlq != "" {
@@ -225,7 +365,7 @@ func (c *consumer) fetch(ctx context.Context) (int, error) {
 
 func (c *consumer) deadLetter(ctx context.Context, ids []int64, counts []int32) error {
 	t := c.t
-	b := &pgx.Batch{}
+	b := asyncCommit()
 	b.Queue(t.q.deadLetter, ids, counts, c.dlq, c.name)
 	if !t.cfg.DisableNotify {
 		b.Queue(`SELECT pg_notify($1, $2)`, t.channel, c.dlq)
@@ -247,25 +387,15 @@ func (c *consumer) message(r received) (*message.Message, error) {
 	return msg, nil
 }
 
-// settle acks (delete) or nacks (visible again now) r. A failure leaves the
-// message to its visibility timeout: at-least-once either way.
-func (c *consumer) settle(ctx context.Context, r received, ack bool) {
-	t := c.t
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), settleTimeout)
-	defer cancel()
-	var err error
-	switch {
-	case ack && c.fifo && !t.cfg.DisableNotify:
-		_, err = t.pool.Exec(ctx, t.q.ackNotify, r.id, r.count, t.channel, c.name)
-	case ack:
-		_, err = t.pool.Exec(ctx, t.q.ack, r.id, r.count)
-	default:
-		_, err = t.pool.Exec(ctx, t.q.nack, r.id, r.count)
-	}
-	if err != nil {
-		t.log.Error("postgres transport: settling a message failed; it is delivered again after its visibility timeout",
-			"queue", c.name, "id", r.id, "ack", ack, "error", classify("settle", err))
-	}
+// asyncCommit starts a batch (one implicit transaction) that commits without
+// waiting for the WAL flush. Only consumer-side bookkeeping uses it: losing
+// its last commits in a database crash means a lease, ack or nack is undone,
+// so a message is delivered again, which at-least-once allows. Publishing
+// always commits synchronously.
+func asyncCommit() *pgx.Batch {
+	b := &pgx.Batch{}
+	b.Queue(`SELECT set_config('synchronous_commit', 'off', true)`)
+	return b
 }
 
 // release gives back received messages that were never handed out.
@@ -281,7 +411,9 @@ func (c *consumer) release(ctx context.Context, rs []received) {
 	}
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), settleTimeout)
 	defer cancel()
-	if _, err := t.pool.Exec(ctx, t.q.release, ids, counts); err != nil {
+	b := asyncCommit()
+	b.Queue(t.q.release, ids, counts)
+	if err := t.pool.SendBatch(ctx, b).Close(); err != nil {
 		t.log.Error("postgres transport: giving back messages failed; they are delivered again after their visibility timeout",
 			"queue", c.name, "count", len(rs), "error", classify("release", err))
 	}

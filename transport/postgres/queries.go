@@ -4,7 +4,7 @@ package postgres
 type queries struct {
 	insertPlainQueue, insertQueue, selectQueueForUpdate, upgradeQueue, insertSubscriptions string
 	selectQueue, selectSubscribers, insertMessages, depth                                  string
-	claim, claimFIFO, nextVisible, ack, ackNotify, nack, release, deadLetter, cleanDedup   string
+	claim, claimFIFO, nextVisible, ack, nack, release, deadLetter, cleanDedup              string
 }
 
 func newQueries(schema string) queries {
@@ -102,19 +102,25 @@ FROM (
 WHERE m.id = c.id
 RETURNING m.id, m.uuid, m.payload, m.metadata, m.receive_count, coalesce(m.dead_letter_source, '')`),
 
-		// How long until the next lease of the queue expires (NULL: none).
+		// How long until the next lease of the queue expires (NULL: none
+		// found). Leased rows are the oldest (received in id order), so the
+		// first rows of the queue are enough; a lease further back is picked
+		// up by the poll.
 		nextVisible: x(`
 SELECT extract(epoch FROM min(visible_at) - now())::float8
-FROM {{schema}}.messages WHERE queue = $1 AND visible_at > now()`),
+FROM (SELECT visible_at FROM {{schema}}.messages WHERE queue = $1 ORDER BY id LIMIT 1000) m
+WHERE visible_at > now()`),
 
 		// Settling checks the receipt (receive_count): a consumer whose lease
 		// expired and whose message was received again cannot settle it.
-		ack: x(`DELETE FROM {{schema}}.messages WHERE id = $1 AND receive_count = $2`),
-		// Acking a FIFO head unblocks its group: wake the other consumers.
-		ackNotify: x(`
-WITH d AS (DELETE FROM {{schema}}.messages WHERE id = $1 AND receive_count = $2 RETURNING 1)
-SELECT pg_notify($3, $4) FROM d`),
-		nack: x(`UPDATE {{schema}}.messages SET visible_at = now() WHERE id = $1 AND receive_count = $2`),
+		ack: x(`
+DELETE FROM {{schema}}.messages m
+USING unnest($1::bigint[], $2::integer[]) AS r(id, rc)
+WHERE m.id = r.id AND m.receive_count = r.rc`),
+		nack: x(`
+UPDATE {{schema}}.messages m SET visible_at = now()
+FROM unnest($1::bigint[], $2::integer[]) AS r(id, rc)
+WHERE m.id = r.id AND m.receive_count = r.rc`),
 		// Giving back messages received but never handed to a handler: they
 		// were not really received, so the receive count is restored.
 		release: x(`
