@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/jackc/pgx/v5/stdlib"
 	_ "modernc.org/sqlite" // the embedded default database
@@ -29,18 +30,29 @@ type db struct {
 	write    func(ctx context.Context, tx *sql.Tx, enc outbox.Encoder, events ...eda.Event) error
 }
 
-// openDB opens dsn: a postgres:// URL, or a SQLite file path.
-func openDB(ctx context.Context, dsn string) (*db, error) {
-	if strings.HasPrefix(dsn, "postgres://") || strings.HasPrefix(dsn, "postgresql://") {
-		pool, err := pgxpool.New(ctx, dsn)
+// isPostgres reports whether dsn names a Postgres database.
+func isPostgres(dsn string) bool {
+	return strings.HasPrefix(dsn, "postgres://") || strings.HasPrefix(dsn, "postgresql://")
+}
+
+// openDB opens dsn: a postgres:// URL (the services' tables and the outbox go
+// to schema, created if missing), or a SQLite file path.
+func openDB(ctx context.Context, dsn, schema string) (*db, error) {
+	if isPostgres(dsn) {
+		cfg, err := pgxpool.ParseConfig(dsn)
 		if err != nil {
-			return nil, fmt.Errorf("postgres %s: %w", dsn, err)
+			return nil, fmt.Errorf("postgres DSN: %w", err)
 		}
-		if err := pool.Ping(ctx); err != nil {
+		cfg.ConnConfig.RuntimeParams["search_path"] = schema
+		pool, err := pgxpool.NewWithConfig(ctx, cfg)
+		if err != nil {
+			return nil, fmt.Errorf("postgres: %w", err)
+		}
+		if _, err := pool.Exec(ctx, `CREATE SCHEMA IF NOT EXISTS `+pgx.Identifier{schema}.Sanitize()); err != nil {
 			pool.Close()
-			return nil, fmt.Errorf("postgres %s is not reachable (start it: pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start): %w", dsn, err)
+			return nil, fmt.Errorf("postgres is not reachable (start it: scripts/postgres.sh): %w", err)
 		}
-		store, err := pgxstore.New(pool, pgxstore.Config{})
+		store, err := pgxstore.New(pool, pgxstore.Config{Schema: schema})
 		if err != nil {
 			pool.Close()
 			return nil, err

@@ -77,7 +77,7 @@ func run(ctx context.Context, o options, orders int, serve bool, timeout time.Du
 		defer os.RemoveAll(dir)
 		o.DB = filepath.Join(dir, "orders.db")
 	}
-	o.MaxDelivery, o.Visibility = 3, 30*time.Second
+	o.MaxDelivery, o.Visibility, o.Schema = 3, 30*time.Second, "eda_orders"
 	s, err := start(ctx, o)
 	if err != nil {
 		return err

@@ -35,6 +35,10 @@ type options struct {
 	Addr        string        // HTTP listen address of the order service
 	FIFO        bool          // FIFO queues: a customer's orders in order
 	Prefix      string        // prefix of topic and queue names (tests isolate runs with it)
+	Schema      string        // Postgres schema of the services' tables and outbox; the transport uses Schema+"_transport"
+	// WrapPublisher, when set, wraps the publisher the outbox relay
+	// publishes through (the tests inject duplicates and outages with it).
+	WrapPublisher func(message.Publisher) message.Publisher
 	Logger      *slog.Logger  // nil: quiet
 	MaxDelivery int           // deliveries before a failing message is poisoned
 	Visibility  time.Duration // queue visibility timeout
@@ -72,7 +76,7 @@ func start(ctx context.Context, o options) (*system, error) {
 	}
 	fail := func(err error) (*system, error) { s.stop(); return nil, err }
 
-	d, err := openDB(ctx, o.DB)
+	d, err := openDB(ctx, o.DB, o.Schema)
 	if err != nil {
 		return fail(err)
 	}
@@ -158,7 +162,11 @@ func start(ctx context.Context, o options) (*system, error) {
 
 	// Every service publishes through its outbox; one relay per process
 	// drains it (several processes on one Postgres share the work).
-	relay, err := outbox.NewRelay(outbox.RelayConfig{Store: d.outbox, Publisher: tr, Logger: o.Logger,
+	var pub message.Publisher = tr
+	if o.WrapPublisher != nil {
+		pub = o.WrapPublisher(tr)
+	}
+	relay, err := outbox.NewRelay(outbox.RelayConfig{Store: d.outbox, Publisher: pub, Logger: o.Logger,
 		PollInterval: 200 * time.Millisecond, MaxBackoff: 2 * time.Second})
 	if err != nil {
 		return fail(err)
@@ -206,7 +214,7 @@ func newTransport(ctx context.Context, o options, d *db) (transport.Transport, e
 		}
 		return memory.New(memory.Config{})
 	case "postgres":
-		cfg := postgres.Config{DSN: o.TransportDB, Schema: "eda_orders_transport"}
+		cfg := postgres.Config{DSN: o.TransportDB, Schema: o.Schema + "_transport"}
 		if cfg.DSN == "" {
 			if !d.postgres {
 				return nil, fmt.Errorf("-transport postgres needs -transport-db postgres://... (or -db on Postgres)")
