@@ -27,21 +27,21 @@ import (
 
 // options select what runs and on what.
 type options struct {
-	DB          string        // SQLite file path (default: a temp file) or postgres:// URL
-	Transport   string        // memory | postgres | aws
-	TransportDB string        // postgres transport DSN (default: DB when it is Postgres)
-	AWSEndpoint string        // SNS/SQS endpoint override (the emulator); empty = AWS
-	Role        string        // all | orders | inventory | notification
-	Addr        string        // HTTP listen address of the order service
-	FIFO        bool          // FIFO queues: a customer's orders in order
-	Prefix      string        // prefix of topic and queue names (tests isolate runs with it)
-	Schema      string        // Postgres schema of the services' tables and outbox; the transport uses Schema+"_transport"
+	DB          string // SQLite file path (default: a temp file) or postgres:// URL
+	Transport   string // memory | postgres | aws
+	TransportDB string // postgres transport DSN (default: DB when it is Postgres)
+	AWSEndpoint string // SNS/SQS endpoint override (the emulator); empty = AWS
+	Role        string // all | orders | inventory | notification
+	Addr        string // HTTP listen address of the order service
+	FIFO        bool   // FIFO queues: a customer's orders in order
+	Prefix      string // prefix of topic and queue names (tests isolate runs with it)
+	Schema      string // Postgres schema of the services' tables and outbox; the transport uses Schema+"_transport"
 	// WrapPublisher, when set, wraps the publisher the outbox relay
 	// publishes through (the tests inject duplicates and outages with it).
 	WrapPublisher func(message.Publisher) message.Publisher
-	Logger      *slog.Logger  // nil: quiet
-	MaxDelivery int           // deliveries before a failing message is poisoned
-	Visibility  time.Duration // queue visibility timeout
+	Logger        *slog.Logger  // nil: quiet
+	MaxDelivery   int           // deliveries before a failing message is poisoned
+	Visibility    time.Duration // queue visibility timeout
 }
 
 func (o options) has(role string) bool { return o.Role == "all" || o.Role == role }
