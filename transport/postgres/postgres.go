@@ -188,12 +188,20 @@ func New(ctx context.Context, cfg Config) (*Transport, error) {
 		cfg:     cfg,
 		pool:    pool,
 		owned:   owned,
-		channel: cfg.Schema + "_messages",
+		channel: channelName(cfg.Schema),
 		q:       newQueries(cfg.Schema),
 		log:     cfg.Logger,
 		closing: make(chan struct{}),
 		waiters: map[string]map[chan struct{}]struct{}{},
 	}, nil
+}
+
+// channelName is the NOTIFY channel of schema. Channel names are identifiers
+// (at most 63 bytes); two schemas sharing a truncated name only wake each
+// other's consumers for nothing.
+func channelName(schema string) string {
+	ch := schema + "_messages"
+	return ch[:min(len(ch), 63)]
 }
 
 // Features: the whole SNS/SQS model. The visibility timeout is a lease

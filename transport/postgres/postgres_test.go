@@ -425,3 +425,168 @@ func TestUnavailable(t *testing.T) {
 		t.Fatalf("New on a closed port: %v, want ErrUnavailable", err)
 	}
 }
+
+// Consumers wake on NOTIFY (the poll interval here is an hour), also after
+// the listening connection was lost and re-established.
+func TestNotifyWakesConsumersAfterReconnect(t *testing.T) {
+	ctx := context.Background()
+	pool, schema := testPool(t)
+	tr := newTransport(t, postgres.Config{PollInterval: time.Hour})
+	topic, queue := names(t)
+	if err := tr.Declare(ctx, transport.Queue{Name: queue, Topics: []string{topic}}); err != nil {
+		t.Fatal(err)
+	}
+	ch, err := tr.Subscribe(ctx, queue)
+	if err != nil {
+		t.Fatal(err)
+	}
+	listen := `LISTEN "` + schema + `_messages"`
+	listener := func() int {
+		var pid int
+		err := pool.QueryRow(ctx, `SELECT coalesce(max(pid), 0) FROM pg_stat_activity WHERE query = $1`, listen).Scan(&pid)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return pid
+	}
+	waitListener := func(not int) int {
+		deadline := time.Now().Add(wait)
+		for {
+			if pid := listener(); pid != 0 && pid != not {
+				return pid
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("no LISTEN connection (other than %d) after %s", not, wait)
+			}
+			time.Sleep(10 * time.Millisecond) // polling interval
+		}
+	}
+	pid := waitListener(0)
+	// The consumer is idle for an hour unless notified.
+	if err := tr.Publish(topic, msg("before")); err != nil {
+		t.Fatal(err)
+	}
+	receive(t, ch, "notified message").Ack()
+
+	if _, err := pool.Exec(ctx, `SELECT pg_terminate_backend($1)`, pid); err != nil {
+		t.Fatal(err)
+	}
+	waitListener(pid)
+	if err := tr.Publish(topic, msg("after")); err != nil {
+		t.Fatal(err)
+	}
+	if m := receive(t, ch, "message after the listener reconnected"); string(m.Payload) != "after" {
+		t.Fatalf("got %q", m.Payload)
+	} else {
+		m.Ack()
+	}
+}
+
+// A deduplication id is forgotten after the window.
+func TestDedupWindowExpires(t *testing.T) {
+	ctx := context.Background()
+	tr := newTransport(t, postgres.Config{DedupWindow: time.Millisecond})
+	topic, queue := names(t)
+	if err := tr.Declare(ctx, transport.Queue{Name: queue, Topics: []string{topic}, FIFO: true}); err != nil {
+		t.Fatal(err)
+	}
+	publish := func() {
+		m := msg("same")
+		m.Metadata.Set(transport.MetadataGroupID, "g")
+		m.Metadata.Set(transport.MetadataDedupID, "same-id")
+		if err := tr.Publish(topic, m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	publish()
+	deadline := time.Now().Add(wait)
+	for {
+		publish()
+		visible, _, err := tr.Depth(ctx, queue)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if visible == 2 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("a duplicate published after the 1ms window was still dropped after %s (%d visible)", wait, visible)
+		}
+	}
+}
+
+// Several publishers write to one FIFO group at once: each publisher's
+// messages arrive in its order, and never two of the group at once.
+func TestFIFOConcurrentPublishersOneGroup(t *testing.T) {
+	ctx := context.Background()
+	tr := newTransport(t, postgres.Config{})
+	topic, queue := names(t)
+	if err := tr.Declare(ctx, transport.Queue{Name: queue, Topics: []string{topic}, FIFO: true}); err != nil {
+		t.Fatal(err)
+	}
+	const publishers, each = 4, 20
+	var mu sync.Mutex
+	next := map[string]int{}
+	inFlight, total := 0, 0
+	var problems []string
+	done := make(chan struct{})
+	for range 2 {
+		ch, err := tr.Subscribe(ctx, queue)
+		if err != nil {
+			t.Fatal(err)
+		}
+		go func() {
+			for m := range ch {
+				p := m.Metadata.Get("publisher")
+				seq, _ := strconv.Atoi(m.Metadata.Get("seq"))
+				mu.Lock()
+				inFlight++
+				if inFlight > 1 {
+					problems = append(problems, "two messages of the group in flight")
+				}
+				if seq != next[p] {
+					problems = append(problems, p+": got "+strconv.Itoa(seq)+", want "+strconv.Itoa(next[p]))
+				}
+				next[p] = seq + 1
+				mu.Unlock()
+				time.Sleep(time.Millisecond) // handler work: a second in-flight message of the group would show
+				mu.Lock()
+				inFlight--
+				total++
+				if total == publishers*each {
+					close(done)
+				}
+				mu.Unlock()
+				m.Ack()
+			}
+		}()
+	}
+	var wg sync.WaitGroup
+	for p := range publishers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range each {
+				m := msg("x")
+				m.Metadata.Set(transport.MetadataGroupID, "one-group")
+				m.Metadata.Set("publisher", strconv.Itoa(p))
+				m.Metadata.Set("seq", strconv.Itoa(i))
+				if err := tr.Publish(topic, m); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	select {
+	case <-done:
+	case <-time.After(wait):
+		t.Fatalf("received %d of %d", total, publishers*each)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(problems) > 0 {
+		t.Fatal(strings.Join(problems, "\n"))
+	}
+}
