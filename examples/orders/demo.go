@@ -218,6 +218,9 @@ func (sum *summary) print(out io.Writer) {
 
 func firstLine(s string) string {
 	s, _, _ = strings.Cut(s, "\n")
+	if i := strings.LastIndex(s, "): "); i >= 0 { // the queue and event are printed already
+		s = s[i+3:]
+	}
 	if len(s) > 120 {
 		s = s[:120] + "…"
 	}
