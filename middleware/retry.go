@@ -123,14 +123,32 @@ func Retry(cfg RetryConfig) (message.HandlerMiddleware, error) {
 			rec := recordOf(msg)
 			rec.retried = true
 			ctx := msg.Context()
+			started := time.Now()
+			// The first call is made here, so a message that succeeds at once
+			// (nearly all of them) costs no backoff state.
+			rec.attempts++
+			out, err := h(msg)
+			if err == nil {
+				return out, nil
+			}
+			msg.SetContext(ctx)
+			rec.failed(time.Now(), err)
+			if eda.IsPermanent(err) || cfg.MaxAttempts == 1 {
+				return out, err
+			}
 			exp := &backoff.ExponentialBackOff{
 				InitialInterval:     cfg.InitialInterval,
 				RandomizationFactor: cfg.Jitter,
 				Multiplier:          cfg.Multiplier,
 				MaxInterval:         cfg.MaxInterval,
 			}
-			var lastErr error
+			lastErr := err
+			first := true
 			op := func() ([]*message.Message, error) {
+				if first { // the call made above
+					first = false
+					return out, lastErr
+				}
 				msg.SetContext(ctx)
 				rec.attempts++
 				out, err := h(msg)
@@ -154,10 +172,14 @@ func Retry(cfg RetryConfig) (message.HandlerMiddleware, error) {
 					slog.Duration("wait", wait),
 					slog.Any("error", err))
 			}
-			out, err := backoff.Retry(ctx, op,
+			elapsed := cfg.MaxElapsed - time.Since(started)
+			if elapsed <= 0 {
+				return out, err
+			}
+			out, err = backoff.Retry(ctx, op,
 				backoff.WithBackOff(exp),
 				backoff.WithMaxTries(uint(cfg.MaxAttempts)),
-				backoff.WithMaxElapsedTime(cfg.MaxElapsed),
+				backoff.WithMaxElapsedTime(elapsed),
 				backoff.WithNotify(notify))
 			msg.SetContext(ctx)
 			if err == nil {

@@ -1,0 +1,210 @@
+package pgstore_test
+
+import (
+	"context"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/edaproject/eda/eda"
+	"github.com/edaproject/eda/middleware/inbox"
+	"github.com/edaproject/eda/middleware/inbox/inboxtest"
+	"github.com/edaproject/eda/middleware/inbox/pgstore"
+	"github.com/edaproject/eda/transport/memory"
+)
+
+// statementLog records the statements a pool sends.
+type statementLog struct {
+	mu   sync.Mutex
+	sqls []string
+}
+
+func (l *statementLog) TraceQueryStart(ctx context.Context, _ *pgx.Conn, data pgx.TraceQueryStartData) context.Context {
+	l.mu.Lock()
+	l.sqls = append(l.sqls, data.SQL)
+	l.mu.Unlock()
+	return ctx
+}
+
+func (l *statementLog) TraceQueryEnd(context.Context, *pgx.Conn, pgx.TraceQueryEndData) {}
+
+func (l *statementLog) take() []string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	out := l.sqls
+	l.sqls = nil
+	return out
+}
+
+// tracedStore returns a store on a pool of its own whose statements are
+// logged, in a fresh schema.
+func tracedStore(t testing.TB) (*pgstore.Store, *pgxpool.Pool, string, *statementLog) {
+	_, _, schema := newStore(t) // creates and migrates the schema, drops it at the end
+	cfg, err := pgxpool.ParseConfig(testDSN())
+	if err != nil {
+		t.Fatal(err)
+	}
+	log := &statementLog{}
+	cfg.ConnConfig.Tracer = log
+	pool, err := pgxpool.NewWithConfig(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pool.Close)
+	s, err := pgstore.New(pool, pgstore.Config{Schema: schema})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = pool.Exec(context.Background(), "CREATE TABLE "+pgx.Identifier{schema, "charges"}.Sanitize()+" (order_id text)")
+	if err != nil {
+		t.Fatal(err)
+	}
+	log.take()
+	return s, pool, schema, log
+}
+
+// txBench runs an app whose billing handler is fn on the memory transport
+// and returns a function that handles one event and waits for it.
+func txBench(t testing.TB, fn func(context.Context, inboxtest.Charged) error) (handleOne func()) {
+	tr, err := memory.New(memory.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = tr.Close() })
+	app, err := eda.New(eda.Config{Transport: tr})
+	if err != nil {
+		t.Fatal(err)
+	}
+	must(t, eda.Register[inboxtest.Charged](app, "charges"))
+	done := make(chan struct{}, 1)
+	var failed atomic.Value
+	must(t, eda.Handle(app, "billing", func(ctx context.Context, e inboxtest.Charged) error {
+		err := fn(ctx, e)
+		if err != nil {
+			failed.Store(err)
+		}
+		done <- struct{}{}
+		return err
+	}))
+	ctx, cancel := context.WithCancel(context.Background())
+	errc := make(chan error, 1)
+	go func() { errc <- app.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-errc })
+	<-app.Running()
+	return func() {
+		if err := app.Publish(context.Background(), inboxtest.Charged{Order: "o-1"}); err != nil {
+			t.Fatal(err)
+		}
+		<-done
+		if err, _ := failed.Load().(error); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// TestTxInboxIsOneStatement checks the target: the inbox costs one
+// statement (one round trip) inside the handler's transaction.
+func TestTxInboxIsOneStatement(t *testing.T) {
+	s, pool, schema, log := tracedStore(t)
+	insert := "INSERT INTO " + pgx.Identifier{schema, "charges"}.Sanitize() + " (order_id) VALUES ($1)"
+	plain := txBench(t, func(ctx context.Context, e inboxtest.Charged) error {
+		return pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error { _, err := tx.Exec(ctx, insert, e.Order); return err })
+	})
+	inboxed := txBench(t, pgstore.Tx(s, "billing", func(ctx context.Context, tx pgx.Tx, e inboxtest.Charged) error {
+		_, err := tx.Exec(ctx, insert, e.Order)
+		return err
+	}))
+	plain()
+	base := log.take()
+	inboxed()
+	with := log.take()
+	if len(with) != len(base)+1 {
+		t.Fatalf("statements without inbox %q, with %q: want exactly one more", base, with)
+	}
+	n := 0
+	for _, q := range with {
+		if strings.Contains(q, `."eda_inbox"`) {
+			n++
+		}
+	}
+	if n != 1 {
+		t.Errorf("%d inbox statements, want 1: %q", n, with)
+	}
+}
+
+// BenchmarkTx measures the inbox's cost inside the handler's transaction:
+// a handler inserting one row in its own transaction, with and without the
+// same-transaction inbox, each message through an eda.App on the memory
+// transport.
+//
+//	go test -run '^$' -bench Tx -benchmem ./middleware/inbox/pgstore/
+func BenchmarkTx(b *testing.B) {
+	s, pool, schema, _ := tracedStore(b)
+	insert := "INSERT INTO " + pgx.Identifier{schema, "charges"}.Sanitize() + " (order_id) VALUES ($1)"
+	b.Run("plain-tx", func(b *testing.B) {
+		one := txBench(b, func(ctx context.Context, e inboxtest.Charged) error {
+			return pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error { _, err := tx.Exec(ctx, insert, e.Order); return err })
+		})
+		b.ReportAllocs()
+		b.ResetTimer()
+		for range b.N {
+			one()
+		}
+	})
+	b.Run("inbox-tx", func(b *testing.B) {
+		one := txBench(b, pgstore.Tx(s, "billing", func(ctx context.Context, tx pgx.Tx, e inboxtest.Charged) error {
+			_, err := tx.Exec(ctx, insert, e.Order)
+			return err
+		}))
+		b.ReportAllocs()
+		b.ResetTimer()
+		for range b.N {
+			one()
+		}
+	})
+}
+
+// BenchmarkStandalone measures Claim + Complete, the standalone inbox's two
+// round trips per message.
+func BenchmarkStandalone(b *testing.B) {
+	s, _, _ := newStore(b)
+	ctx := context.Background()
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := range b.N {
+		k := inbox.Key{Consumer: "bench", EventID: strconv.Itoa(i)}
+		c, err := s.Claim(ctx, k, time.Minute)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if err := s.Complete(ctx, k, c.Token); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkMark isolates the inbox statement: Mark in one open
+// transaction, without the commit that dominates BenchmarkTx.
+func BenchmarkMark(b *testing.B) {
+	s, pool, _ := newStore(b)
+	ctx := context.Background()
+	tx, err := pool.Begin(ctx)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer func() { _ = tx.Rollback(ctx) }()
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := range b.N {
+		first, err := s.Mark(ctx, tx, inbox.Key{Consumer: "bench", EventID: strconv.Itoa(i)})
+		if err != nil || !first {
+			b.Fatal(first, err)
+		}
+	}
+}
