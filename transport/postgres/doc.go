@@ -21,7 +21,18 @@
 //
 // Consumers wake on LISTEN/NOTIFY when messages are published, poll every
 // Config.PollInterval in case a notification was lost, and wake when the
-// earliest lease of their queue expires.
+// earliest lease of their queue expires. Acks and nacks are written with the
+// consumer's next receive query (or within a quarter of the visibility
+// timeout, at most 50ms), so a consumer costs about one round trip per batch
+// of Config.BatchSize messages. That consumer-side bookkeeping commits with
+// synchronous_commit off: a database crash can undo the last leases, acks and
+// nacks, which only means a message is delivered again. Publishing commits
+// synchronously.
+//
+// Behind a connection pooler in transaction mode (PgBouncer) LISTEN does not
+// work: set Config.DisableNotify and a short PollInterval. Every publish
+// sends a NOTIFY, which Postgres serializes at commit; at thousands of
+// publishing transactions per second DisableNotify may also help.
 //
 // # Schema
 //

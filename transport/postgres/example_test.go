@@ -3,6 +3,7 @@ package postgres_test
 import (
 	"context"
 	"fmt"
+	"os"
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill/message"
@@ -22,9 +23,11 @@ func Example() {
 		return
 	}
 	defer pool.Close()
-	defer pool.Exec(ctx, "DROP SCHEMA IF EXISTS eda_example CASCADE") // tidy up after the example
+	// A schema of its own, so that runs of this example do not collide.
+	schema := fmt.Sprintf("eda_example_%d", os.Getpid())
+	defer pool.Exec(ctx, "DROP SCHEMA IF EXISTS "+schema+" CASCADE")
 
-	cfg := postgres.Config{Pool: pool, Schema: "eda_example"}
+	cfg := postgres.Config{Pool: pool, Schema: schema}
 	if err := postgres.Migrate(ctx, cfg); err != nil { // once, at deploy or start-up
 		fmt.Println(err)
 		return
