@@ -1,8 +1,67 @@
 // Package middleware holds the Watermill handler middleware an eda consumer
-// needs to survive an at-least-once world: retries with backoff, a durable
-// idempotent-consumer inbox, a poison queue with reasons, and the operational
-// middleware (recovery, timeouts, logging, tracing, metrics, throttling).
+// needs to survive an at-least-once world: retries with backoff, a poison
+// queue with reasons, panic recovery, timeouts, structured logging,
+// OpenTelemetry tracing, Prometheus metrics and a concurrency/rate limit.
+// The idempotent-consumer inbox is in package middleware/inbox (stores in
+// inbox and inbox/pgstore).
 //
 // Each middleware is a message.HandlerMiddleware, usable on any transport
-// and composable in eda.Config.Middleware.
+// and composable in eda.Config.Middleware (first element outermost). One
+// option gives the recommended stack:
+//
+//	stack, err := middleware.Default(middleware.Config{
+//		Logger:         logger,
+//		Poison:         &middleware.PoisonConfig{Publisher: tr, Topic: "poison"},
+//		Timeout:        middleware.TimeoutConfig{Default: 10 * time.Second},
+//		TracerProvider: tp,
+//		Metrics:        prometheus.DefaultRegisterer,
+//	})
+//	app, err := eda.New(eda.Config{Transport: tr, Middleware: stack})
+//
+// Default orders them Tracing → Metrics → Logging → Poison → Retry → Limit
+// → Idempotency → Timeout → Recover → handler; see Default for why, and
+// TestDefaultOrderMatters for what goes wrong in another order.
+//
+// # Failure handling
+//
+// A handler's error is transient unless marked permanent (eda.Permanent;
+// eda's decode, unknown-event and schema-version errors are permanent).
+// Retry calls the handler again in process with exponential backoff and
+// jitter, up to RetryConfig.MaxAttempts and MaxElapsed; then the error goes
+// back to the broker, which redelivers the message (nack, or the visibility
+// timeout on a crash). Poison publishes a message to the poison topic, with
+// its reason, error, attempts, handler, queue, original topic and failure
+// times in metadata (MetadataPoison*), and acks it, when the error is
+// permanent or the message is on its PoisonConfig.MaxDeliveries-th delivery.
+// If that publish fails the message is nacked: nothing is acked before it is
+// handled or safely poisoned. See Poison for when to rely on the SQS redrive
+// dead-letter queue instead.
+//
+// Recover turns a panic into a *PanicError (with the stack) that Retry and
+// Poison handle like any other error. Timeout bounds each attempt. Limiter
+// caps concurrency and rate over every handler of a process.
+//
+// # Observability
+//
+// Logging writes one slog record per delivery with the event id, type,
+// correlation id, queue, handler, receive count, attempts, duration and
+// outcome. Metrics counts handled, failed, retried and poisoned messages and
+// the handling duration, with a Registerer you pass (nothing global).
+// Tracing starts a consumer span per delivery whose parent is the W3C trace
+// context in the message metadata ("ce_traceparent", the CloudEvents
+// distributed-tracing extension); NewPublisher, used as eda.Config.Publisher
+// or around an outbox publisher, writes it on publish, so one trace runs
+// publish → outbox → broker → handler → the events it publishes.
+//
+// Correlation and causation ids need no middleware: eda.App.Publish sets
+// them from the handler's context, which every middleware here keeps
+// (TestCorrelationThroughTheStack).
+//
+// # Benchmarks
+//
+//	go test -run '^$' -bench 'Handle|Chain' -benchmem ./middleware/
+//
+// compare no middleware, Default, Default with every option, and the
+// equivalent Watermill stack (PoisonQueue, Retry, Timeout, Recoverer), end
+// to end on the memory transport and as a bare chain.
 package middleware

@@ -35,7 +35,8 @@ func (c MetadataCarrier) Get(key string) string { return c[metadataPrefix+string
 // Set stores a propagation field.
 func (c MetadataCarrier) Set(key, value string) { c[metadataPrefix+strings.ToLower(key)] = value }
 
-// Keys lists the propagation fields present.
+// Keys lists the names, without the prefix, of every "ce_" field: the
+// propagation fields and the rest of the CloudEvents envelope.
 func (c MetadataCarrier) Keys() []string {
 	keys := make([]string, 0, 2)
 	for k := range c {
