@@ -590,3 +590,52 @@ func TestFIFOConcurrentPublishersOneGroup(t *testing.T) {
 		t.Fatal(strings.Join(problems, "\n"))
 	}
 }
+
+// Killing every connection of the transport (a database restart, a network
+// cut) loses nothing: consumers and the listener reconnect and every
+// message is delivered, at least once.
+func TestConnectionsKilled(t *testing.T) {
+	ctx := context.Background()
+	pool, schema := testPool(t)
+	app := "eda_pgtest_kill_" + randomHex(4)
+	dsn := testDSN() + "&application_name=" + app
+	if !strings.Contains(testDSN(), "?") {
+		dsn = testDSN() + "?application_name=" + app
+	}
+	tr := newTransport(t, postgres.Config{DSN: dsn, Schema: schema})
+	topic, queue := names(t)
+	if err := tr.Declare(ctx, transport.Queue{Name: queue, Topics: []string{topic}, VisibilityTimeout: time.Second}); err != nil {
+		t.Fatal(err)
+	}
+	const n = 30
+	var msgs []*message.Message
+	for i := range n {
+		msgs = append(msgs, msg(strconv.Itoa(i)))
+	}
+	if err := tr.Publish(topic, msgs...); err != nil {
+		t.Fatal(err)
+	}
+	ch, err := tr.Subscribe(ctx, queue)
+	if err != nil {
+		t.Fatal(err)
+	}
+	seen := map[string]bool{}
+	for range n / 3 {
+		m := receive(t, ch, "before the kill")
+		seen[string(m.Payload)] = true
+		m.Ack()
+	}
+	var killed int
+	if err := pool.QueryRow(ctx, `SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = $1`, app).Scan(&killed); err != nil {
+		t.Fatal(err)
+	}
+	if killed == 0 {
+		t.Fatalf("no connection with application_name %s to kill", app)
+	}
+	for len(seen) < n {
+		m := receive(t, ch, "after the kill ("+strconv.Itoa(len(seen))+" of "+strconv.Itoa(n)+" seen)")
+		seen[string(m.Payload)] = true
+		m.Ack()
+	}
+	waitEmpty(t, tr, queue)
+}
