@@ -75,7 +75,15 @@ func reportRate(b *testing.B, n int) {
 }
 
 func BenchmarkConsume(b *testing.B) {
-	// Plain loop: receive one message, delete it, repeat.
+	for _, work := range []time.Duration{0, time.Millisecond} {
+		b.Run("work="+work.String(), func(b *testing.B) { benchConsume(b, work) })
+	}
+}
+
+// benchConsume consumes with handlers that work for the given time (a
+// timer, as an I/O-bound handler waits).
+func benchConsume(b *testing.B, work time.Duration) {
+	// Plain loop: receive one message, handle it, delete it, repeat.
 	b.Run("impl=sdk-one-by-one", func(b *testing.B) {
 		tr := newTransport(b, testConfig(b))
 		_, url := benchQueue(b, tr)
@@ -88,6 +96,9 @@ func BenchmarkConsume(b *testing.B) {
 				b.Fatal(err)
 			}
 			for _, m := range out.Messages {
+				if work > 0 {
+					time.Sleep(work)
+				}
 				if _, err := client.DeleteMessage(ctx, &sqs.DeleteMessageInput{QueueUrl: &url, ReceiptHandle: m.ReceiptHandle}); err != nil {
 					b.Fatal(err)
 				}
@@ -117,7 +128,7 @@ func BenchmarkConsume(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		consume(b, ch, b.N)
+		consume(b, ch, b.N, work)
 		reportRate(b, b.N)
 	})
 	for _, c := range []struct{ concurrency, batch int }{{1, 10}, {32, 10}} {
@@ -133,7 +144,7 @@ func BenchmarkConsume(b *testing.B) {
 			if err != nil {
 				b.Fatal(err)
 			}
-			consume(b, ch, b.N)
+			consume(b, ch, b.N, work)
 			reportRate(b, b.N)
 			cancel()
 			_ = tr.Close() // waits for the last deletes
@@ -141,14 +152,19 @@ func BenchmarkConsume(b *testing.B) {
 	}
 }
 
-// consume acks n messages, each in its own goroutine as the Watermill
-// router does.
-func consume(b *testing.B, ch <-chan *message.Message, n int) {
+// consume handles n messages, each in its own goroutine as the Watermill
+// router does: work, then ack.
+func consume(b *testing.B, ch <-chan *message.Message, n int, work time.Duration) {
 	b.Helper()
 	for range n {
 		select {
 		case m := <-ch:
-			go m.Ack()
+			go func() {
+				if work > 0 {
+					time.Sleep(work)
+				}
+				m.Ack()
+			}()
 		case <-time.After(30 * time.Second):
 			b.Fatal("consume: nothing for 30s")
 		}

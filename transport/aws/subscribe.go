@@ -25,7 +25,7 @@ const settleTimeout = 30 * time.Second
 //
 // It long-polls ReceiveMessage for up to Config.BatchSize messages, keeps at
 // most Config.Concurrency messages out with handlers (one per FIFO group)
-// and one batch more received ahead, and extends the visibility of every
+// and a batch more per poller received ahead, and extends the visibility of every
 // held message while its handler runs (heartbeat), so a handler may run
 // longer than the visibility timeout. Ack deletes the message (acks are
 // gathered into DeleteMessageBatch calls); Nack makes it visible again at
@@ -50,11 +50,13 @@ func (t *Transport) Subscribe(ctx context.Context, queue string) (<-chan *messag
 	}
 	subCtx, cancel := context.WithCancel(ctx)
 	s := &subscription{
-		t:     t,
-		q:     q,
-		ctx:   subCtx,
-		out:   make(chan *message.Message),
-		slots: make(chan struct{}, t.cfg.Concurrency+t.cfg.BatchSize),
+		t:   t,
+		q:   q,
+		ctx: subCtx,
+		out: make(chan *message.Message),
+		// Room for what handlers hold plus a batch per poller: pollers
+		// reserving whole batches cannot block each other.
+		slots: make(chan struct{}, t.cfg.Concurrency+pollers(t.cfg)*t.cfg.BatchSize),
 		work:  make(chan []*held),
 		acks:  make(chan *held, maxBatch*t.cfg.Concurrency),
 		held:  map[*held]struct{}{},
@@ -122,7 +124,7 @@ const (
 func (s *subscription) run() {
 	defer close(s.out)
 	cfg := s.t.cfg
-	pollers := 1 + (cfg.Concurrency-1)/cfg.BatchSize
+	pollers := pollers(cfg)
 	var workWG, ackWG sync.WaitGroup
 	for range pollers {
 		ackWG.Go(s.acker)
@@ -163,24 +165,26 @@ func (s *subscription) run() {
 	s.release(rest)
 }
 
+// pollers is how many ReceiveMessage loops a subscription runs: enough for
+// Concurrency messages in batches of BatchSize.
+func pollers(cfg Config) int { return 1 + (cfg.Concurrency-1)/cfg.BatchSize }
+
 // poll receives messages while there is room for them.
 func (s *subscription) poll() {
 	cfg := s.t.cfg
 	backoff := 100 * time.Millisecond
 	for {
-		select {
-		case s.slots <- struct{}{}:
-		case <-s.ctx.Done():
-			return
-		}
-		n := 1
-	more:
-		for n < cfg.BatchSize {
+		// Wait for room for a whole batch: receiving whatever single slot
+		// an ack just freed would mean many small receives.
+		n := cfg.BatchSize
+		for i := range n {
 			select {
 			case s.slots <- struct{}{}:
-				n++
-			default:
-				break more
+			case <-s.ctx.Done():
+				for range i {
+					<-s.slots
+				}
+				return
 			}
 		}
 		out, err, ok := s.receive(n)
