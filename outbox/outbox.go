@@ -1,0 +1,175 @@
+package outbox
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill/message"
+
+	"github.com/edaproject/eda/eda"
+	"github.com/edaproject/eda/transport"
+)
+
+// Encoder turns a typed event into its topic and a message carrying the eda
+// envelope. *eda.App implements it.
+type Encoder interface {
+	NewMessage(ctx context.Context, e eda.Event) (topic string, msg *message.Message, err error)
+}
+
+var _ Encoder = (*eda.App)(nil)
+
+// State of a stored event.
+type State int
+
+// States of a stored event. Only Pending rows are published; Failed rows
+// wait for Retry or Discard; Published and Discarded rows wait for the
+// retention cleanup.
+const (
+	Pending   State = 0
+	Published State = 1
+	Failed    State = 2
+	Discarded State = 3
+)
+
+func (s State) String() string {
+	switch s {
+	case Pending:
+		return "pending"
+	case Published:
+		return "published"
+	case Failed:
+		return "failed"
+	case Discarded:
+		return "discarded"
+	}
+	return fmt.Sprintf("State(%d)", int(s))
+}
+
+// Record is one event as stored in the outbox.
+type Record struct {
+	// Seq is the store's sequence number; within an ordering key, events are
+	// published in Seq order. Set by the store.
+	Seq int64
+	// EventID is the eda event id (transport.MetadataEventID), also the
+	// Watermill message UUID.
+	EventID string
+	// Topic the event is published to.
+	Topic string
+	// Payload is the encoded event.
+	Payload []byte
+	// Metadata is the message metadata: the eda envelope (ce_*) and any
+	// other keys.
+	Metadata message.Metadata
+	// OrderingKey groups events that must be published in order
+	// (transport.MetadataGroupID). Empty: no ordering constraint.
+	OrderingKey string
+	// DedupID is the deduplication id (transport.MetadataDedupID), if any.
+	DedupID string
+	// CreatedAt is when the event was written.
+	CreatedAt time.Time
+	// State, Attempts and LastError describe the publishing progress. Set by
+	// the store.
+	State     State
+	Attempts  int
+	LastError string
+}
+
+// NewRecord builds the record of msg published to topic.
+func NewRecord(topic string, msg *message.Message) (Record, error) {
+	if msg == nil {
+		return Record{}, fmt.Errorf("%w: nil message", ErrInvalidEvent)
+	}
+	if topic == "" {
+		return Record{}, fmt.Errorf("%w: message %s has no topic", ErrInvalidEvent, msg.UUID)
+	}
+	id := msg.Metadata.Get(transport.MetadataEventID)
+	if id == "" {
+		id = msg.UUID
+	}
+	if id == "" {
+		return Record{}, fmt.Errorf("%w: message to %q has neither %s nor UUID", ErrInvalidEvent, topic, transport.MetadataEventID)
+	}
+	md := make(message.Metadata, len(msg.Metadata))
+	for k, v := range msg.Metadata {
+		md[k] = v
+	}
+	return Record{
+		EventID:     id,
+		Topic:       topic,
+		Payload:     msg.Payload,
+		Metadata:    md,
+		OrderingKey: md.Get(transport.MetadataGroupID),
+		DedupID:     md.Get(transport.MetadataDedupID),
+		CreatedAt:   time.Now().UTC(),
+	}, nil
+}
+
+// Encode encodes events with enc into records, in order.
+func Encode(ctx context.Context, enc Encoder, events ...eda.Event) ([]Record, error) {
+	if enc == nil {
+		return nil, fmt.Errorf("%w: nil Encoder", ErrInvalidConfig)
+	}
+	recs := make([]Record, 0, len(events))
+	for i, e := range events {
+		topic, msg, err := enc.NewMessage(ctx, e)
+		if err != nil {
+			return nil, fmt.Errorf("%w: event %d (%T): %w", ErrInvalidEvent, i, e, err)
+		}
+		r, err := NewRecord(topic, msg)
+		if err != nil {
+			return nil, err
+		}
+		recs = append(recs, r)
+	}
+	return recs, nil
+}
+
+// Message rebuilds the Watermill message of r.
+func (r Record) Message() *message.Message {
+	msg := message.NewMessage(r.EventID, r.Payload)
+	for k, v := range r.Metadata {
+		msg.Metadata[k] = v
+	}
+	return msg
+}
+
+// MarshalMetadata encodes metadata as a JSON object (the stores' column
+// format).
+func MarshalMetadata(md message.Metadata) ([]byte, error) {
+	if md == nil {
+		return []byte("{}"), nil
+	}
+	return json.Marshal(map[string]string(md))
+}
+
+// UnmarshalMetadata decodes a JSON object into metadata.
+func UnmarshalMetadata(b []byte) (message.Metadata, error) {
+	md := message.Metadata{}
+	if len(b) == 0 {
+		return md, nil
+	}
+	if err := json.Unmarshal(b, (*map[string]string)(&md)); err != nil {
+		return nil, fmt.Errorf("%w: metadata: %w", ErrCorruptRecord, err)
+	}
+	return md, nil
+}
+
+// Errors of the outbox; each is wrapped with context, match with errors.Is.
+var (
+	// ErrInvalidConfig: a config is invalid.
+	ErrInvalidConfig = errors.New("outbox: invalid config")
+	// ErrInvalidEvent: an event cannot be written (not registered, cannot
+	// be encoded, no topic).
+	ErrInvalidEvent = errors.New("outbox: invalid event")
+	// ErrNotMigrated: the outbox schema is missing or older than this code
+	// needs; run Migrate.
+	ErrNotMigrated = errors.New("outbox: schema not migrated")
+	// ErrCorruptRecord: a stored row cannot be decoded.
+	ErrCorruptRecord = errors.New("outbox: corrupt record")
+	// ErrNotFailed: Retry or Discard named a row that is not in the failed
+	// state.
+	ErrNotFailed = errors.New("outbox: record is not failed")
+)

@@ -1,0 +1,520 @@
+package pgxstore
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"log/slog"
+	"regexp"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/edaproject/eda/eda"
+	"github.com/edaproject/eda/outbox"
+)
+
+// Defaults of Config.
+const (
+	DefaultSchema = "public"
+	DefaultTable  = "eda_outbox"
+)
+
+// Config configures a Store.
+type Config struct {
+	// Schema holding the outbox table. Default DefaultSchema.
+	Schema string
+	// Table name. Default DefaultTable. Schema and Table are lower-case SQL
+	// identifiers ([a-z_][a-z0-9_]*), at most 40 characters.
+	Table string
+	// DisableNotify stops writes from sending a NOTIFY. By default every
+	// write transaction notifies the relays when it commits, so they wake
+	// at once; without it relays find new records at their next poll.
+	DisableNotify bool
+	// Logger receives the store's logs (the LISTEN connection). Nil
+	// discards them.
+	Logger *slog.Logger
+}
+
+var identRe = regexp.MustCompile(`^[a-z_][a-z0-9_]{0,39}$`)
+
+// Validate reports every problem with c, joined.
+func (c Config) Validate() error {
+	var errs []error
+	if c.Schema != "" && !identRe.MatchString(c.Schema) {
+		errs = append(errs, fmt.Errorf("%w: pgxstore: Schema %q is not a lower-case identifier of at most 40 characters", outbox.ErrInvalidConfig, c.Schema))
+	}
+	if c.Table != "" && !identRe.MatchString(c.Table) {
+		errs = append(errs, fmt.Errorf("%w: pgxstore: Table %q is not a lower-case identifier of at most 40 characters", outbox.ErrInvalidConfig, c.Table))
+	}
+	return errors.Join(errs...)
+}
+
+// Store is the Postgres outbox on pgx/v5.
+type Store struct {
+	pool    *pgxpool.Pool
+	cfg     Config
+	table   string // schema.table
+	channel string
+
+	insertOne, insertMany, claim, stats, failed, retry, discard, cleanup, notify string
+}
+
+var _ outbox.Store = (*Store)(nil)
+
+// New returns a store on pool. It does not touch the database: call
+// Migrate once (at deploy or start-up) before writing.
+func New(pool *pgxpool.Pool, cfg Config) (*Store, error) {
+	var errs []error
+	if pool == nil {
+		errs = append(errs, fmt.Errorf("%w: pgxstore: nil pool", outbox.ErrInvalidConfig))
+	}
+	if err := cfg.Validate(); err != nil {
+		errs = append(errs, err)
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	if cfg.Schema == "" {
+		cfg.Schema = DefaultSchema
+	}
+	if cfg.Table == "" {
+		cfg.Table = DefaultTable
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	t := cfg.Schema + "." + cfg.Table
+	s := &Store{pool: pool, cfg: cfg, table: t, channel: cfg.Schema + "_" + cfg.Table}
+	notify := ""
+	if !cfg.DisableNotify {
+		notify = fmt.Sprintf(", n AS (SELECT pg_notify('%s', ''))", s.channel)
+	}
+	s.notify = fmt.Sprintf("SELECT pg_notify('%s', '')", s.channel)
+	const cols = "event_id, topic, payload, metadata, ordering_key, dedup_id"
+	s.insertOne = fmt.Sprintf(`WITH i AS (INSERT INTO %s (%s) VALUES ($1, $2, $3, $4, $5, $6))%s SELECT 1`, t, cols, notify)
+	if cfg.DisableNotify {
+		s.insertOne = fmt.Sprintf(`INSERT INTO %s (%s) VALUES ($1, $2, $3, $4, $5, $6)`, t, cols)
+	}
+	s.insertMany = fmt.Sprintf(`WITH i AS (INSERT INTO %s (%s)
+		SELECT a, b, c, d, e, f FROM unnest($1::text[], $2::text[], $3::bytea[], $4::jsonb[], $5::text[], $6::text[]) WITH ORDINALITY AS x(a, b, c, d, e, f, o) ORDER BY o)%s SELECT 1`,
+		t, cols, notify)
+	// The claim takes pending records whose key has no older record that
+	// must wait (failed, or backing off), locks them with SKIP LOCKED so
+	// concurrent relays take disjoint sets, and reports for each the first
+	// older open record of its key that this claim does not hold (locked by
+	// another relay or not yet taken): such a record is a "blocker" and the
+	// claimed record is left alone, so a key is never published out of
+	// order.
+	s.claim = fmt.Sprintf(`WITH c AS (
+	SELECT id, event_id, topic, payload, metadata, ordering_key, dedup_id, created_at, attempts
+	FROM %[1]s o
+	WHERE state = 0 AND (attempts = 0 OR available_at <= now())
+	  AND (ordering_key = '' OR NOT EXISTS (
+		SELECT 1 FROM %[1]s b
+		WHERE b.ordering_key = o.ordering_key AND b.id < o.id
+		  AND (b.state = 2 OR (b.state = 0 AND b.attempts > 0 AND b.available_at > now()))))
+	ORDER BY id
+	LIMIT $1
+	FOR UPDATE SKIP LOCKED
+)
+SELECT c.id, c.event_id, c.topic, c.payload, c.metadata::text, c.ordering_key, c.dedup_id, c.created_at, c.attempts,
+	c.ordering_key <> '' AND EXISTS (
+		SELECT 1 FROM %[1]s b
+		WHERE b.ordering_key = c.ordering_key AND b.ordering_key <> '' AND b.state IN (0, 2) AND b.id < c.id
+		  AND b.id NOT IN (SELECT id FROM c))
+FROM c ORDER BY c.id`, t)
+	s.stats = fmt.Sprintf(`SELECT
+	(SELECT count(*) FROM %[1]s WHERE state = 0),
+	(SELECT created_at FROM %[1]s WHERE state = 0 ORDER BY id LIMIT 1),
+	(SELECT count(*) FROM %[1]s WHERE state = 2)`, t)
+	s.failed = fmt.Sprintf(`SELECT id, event_id, topic, payload, metadata::text, ordering_key, dedup_id, created_at, state, attempts, last_error
+	FROM %s WHERE state = 2 ORDER BY id LIMIT $1`, t)
+	s.retry = fmt.Sprintf(`UPDATE %s SET state = 0, attempts = 0, available_at = NULL WHERE id = ANY($1) AND state = 2`, t)
+	s.discard = fmt.Sprintf(`UPDATE %s SET state = 3, published_at = now() WHERE id = ANY($1) AND state = 2`, t)
+	s.cleanup = fmt.Sprintf(`DELETE FROM %[1]s WHERE id IN (SELECT id FROM %[1]s WHERE state IN (1, 3) AND published_at < $1 LIMIT $2)`, t)
+	return s, nil
+}
+
+// Table returns the schema-qualified table name.
+func (s *Store) Table() string { return s.table }
+
+// Channel returns the LISTEN/NOTIFY channel the store uses.
+func (s *Store) Channel() string { return s.channel }
+
+// MigrationSQL returns the SQL of every migration, rendered for this store's
+// schema and table, in order.
+func (s *Store) MigrationSQL() []Migration {
+	out := make([]Migration, len(Migrations))
+	for i, m := range Migrations {
+		m.SQL = render(m.SQL, s.cfg.Schema, s.table, s.cfg.Table)
+		out[i] = m
+	}
+	return out
+}
+
+// Migrate brings the outbox schema to the latest version, applying missing
+// migrations in one transaction. Concurrent calls serialise on an advisory
+// lock. The applied versions are recorded in <table>_migrations.
+func (s *Store) Migrate(ctx context.Context) error {
+	tx, err := s.pool.Begin(ctx)
+	if err != nil {
+		return fmt.Errorf("pgxstore: migrate: %w", err)
+	}
+	defer tx.Rollback(context.WithoutCancel(ctx))
+	mt := s.table + "_migrations"
+	stmts := []string{
+		"SELECT pg_advisory_xact_lock(hashtext($1))",
+		"CREATE SCHEMA IF NOT EXISTS " + s.cfg.Schema,
+		"CREATE TABLE IF NOT EXISTS " + mt + " (version integer PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())",
+	}
+	for i, q := range stmts {
+		var args []any
+		if i == 0 {
+			args = []any{"eda_outbox_migrate:" + s.table}
+		}
+		if _, err := tx.Exec(ctx, q, args...); err != nil {
+			return fmt.Errorf("pgxstore: migrate: %w", err)
+		}
+	}
+	var current int
+	if err := tx.QueryRow(ctx, "SELECT coalesce(max(version), 0) FROM "+mt).Scan(&current); err != nil {
+		return fmt.Errorf("pgxstore: migrate: %w", err)
+	}
+	for _, m := range s.MigrationSQL() {
+		if m.Version <= current {
+			continue
+		}
+		if _, err := tx.Exec(ctx, m.SQL); err != nil {
+			return fmt.Errorf("pgxstore: migration %d (%s): %w", m.Version, m.Name, err)
+		}
+		if _, err := tx.Exec(ctx, "INSERT INTO "+mt+" (version, name) VALUES ($1, $2)", m.Version, m.Name); err != nil {
+			return fmt.Errorf("pgxstore: migrate: %w", err)
+		}
+	}
+	if err := tx.Commit(ctx); err != nil {
+		return fmt.Errorf("pgxstore: migrate: %w", err)
+	}
+	return nil
+}
+
+// Execer is what Write needs of a transaction: pgx.Tx, a pgxpool-started
+// transaction (also a pgx.Tx) and *pgx.Conn inside BEGIN all have it.
+type Execer interface {
+	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
+}
+
+// Write encodes events with enc (usually the *eda.App) and stores them in
+// tx. They are published once tx commits, and never if it rolls back. One
+// statement stores every event.
+func (s *Store) Write(ctx context.Context, tx Execer, enc outbox.Encoder, events ...eda.Event) error {
+	recs, err := outbox.Encode(ctx, enc, events...)
+	if err != nil {
+		return err
+	}
+	return s.WriteRecords(ctx, tx, recs...)
+}
+
+// WriteRecords stores records (see outbox.NewRecord) in tx.
+func (s *Store) WriteRecords(ctx context.Context, tx Execer, recs ...outbox.Record) error {
+	if tx == nil {
+		return fmt.Errorf("%w: pgxstore: nil transaction", outbox.ErrInvalidConfig)
+	}
+	switch len(recs) {
+	case 0:
+		return nil
+	case 1:
+		r := recs[0]
+		md, err := outbox.MarshalMetadata(r.Metadata)
+		if err != nil {
+			return fmt.Errorf("%w: %w", outbox.ErrInvalidEvent, err)
+		}
+		_, err = tx.Exec(ctx, s.insertOne, r.EventID, r.Topic, r.Payload, md, r.OrderingKey, r.DedupID)
+		return s.wrap("write", err)
+	}
+	ids, topics, keys, dedups := make([]string, len(recs)), make([]string, len(recs)), make([]string, len(recs)), make([]string, len(recs))
+	payloads, mds := make([][]byte, len(recs)), make([]string, len(recs))
+	for i, r := range recs {
+		md, err := outbox.MarshalMetadata(r.Metadata)
+		if err != nil {
+			return fmt.Errorf("%w: %w", outbox.ErrInvalidEvent, err)
+		}
+		ids[i], topics[i], payloads[i], mds[i], keys[i], dedups[i] = r.EventID, r.Topic, r.Payload, string(md), r.OrderingKey, r.DedupID
+	}
+	_, err := tx.Exec(ctx, s.insertMany, ids, topics, payloads, mds, keys, dedups)
+	return s.wrap("write", err)
+}
+
+// SQLExecer is what WriteSQL needs of a database/sql transaction (*sql.Tx).
+type SQLExecer interface {
+	ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error)
+}
+
+// WriteSQL is Write for a database/sql transaction on Postgres (pgx's
+// stdlib driver or lib/pq). It sends one statement per event.
+func (s *Store) WriteSQL(ctx context.Context, tx SQLExecer, enc outbox.Encoder, events ...eda.Event) error {
+	if tx == nil {
+		return fmt.Errorf("%w: pgxstore: nil transaction", outbox.ErrInvalidConfig)
+	}
+	recs, err := outbox.Encode(ctx, enc, events...)
+	if err != nil {
+		return err
+	}
+	for _, r := range recs {
+		md, err := outbox.MarshalMetadata(r.Metadata)
+		if err != nil {
+			return fmt.Errorf("%w: %w", outbox.ErrInvalidEvent, err)
+		}
+		if _, err := tx.ExecContext(ctx, s.insertOne, r.EventID, r.Topic, r.Payload, string(md), r.OrderingKey, r.DedupID); err != nil {
+			return s.wrap("write", err)
+		}
+	}
+	return nil
+}
+
+// wrap maps "relation does not exist" to ErrNotMigrated.
+func (s *Store) wrap(op string, err error) error {
+	if err == nil {
+		return nil
+	}
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) && (pgErr.Code == "42P01" || pgErr.Code == "3F000") {
+		return fmt.Errorf("%w: pgxstore: %s on %s (run Migrate): %w", outbox.ErrNotMigrated, op, s.table, err)
+	}
+	return fmt.Errorf("pgxstore: %s on %s: %w", op, s.table, err)
+}
+
+// Claim implements outbox.Store. The records stay row-locked (FOR UPDATE
+// SKIP LOCKED) in one transaction while publish runs; if the process dies,
+// the transaction aborts and the records are claimed again.
+func (s *Store) Claim(ctx context.Context, limit int, publish func(context.Context, []outbox.Record) []outbox.Result) (int, error) {
+	if limit <= 0 {
+		return 0, fmt.Errorf("%w: pgxstore: claim limit %d", outbox.ErrInvalidConfig, limit)
+	}
+	tx, err := s.pool.Begin(ctx)
+	if err != nil {
+		return 0, s.wrap("claim", err)
+	}
+	defer tx.Rollback(context.WithoutCancel(ctx))
+	rows, err := tx.Query(ctx, s.claim, limit)
+	if err != nil {
+		return 0, s.wrap("claim", err)
+	}
+	var batch []outbox.Record
+	var blocked bool
+	for rows.Next() {
+		var r outbox.Record
+		var md string
+		var isBlocked bool
+		if err := rows.Scan(&r.Seq, &r.EventID, &r.Topic, &r.Payload, &md, &r.OrderingKey, &r.DedupID, &r.CreatedAt, &r.Attempts, &isBlocked); err != nil {
+			rows.Close()
+			return 0, s.wrap("claim", err)
+		}
+		if isBlocked {
+			blocked = true
+			continue
+		}
+		if r.Metadata, err = outbox.UnmarshalMetadata([]byte(md)); err != nil {
+			// Cannot happen for rows written by Write; park it visibly.
+			r.Metadata = nil
+		}
+		batch = append(batch, r)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return 0, s.wrap("claim", err)
+	}
+	_ = blocked
+	if len(batch) == 0 {
+		return 0, nil
+	}
+	var results []outbox.Result
+	var corrupt []outbox.Result
+	good := batch[:0:0]
+	for _, r := range batch {
+		if r.Metadata == nil {
+			corrupt = append(corrupt, outbox.Result{Seq: r.Seq, Outcome: outbox.OutcomeFailed, Err: outbox.ErrCorruptRecord.Error()})
+			continue
+		}
+		good = append(good, r)
+	}
+	if len(good) > 0 {
+		results = publish(ctx, good)
+	}
+	results = append(results, corrupt...)
+	if err := s.apply(ctx, tx, results); err != nil {
+		return 0, err
+	}
+	if err := tx.Commit(context.WithoutCancel(ctx)); err != nil {
+		return 0, s.wrap("claim commit", err)
+	}
+	return len(batch), nil
+}
+
+func (s *Store) apply(ctx context.Context, tx pgx.Tx, results []outbox.Result) error {
+	var pub []int64
+	var retry, fail struct {
+		ids  []int64
+		errs []string
+		at   []time.Time
+	}
+	for _, x := range results {
+		switch x.Outcome {
+		case outbox.OutcomePublished:
+			pub = append(pub, x.Seq)
+		case outbox.OutcomeRetry:
+			retry.ids, retry.errs, retry.at = append(retry.ids, x.Seq), append(retry.errs, x.Err), append(retry.at, x.RetryAt)
+		case outbox.OutcomeFailed:
+			fail.ids, fail.errs = append(fail.ids, x.Seq), append(fail.errs, x.Err)
+		}
+	}
+	b := &pgx.Batch{}
+	if len(pub) > 0 {
+		b.Queue("UPDATE "+s.table+" SET state = 1, published_at = now() WHERE id = ANY($1)", pub)
+	}
+	if len(retry.ids) > 0 {
+		b.Queue("UPDATE "+s.table+` t SET attempts = t.attempts + 1, last_error = x.err, available_at = x.at
+			FROM unnest($1::bigint[], $2::text[], $3::timestamptz[]) AS x(id, err, at) WHERE t.id = x.id`, retry.ids, retry.errs, retry.at)
+	}
+	if len(fail.ids) > 0 {
+		b.Queue("UPDATE "+s.table+` t SET state = 2, attempts = t.attempts + 1, last_error = x.err
+			FROM unnest($1::bigint[], $2::text[]) AS x(id, err) WHERE t.id = x.id`, fail.ids, fail.errs)
+	}
+	if b.Len() == 0 {
+		return nil
+	}
+	// The outcome must be recorded even if ctx was cancelled while
+	// publishing: the broker already has the messages.
+	if err := tx.SendBatch(context.WithoutCancel(ctx), b).Close(); err != nil {
+		return s.wrap("claim update", err)
+	}
+	return nil
+}
+
+// Stats implements outbox.Store.
+func (s *Store) Stats(ctx context.Context) (outbox.Stats, error) {
+	var st outbox.Stats
+	var oldest *time.Time
+	if err := s.pool.QueryRow(ctx, s.stats).Scan(&st.Pending, &oldest, &st.Failed); err != nil {
+		return st, s.wrap("stats", err)
+	}
+	if oldest != nil {
+		st.OldestPending = *oldest
+	}
+	return st, nil
+}
+
+// Failed implements outbox.Store.
+func (s *Store) Failed(ctx context.Context, limit int) ([]outbox.Record, error) {
+	if limit <= 0 {
+		return nil, fmt.Errorf("%w: pgxstore: limit %d", outbox.ErrInvalidConfig, limit)
+	}
+	rows, err := s.pool.Query(ctx, s.failed, limit)
+	if err != nil {
+		return nil, s.wrap("failed", err)
+	}
+	defer rows.Close()
+	var out []outbox.Record
+	for rows.Next() {
+		var r outbox.Record
+		var md string
+		var state int16
+		if err := rows.Scan(&r.Seq, &r.EventID, &r.Topic, &r.Payload, &md, &r.OrderingKey, &r.DedupID, &r.CreatedAt, &state, &r.Attempts, &r.LastError); err != nil {
+			return nil, s.wrap("failed", err)
+		}
+		r.State = outbox.State(state)
+		r.Metadata, _ = outbox.UnmarshalMetadata([]byte(md))
+		out = append(out, r)
+	}
+	return out, s.wrap("failed", rows.Err())
+}
+
+// Retry implements outbox.Store.
+func (s *Store) Retry(ctx context.Context, seqs ...int64) (int64, error) {
+	tag, err := s.pool.Exec(ctx, s.retry, seqs)
+	if err != nil {
+		return 0, s.wrap("retry", err)
+	}
+	if tag.RowsAffected() > 0 && !s.cfg.DisableNotify {
+		_, _ = s.pool.Exec(ctx, s.notify)
+	}
+	return tag.RowsAffected(), nil
+}
+
+// Discard implements outbox.Store.
+func (s *Store) Discard(ctx context.Context, seqs ...int64) (int64, error) {
+	tag, err := s.pool.Exec(ctx, s.discard, seqs)
+	if err != nil {
+		return 0, s.wrap("discard", err)
+	}
+	if tag.RowsAffected() > 0 && !s.cfg.DisableNotify {
+		_, _ = s.pool.Exec(ctx, s.notify) // records behind it may now go
+	}
+	return tag.RowsAffected(), nil
+}
+
+// Cleanup implements outbox.Store.
+func (s *Store) Cleanup(ctx context.Context, before time.Time, limit int) (int64, error) {
+	if limit <= 0 {
+		return 0, fmt.Errorf("%w: pgxstore: cleanup limit %d", outbox.ErrInvalidConfig, limit)
+	}
+	tag, err := s.pool.Exec(ctx, s.cleanup, before, limit)
+	if err != nil {
+		return 0, s.wrap("cleanup", err)
+	}
+	return tag.RowsAffected(), nil
+}
+
+// Wakeup implements outbox.Store with LISTEN on a dedicated connection,
+// reconnecting after errors. It fires once after each (re)connect, since
+// notifications sent while disconnected are lost.
+func (s *Store) Wakeup(ctx context.Context) <-chan struct{} {
+	ch := make(chan struct{}, 1)
+	fire := func() {
+		select {
+		case ch <- struct{}{}:
+		default:
+		}
+	}
+	go func() {
+		backoff := 100 * time.Millisecond
+		for ctx.Err() == nil {
+			err := s.listen(ctx, fire)
+			if ctx.Err() != nil {
+				return
+			}
+			s.cfg.Logger.Warn("pgxstore: LISTEN connection lost; relays poll meanwhile", "err", err, "retry_in", backoff)
+			t := time.NewTimer(backoff)
+			select {
+			case <-ctx.Done():
+				t.Stop()
+				return
+			case <-t.C:
+			}
+			backoff = min(backoff*2, 10*time.Second)
+		}
+	}()
+	return ch
+}
+
+func (s *Store) listen(ctx context.Context, fire func()) error {
+	pc, err := s.pool.Acquire(ctx)
+	if err != nil {
+		return err
+	}
+	conn := pc.Hijack() // never return a LISTENing connection to the pool
+	defer conn.Close(context.WithoutCancel(ctx))
+	if _, err := conn.Exec(ctx, "LISTEN "+pgx.Identifier{s.channel}.Sanitize()); err != nil {
+		return err
+	}
+	fire()
+	for {
+		if _, err := conn.WaitForNotification(ctx); err != nil {
+			return err
+		}
+		fire()
+	}
+}

@@ -1,0 +1,466 @@
+package outbox
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill/message"
+
+	"github.com/edaproject/eda/eda"
+	"github.com/edaproject/eda/transport"
+)
+
+// Defaults of RelayConfig.
+const (
+	DefaultBatchSize       = 200
+	DefaultPollInterval    = time.Second
+	DefaultMinBackoff      = 100 * time.Millisecond
+	DefaultMaxBackoff      = 30 * time.Second
+	DefaultRetention       = 7 * 24 * time.Hour
+	DefaultCleanupInterval = time.Minute
+	DefaultCleanupBatch    = 10000
+	DefaultWorkers         = 1
+)
+
+// RelayConfig configures a Relay.
+type RelayConfig struct {
+	// Store is the outbox to drain. Required.
+	Store Store
+	// Publisher publishes the events: an eda transport or any Watermill
+	// publisher. Required. Publish(topic, msgs...) is called with up to
+	// BatchSize messages; a transport that supports batches (SNS
+	// PublishBatch) sends them in few calls.
+	Publisher message.Publisher
+	// BatchSize is how many records one claim takes. Default
+	// DefaultBatchSize.
+	BatchSize int
+	// Workers is how many claim loops this relay runs; they share the work
+	// like separate relays do. Default DefaultWorkers.
+	Workers int
+	// PollInterval is how often the relay looks for records when no wake-up
+	// arrives: a lost notification costs at most this. Default
+	// DefaultPollInterval.
+	PollInterval time.Duration
+	// MinBackoff and MaxBackoff bound the delay before a record whose
+	// publishing failed transiently is tried again; it doubles with each
+	// attempt. Defaults DefaultMinBackoff and DefaultMaxBackoff.
+	MinBackoff, MaxBackoff time.Duration
+	// Retention is how long published and discarded records are kept
+	// before the relay deletes them. Default DefaultRetention; negative
+	// disables the cleanup.
+	Retention time.Duration
+	// CleanupInterval is how often the cleanup runs. Default
+	// DefaultCleanupInterval.
+	CleanupInterval time.Duration
+	// Permanent reports whether a publish error can never heal (the record
+	// goes to Failed) rather than being transient (retried with backoff).
+	// Default DefaultPermanent.
+	Permanent func(error) bool
+	// Logger receives the relay's logs. Nil discards them.
+	Logger *slog.Logger
+}
+
+// Validate reports every problem with c, joined.
+func (c RelayConfig) Validate() error {
+	var errs []error
+	add := func(format string, args ...any) {
+		errs = append(errs, fmt.Errorf("%w: relay: "+format, append([]any{ErrInvalidConfig}, args...)...))
+	}
+	if c.Store == nil {
+		add("Store is nil")
+	}
+	if c.Publisher == nil {
+		add("Publisher is nil")
+	}
+	if c.BatchSize < 0 {
+		add("negative BatchSize %d", c.BatchSize)
+	}
+	if c.Workers < 0 {
+		add("negative Workers %d", c.Workers)
+	}
+	if c.PollInterval < 0 {
+		add("negative PollInterval %s", c.PollInterval)
+	}
+	if c.MinBackoff < 0 || c.MaxBackoff < 0 {
+		add("negative backoff (%s, %s)", c.MinBackoff, c.MaxBackoff)
+	}
+	if c.MinBackoff > 0 && c.MaxBackoff > 0 && c.MinBackoff > c.MaxBackoff {
+		add("MinBackoff %s > MaxBackoff %s", c.MinBackoff, c.MaxBackoff)
+	}
+	if c.CleanupInterval < 0 {
+		add("negative CleanupInterval %s", c.CleanupInterval)
+	}
+	return errors.Join(errs...)
+}
+
+func (c *RelayConfig) setDefaults() {
+	if c.BatchSize == 0 {
+		c.BatchSize = DefaultBatchSize
+	}
+	if c.Workers == 0 {
+		c.Workers = DefaultWorkers
+	}
+	if c.PollInterval == 0 {
+		c.PollInterval = DefaultPollInterval
+	}
+	if c.MinBackoff == 0 {
+		c.MinBackoff = min(DefaultMinBackoff, max(c.MaxBackoff, time.Nanosecond))
+	}
+	if c.MaxBackoff == 0 {
+		c.MaxBackoff = max(DefaultMaxBackoff, c.MinBackoff)
+	}
+	if c.Retention == 0 {
+		c.Retention = DefaultRetention
+	}
+	if c.CleanupInterval == 0 {
+		c.CleanupInterval = DefaultCleanupInterval
+	}
+	if c.Permanent == nil {
+		c.Permanent = DefaultPermanent
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+}
+
+// DefaultPermanent classifies the errors no retry can fix: the transport's
+// ErrMessageTooLarge, ErrUnknownTopic, ErrInvalidConfig and
+// ErrMissingGroupID, and errors marked eda.Permanent. Everything else
+// (ErrUnavailable, timeouts, throttling...) is transient.
+func DefaultPermanent(err error) bool {
+	return errors.Is(err, transport.ErrMessageTooLarge) ||
+		errors.Is(err, transport.ErrUnknownTopic) ||
+		errors.Is(err, transport.ErrInvalidConfig) ||
+		errors.Is(err, transport.ErrMissingGroupID) ||
+		eda.IsPermanent(err)
+}
+
+// Relay publishes committed outbox records through a publisher.
+//
+// Several relays (in one process or many) can drain one store: each claim
+// takes records no other claim holds, and a record is only claimed once
+// every older record of its ordering key is settled, so a key is never
+// published out of order. A record is marked Published only after Publish
+// returned nil; if the relay dies in between, the record is published again
+// (at least once: consumers deduplicate on the event id).
+//
+// Compared with Watermill's components/forwarder (which reads a watermill-sql
+// subscription and forwards one message at a time, acknowledging each in its
+// own transaction): the relay claims batches with FOR UPDATE SKIP LOCKED so
+// relays share the work instead of serialising on one consumer-group offset,
+// publishes a batch per topic in one Publish call, keeps per-key order across
+// relays, backs off per record instead of blocking the stream, and parks
+// poison records in a visible failed state.
+type Relay struct {
+	cfg RelayConfig
+
+	published, failed, retried atomic.Uint64
+	rate                       rateMeter
+	running                    atomic.Bool
+}
+
+// NewRelay validates cfg, fills defaults and returns a Relay.
+func NewRelay(cfg RelayConfig) (*Relay, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	cfg.setDefaults()
+	return &Relay{cfg: cfg}, nil
+}
+
+// RelayStats count what a relay did since it was created.
+type RelayStats struct {
+	Published uint64 // records marked published
+	Failed    uint64 // records moved to the failed state
+	Retried   uint64 // transient publish failures (record attempts)
+	// PublishedPerSecond is the publishing rate over the last 10 seconds.
+	PublishedPerSecond float64
+}
+
+// Stats returns the relay's counters.
+func (r *Relay) Stats() RelayStats {
+	return RelayStats{
+		Published:          r.published.Load(),
+		Failed:             r.failed.Load(),
+		Retried:            r.retried.Load(),
+		PublishedPerSecond: r.rate.Rate(time.Now()),
+	}
+}
+
+// Run relays until ctx is cancelled, then returns nil once the claim in
+// progress is settled. Store errors are logged and retried. Run can be
+// called once at a time.
+func (r *Relay) Run(ctx context.Context) error {
+	if !r.running.CompareAndSwap(false, true) {
+		return fmt.Errorf("%w: relay is already running", ErrInvalidConfig)
+	}
+	defer r.running.Store(false)
+
+	wake := newBroadcast()
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		ch := r.cfg.Store.Wakeup(ctx)
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case _, ok := <-ch:
+				if !ok {
+					return
+				}
+				wake.Fire()
+			}
+		}
+	})
+	for range r.cfg.Workers {
+		wg.Go(func() { r.work(ctx, wake) })
+	}
+	if r.cfg.Retention > 0 {
+		wg.Go(func() { r.cleanup(ctx) })
+	}
+	wg.Wait()
+	return nil
+}
+
+func (r *Relay) work(ctx context.Context, wake *broadcast) {
+	log := r.cfg.Logger
+	storeErrs := 0
+	for ctx.Err() == nil {
+		woken := wake.C() // before the claim, so a wake-up during it is not lost
+		var progressed bool
+		n, err := r.cfg.Store.Claim(ctx, r.cfg.BatchSize, func(ctx context.Context, batch []Record) []Result {
+			res := r.publish(batch)
+			for _, x := range res {
+				if x.Outcome == OutcomePublished {
+					progressed = true
+					break
+				}
+			}
+			return res
+		})
+		if err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			storeErrs++
+			d := r.backoff(storeErrs)
+			log.Error("outbox relay: claim failed", "err", err, "retry_in", d)
+			wait(ctx, nil, d)
+			continue
+		}
+		storeErrs = 0
+		if n == r.cfg.BatchSize && progressed {
+			continue // more may be waiting
+		}
+		wait(ctx, woken, r.cfg.PollInterval)
+	}
+}
+
+func wait(ctx context.Context, ch <-chan struct{}, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-ch:
+	case <-t.C:
+	}
+}
+
+// publish publishes a claimed batch and reports every record's outcome.
+// A key whose records span several topics in one batch is cut at the first
+// topic change (the rest waits for the next claim), so that each topic's
+// records can be published in one call without reordering a key.
+func (r *Relay) publish(batch []Record) []Result {
+	keyTopic := map[string]string{}
+	cut := map[string]bool{}
+	groups := map[string][]Record{}
+	var topics []string
+	for _, rec := range batch {
+		if k := rec.OrderingKey; k != "" {
+			if cut[k] {
+				continue
+			}
+			if t, ok := keyTopic[k]; ok && t != rec.Topic {
+				cut[k] = true
+				continue
+			}
+			keyTopic[k] = rec.Topic
+		}
+		if _, ok := groups[rec.Topic]; !ok {
+			topics = append(topics, rec.Topic)
+		}
+		groups[rec.Topic] = append(groups[rec.Topic], rec)
+	}
+	results := make([]Result, 0, len(batch))
+	for _, topic := range topics {
+		results = r.publishTopic(topic, groups[topic], results)
+	}
+	var pub, failed, retried uint64
+	for _, x := range results {
+		switch x.Outcome {
+		case OutcomePublished:
+			pub++
+		case OutcomeFailed:
+			failed++
+		case OutcomeRetry:
+			retried++
+		}
+	}
+	r.published.Add(pub)
+	r.failed.Add(failed)
+	r.retried.Add(retried)
+	r.rate.Add(time.Now(), pub)
+	return results
+}
+
+func (r *Relay) publishTopic(topic string, recs []Record, results []Result) []Result {
+	msgs := make([]*message.Message, len(recs))
+	for i, rec := range recs {
+		msgs[i] = rec.Message()
+	}
+	err := r.cfg.Publisher.Publish(topic, msgs...)
+	if err == nil {
+		for _, rec := range recs {
+			results = append(results, Result{Seq: rec.Seq, Outcome: OutcomePublished})
+		}
+		return results
+	}
+	if !r.cfg.Permanent(err) {
+		r.cfg.Logger.Warn("outbox relay: publish failed, will retry", "topic", topic, "records", len(recs), "err", err)
+		now := time.Now()
+		for _, rec := range recs {
+			results = append(results, Result{Seq: rec.Seq, Outcome: OutcomeRetry, Err: err.Error(), RetryAt: now.Add(r.backoff(rec.Attempts + 1))})
+		}
+		return results
+	}
+	if len(recs) == 1 {
+		r.cfg.Logger.Error("outbox relay: record cannot be published", "seq", recs[0].Seq, "event_id", recs[0].EventID, "topic", topic, "err", err)
+		return append(results, Result{Seq: recs[0].Seq, Outcome: OutcomeFailed, Err: err.Error()})
+	}
+	// A permanent error for a batch: publish one by one to find the poison
+	// records. A key stops at its first failure; its later records stay
+	// pending behind it.
+	stopped := map[string]bool{}
+	for i, rec := range recs {
+		if rec.OrderingKey != "" && stopped[rec.OrderingKey] {
+			continue
+		}
+		err := r.cfg.Publisher.Publish(topic, msgs[i])
+		switch {
+		case err == nil:
+			results = append(results, Result{Seq: rec.Seq, Outcome: OutcomePublished})
+		case r.cfg.Permanent(err):
+			r.cfg.Logger.Error("outbox relay: record cannot be published", "seq", rec.Seq, "event_id", rec.EventID, "topic", topic, "err", err)
+			results = append(results, Result{Seq: rec.Seq, Outcome: OutcomeFailed, Err: err.Error()})
+			stopped[rec.OrderingKey] = rec.OrderingKey != ""
+		default:
+			results = append(results, Result{Seq: rec.Seq, Outcome: OutcomeRetry, Err: err.Error(), RetryAt: time.Now().Add(r.backoff(rec.Attempts + 1))})
+			stopped[rec.OrderingKey] = rec.OrderingKey != ""
+		}
+	}
+	return results
+}
+
+// backoff returns the delay before attempt n+1: MinBackoff doubling per
+// attempt up to MaxBackoff, with ±20% jitter.
+func (r *Relay) backoff(attempt int) time.Duration {
+	d := r.cfg.MinBackoff
+	for i := 1; i < attempt && d < r.cfg.MaxBackoff; i++ {
+		d *= 2
+	}
+	d = min(d, r.cfg.MaxBackoff)
+	jitter := time.Duration(rand.Int64N(int64(d)/5 + 1))
+	if rand.IntN(2) == 0 {
+		return d - jitter
+	}
+	return min(d+jitter, r.cfg.MaxBackoff)
+}
+
+func (r *Relay) cleanup(ctx context.Context) {
+	t := time.NewTicker(r.cfg.CleanupInterval)
+	defer t.Stop()
+	for {
+		before := time.Now().Add(-r.cfg.Retention)
+		for ctx.Err() == nil {
+			n, err := r.cfg.Store.Cleanup(ctx, before, DefaultCleanupBatch)
+			if err != nil {
+				if ctx.Err() == nil {
+					r.cfg.Logger.Error("outbox relay: cleanup failed", "err", err)
+				}
+				break
+			}
+			if n > 0 {
+				r.cfg.Logger.Debug("outbox relay: cleaned up", "records", n)
+			}
+			if n < DefaultCleanupBatch {
+				break
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// broadcast wakes every waiter: C returns a channel closed by the next Fire.
+type broadcast struct {
+	mu sync.Mutex
+	ch chan struct{}
+}
+
+func newBroadcast() *broadcast { return &broadcast{ch: make(chan struct{})} }
+
+func (b *broadcast) C() <-chan struct{} {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.ch
+}
+
+func (b *broadcast) Fire() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	close(b.ch)
+	b.ch = make(chan struct{})
+}
+
+// rateMeter counts events in one-second buckets over a 10-second window.
+type rateMeter struct {
+	mu    sync.Mutex
+	secs  [10]int64
+	count [10]uint64
+}
+
+func (m *rateMeter) Add(now time.Time, n uint64) {
+	if n == 0 {
+		return
+	}
+	s := now.Unix()
+	i := s % int64(len(m.secs))
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.secs[i] != s {
+		m.secs[i], m.count[i] = s, 0
+	}
+	m.count[i] += n
+}
+
+func (m *rateMeter) Rate(now time.Time) float64 {
+	s := now.Unix()
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var sum uint64
+	for i, sec := range m.secs {
+		if sec > s-int64(len(m.secs)) && sec <= s {
+			sum += m.count[i]
+		}
+	}
+	return float64(sum) / float64(len(m.secs))
+}

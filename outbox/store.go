@@ -1,0 +1,97 @@
+package outbox
+
+import (
+	"context"
+	"time"
+)
+
+// Store is an outbox table the Relay drains. pgxstore (Postgres) and
+// sqlitestore (SQLite) implement it; both pass outboxtest.Run. Writing is
+// store specific because it takes the caller's own transaction type.
+type Store interface {
+	// Claim takes up to limit publishable records, in Seq order, and calls
+	// publish with them while they stay claimed (no other Claim, in this
+	// process or another, returns them). It then applies the Results
+	// publish returned; a record without a Result stays Pending, unchanged.
+	//
+	// A record is publishable when it is Pending, not waiting for a retry,
+	// and every older record of its ordering key is either Published,
+	// Discarded or in this same batch (before it). Claim returns the number
+	// of records passed to publish (0: nothing to do).
+	Claim(ctx context.Context, limit int, publish func(ctx context.Context, batch []Record) []Result) (int, error)
+
+	// Stats reports the backlog.
+	Stats(ctx context.Context) (Stats, error)
+
+	// Failed lists up to limit failed records, oldest first, with their
+	// reason (LastError).
+	Failed(ctx context.Context, limit int) ([]Record, error)
+
+	// Retry moves failed records back to Pending with zero attempts so the
+	// relay publishes them again. It returns how many it moved; records that
+	// are not failed are ignored.
+	Retry(ctx context.Context, seqs ...int64) (int64, error)
+
+	// Discard moves failed records to Discarded: never published, kept
+	// until the retention cleanup, no longer blocking their ordering key.
+	Discard(ctx context.Context, seqs ...int64) (int64, error)
+
+	// Cleanup deletes up to limit Published and Discarded records older
+	// than before and returns how many it deleted.
+	Cleanup(ctx context.Context, before time.Time, limit int) (int64, error)
+
+	// Wakeup returns a channel that receives (coalesced) when new records
+	// may have been committed. It may never fire; the relay polls too. The
+	// channel is valid until ctx is done.
+	Wakeup(ctx context.Context) <-chan struct{}
+}
+
+// Outcome of publishing one record.
+type Outcome int
+
+// Outcomes a publish function reports per record.
+const (
+	// OutcomePublished: the broker acknowledged; the record becomes
+	// Published.
+	OutcomePublished Outcome = iota + 1
+	// OutcomeRetry: a transient failure; the record stays Pending, its
+	// attempts count grows and it is not claimed before RetryAt. Later
+	// records of its ordering key wait for it.
+	OutcomeRetry
+	// OutcomeFailed: the record can never be published; it becomes Failed
+	// with Err as its reason. Later records of its ordering key wait until
+	// it is retried or discarded.
+	OutcomeFailed
+)
+
+// Result is what happened to one claimed record.
+type Result struct {
+	Seq     int64
+	Outcome Outcome
+	Err     string    // reason, for OutcomeRetry and OutcomeFailed
+	RetryAt time.Time // for OutcomeRetry
+}
+
+// Stats describe an outbox's backlog.
+type Stats struct {
+	// Pending is the number of records not yet published (including those
+	// waiting for a retry).
+	Pending int64
+	// OldestPending is the creation time of the oldest pending record, zero
+	// when none is pending.
+	OldestPending time.Time
+	// Failed is the number of records in the failed state.
+	Failed int64
+}
+
+// Lag is how long the oldest pending record has been waiting at now: the
+// outbox lag. Zero when nothing is pending.
+func (s Stats) Lag(now time.Time) time.Duration {
+	if s.OldestPending.IsZero() {
+		return 0
+	}
+	if d := now.Sub(s.OldestPending); d > 0 {
+		return d
+	}
+	return 0
+}
