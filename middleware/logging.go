@@ -21,8 +21,12 @@ func Logging(logger *slog.Logger) message.HandlerMiddleware {
 	logger = orDiscard(logger)
 	return func(h message.HandlerFunc) message.HandlerFunc {
 		return func(msg *message.Message) ([]*message.Message, error) {
-			rec := recordOf(msg)
 			ctx := msg.Context()
+			if !logger.Enabled(ctx, slog.LevelError) { // a discarding logger costs nothing
+				return h(msg)
+			}
+			rec := recordOf(msg)
+			ctx = msg.Context()
 			start := time.Now()
 			out, err := h(msg)
 			msg.SetContext(ctx)

@@ -43,8 +43,9 @@ type RetryConfig struct {
 	Jitter float64
 	// NoJitter makes the waits exact (tests, mostly).
 	NoJitter bool
-	// MaxElapsed bounds the time one delivery spends in process, retries
-	// and waits included; no retry starts that would end its wait after it.
+	// MaxElapsed bounds the time one delivery spends retrying, from its
+	// first failure, waits included; no retry starts that would end its wait
+	// after it.
 	// Keep it well under the queue's visibility timeout, or the broker
 	// hands the message to another consumer while this one still retries.
 	// Default DefaultMaxElapsed.
@@ -123,7 +124,6 @@ func Retry(cfg RetryConfig) (message.HandlerMiddleware, error) {
 			rec := recordOf(msg)
 			rec.retried = true
 			ctx := msg.Context()
-			started := time.Now()
 			// The first call is made here, so a message that succeeds at once
 			// (nearly all of them) costs no backoff state.
 			rec.attempts++
@@ -172,14 +172,10 @@ func Retry(cfg RetryConfig) (message.HandlerMiddleware, error) {
 					slog.Duration("wait", wait),
 					slog.Any("error", err))
 			}
-			elapsed := cfg.MaxElapsed - time.Since(started)
-			if elapsed <= 0 {
-				return out, err
-			}
 			out, err = backoff.Retry(ctx, op,
 				backoff.WithBackOff(exp),
 				backoff.WithMaxTries(uint(cfg.MaxAttempts)),
-				backoff.WithMaxElapsedTime(elapsed),
+				backoff.WithMaxElapsedTime(cfg.MaxElapsed),
 				backoff.WithNotify(notify))
 			msg.SetContext(ctx)
 			if err == nil {

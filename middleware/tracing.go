@@ -90,9 +90,9 @@ func Tracing(cfg TracingConfig) (message.HandlerMiddleware, error) {
 			parent := msg.Context()
 			queue := message.SubscribeTopicFromCtx(parent)
 			ctx := cfg.Propagator.Extract(parent, MetadataCarrier(msg.Metadata))
-			ctx, span := tracer.Start(ctx, "process "+queue,
-				trace.WithSpanKind(trace.SpanKindConsumer),
-				trace.WithAttributes(
+			ctx, span := tracer.Start(ctx, "process "+queue, trace.WithSpanKind(trace.SpanKindConsumer))
+			if span.IsRecording() { // unsampled spans cost no attributes
+				span.SetAttributes(
 					attribute.String("messaging.system", "eda"),
 					attribute.String("messaging.operation.type", "process"),
 					attribute.String("messaging.destination.name", queue),
@@ -100,12 +100,15 @@ func Tracing(cfg TracingConfig) (message.HandlerMiddleware, error) {
 					attribute.String("eda.event_type", msg.Metadata.Get(eda.MetadataType)),
 					attribute.String("eda.handler", message.HandlerNameFromCtx(parent)),
 					attribute.String("eda.receive_count", msg.Metadata.Get(transport.MetadataReceiveCount)),
-				))
+				)
+			}
 			defer span.End()
 			msg.SetContext(ctx)
 			out, err := h(msg)
 			msg.SetContext(parent)
-			span.SetAttributes(attribute.Int("eda.attempts", max(rec.attempts, 1)))
+			if span.IsRecording() {
+				span.SetAttributes(attribute.Int("eda.attempts", max(rec.attempts, 1)))
+			}
 			switch {
 			case err != nil:
 				span.RecordError(err)

@@ -220,11 +220,11 @@ func Tx[E eda.Event](s *Store, consumer string, fn func(ctx context.Context, tx 
 		if s == nil || fn == nil {
 			return eda.Permanent(fmt.Errorf("%w: pgstore.Tx: nil store or handler", inbox.ErrInvalidConfig))
 		}
-		env, ok := eda.EnvelopeFromContext(ctx)
-		if !ok || env.ID == "" {
+		msg, ok := eda.MessageFromContext(ctx)
+		if !ok || msg.Metadata.Get(eda.MetadataID) == "" {
 			return eda.Permanent(fmt.Errorf("%w: pgstore.Tx needs the handler context eda passes", inbox.ErrNoEventID))
 		}
-		key := inbox.Key{Consumer: consumer, EventID: env.ID}
+		key := inbox.Key{Consumer: consumer, EventID: msg.Metadata.Get(eda.MetadataID)}
 		if err := key.Validate(); err != nil {
 			return eda.Permanent(err)
 		}
