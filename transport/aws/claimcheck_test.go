@@ -9,6 +9,9 @@ import (
 	"testing"
 	"time"
 
+	awssdk "github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/sqs"
+	sqstypes "github.com/aws/aws-sdk-go-v2/service/sqs/types"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
@@ -95,6 +98,25 @@ func TestClaimCheck(t *testing.T) {
 	if err := tr.Publish(topic, huge); !errors.Is(err, transport.ErrMessageTooLarge) {
 		t.Errorf("metadata over the limit: %v, want ErrMessageTooLarge", err)
 	}
+
+	// A pointer to a blob that is gone is delivered raw, marked.
+	url, err := tr.SQS().GetQueueUrl(ctx, &sqs.GetQueueUrlInput{QueueName: &queue})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tr.SQS().SendMessage(ctx, &sqs.SendMessageInput{
+		QueueUrl: url.QueueUrl, MessageBody: awssdk.String("eda-claim-check:gone"),
+		MessageAttributes: map[string]sqstypes.MessageAttributeValue{
+			"eda_claimcheck": {DataType: awssdk.String("String"), StringValue: awssdk.String("gone")},
+		},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	gone := receive(t, ch, "pointer to a missing blob")
+	if !strings.Contains(gone.Metadata.Get(edaaws.MetadataTransportError), "not found") {
+		t.Errorf("missing blob: metadata %v, want %s naming it", gone.Metadata, edaaws.MetadataTransportError)
+	}
+	gone.Ack()
 
 	// Expiry.
 	n, err := store.DeleteBefore(ctx, time.Now().Add(time.Minute))

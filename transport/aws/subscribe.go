@@ -118,6 +118,7 @@ type verdict int
 const (
 	acked verdict = iota
 	nacked
+	postponed // not delivered now; visible again after its timeout
 	stopped
 )
 
@@ -360,8 +361,8 @@ func (s *subscription) worker() {
 			if v == stopped {
 				break
 			}
-			if v == nacked && s.q.fifo {
-				// The group's next messages must wait for the nacked one.
+			if (v == nacked || v == postponed) && s.q.fifo {
+				// The group's next messages must wait for this one.
 				s.release(unit[i+1:])
 				break
 			}
@@ -373,12 +374,13 @@ func (s *subscription) worker() {
 func (s *subscription) deliver(h *held) verdict {
 	msg, err := s.message(h)
 	if err != nil {
-		// Undecodable: leave it invisible until its timeout, so it ends in
-		// the dead-letter queue after MaxReceiveCount instead of spinning.
-		s.t.log.ErrorContext(s.ctx, "eda/aws: cannot decode message, leaving it to its visibility timeout",
+		// The claim-check store failed: leave the message invisible until
+		// its timeout (a natural backoff); after MaxReceiveCount it goes to
+		// the dead-letter queue.
+		s.t.log.ErrorContext(s.ctx, "eda/aws: cannot fetch the claim-checked payload, retrying after the visibility timeout",
 			"queue", s.q.name, "message_id", awssdk.ToString(h.raw.MessageId), "error", err)
 		s.forget(h)
-		return acked
+		return postponed
 	}
 	msgCtx, cancel := context.WithCancel(s.ctx)
 	msg.SetContext(msgCtx)
@@ -427,7 +429,16 @@ func (s *subscription) deliver(h *held) verdict {
 	}
 }
 
+// MetadataTransportError is set on a delivered message the transport could
+// not decode (not in eda's wire form, or its claim-checked payload is gone):
+// the payload is the raw SQS body, the metadata the raw attributes. eda's
+// decoding then fails and the poison middleware routes it; a dead-letter
+// consumer sees why.
+const MetadataTransportError = "eda_transporterror"
+
 // message decodes a received message and fetches a claim-checked payload.
+// Only a failing claim-check store is an error: a message that cannot be
+// decoded is delivered raw, with MetadataTransportError.
 func (s *subscription) message(h *held) (*message.Message, error) {
 	attrs := make(map[string]string, len(h.raw.MessageAttributes))
 	for k, v := range h.raw.MessageAttributes {
@@ -438,17 +449,20 @@ func (s *subscription) message(h *held) (*message.Message, error) {
 			attrs[k] = string(v.BinaryValue)
 		}
 	}
-	d, err := decode(awssdk.ToString(h.raw.Body), attrs, awssdk.ToString(h.raw.MessageId))
-	if err != nil {
-		return nil, err
-	}
-	if d.claimKey != "" {
+	body, id := awssdk.ToString(h.raw.Body), awssdk.ToString(h.raw.MessageId)
+	d, err := decode(body, attrs, id)
+	if err == nil && d.claimKey != "" {
 		if s.t.cfg.ClaimCheck == nil {
-			return nil, fmt.Errorf("aws: message %s is claim-checked (key %s) and Config.ClaimCheck is nil", d.msg.UUID, d.claimKey)
-		}
-		if d.msg.Payload, err = s.t.cfg.ClaimCheck.Get(s.ctx, d.claimKey); err != nil {
+			err = fmt.Errorf("aws: message %s is claim-checked (key %s) and Config.ClaimCheck is nil", d.msg.UUID, d.claimKey)
+		} else if d.msg.Payload, err = s.t.cfg.ClaimCheck.Get(s.ctx, d.claimKey); err != nil && !errors.Is(err, ErrBlobNotFound) {
 			return nil, err
 		}
+	}
+	if err != nil {
+		s.t.log.WarnContext(s.ctx, "eda/aws: delivering an undecodable message raw", "queue", s.q.name, "message_id", id, "error", err)
+		d.msg = message.NewMessage(id, []byte(body))
+		d.msg.Metadata = attrs
+		d.msg.Metadata[MetadataTransportError] = err.Error()
 	}
 	md := d.msg.Metadata
 	md[transport.MetadataReceiveCount] = h.raw.Attributes[string(sqstypes.MessageSystemAttributeNameApproximateReceiveCount)]

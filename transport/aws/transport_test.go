@@ -11,6 +11,9 @@ import (
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill/message"
+	awssdk "github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/sqs"
+	sqstypes "github.com/aws/aws-sdk-go-v2/service/sqs/types"
 
 	"github.com/edaproject/eda/transport"
 	edaaws "github.com/edaproject/eda/transport/aws"
@@ -357,5 +360,43 @@ func TestClosed(t *testing.T) {
 	}
 	if err := tr.Publish("", newMsg("x", nil)); !errors.Is(err, transport.ErrInvalidConfig) {
 		t.Errorf("Publish to an empty topic: %v", err)
+	}
+}
+
+// TestUndecodable sends what eda cannot decode straight to the queue: it is
+// delivered raw, marked with MetadataTransportError.
+func TestUndecodable(t *testing.T) {
+	ctx := testContext(t)
+	tr := newTransport(t, testConfig(t))
+	queue := uniq("queue")
+	if err := tr.Declare(ctx, transport.Queue{Name: queue}); err != nil {
+		t.Fatal(err)
+	}
+	url, err := tr.SQS().GetQueueUrl(ctx, &sqs.GetQueueUrlInput{QueueName: &queue})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, attr := range []string{"eda_md", "eda_claimcheck"} {
+		_, err := tr.SQS().SendMessage(ctx, &sqs.SendMessageInput{
+			QueueUrl:    url.QueueUrl,
+			MessageBody: awssdk.String("raw body"),
+			MessageAttributes: map[string]sqstypes.MessageAttributeValue{
+				attr: {DataType: awssdk.String("String"), StringValue: awssdk.String("{broken")},
+			},
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	ch, err := tr.Subscribe(ctx, queue)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 2 {
+		m := receive(t, ch, "undecodable")
+		if string(m.Payload) != "raw body" || m.Metadata.Get(edaaws.MetadataTransportError) == "" || m.Metadata.Get(transport.MetadataReceiveCount) != "1" {
+			t.Errorf("got %q with metadata %v, want the raw body and %s", m.Payload, m.Metadata, edaaws.MetadataTransportError)
+		}
+		m.Ack()
 	}
 }
