@@ -132,8 +132,11 @@ func PoisonQueue(name, topic string) eda.QueueConfig {
 // correlation...) and gets the Metadata* keys above: reason, error text,
 // attempts, deliveries, handler, queue, topic, first and last failure time.
 // If publishing it fails, the error is returned and the original nacked:
-// nothing is acked before it is handled or safely poisoned. An error met
-// while the message context is cancelled (shutdown) is never poisoned.
+// nothing is acked before it is handled or safely poisoned. Never poisoned:
+// an error met while the message context is cancelled (shutdown), and an
+// error with a Deferred() bool method returning true, which says the message
+// waits rather than fails (inbox.ErrBusy: another consumer is processing
+// the event; acking this duplicate could delete the message under it).
 //
 // Put Poison outside Retry, so it sees the error only once in-process
 // retries are spent (Default does).
@@ -177,6 +180,8 @@ func Poison(cfg PoisonConfig) (message.HandlerMiddleware, error) {
 			deliveries, counted := receiveCount(msg)
 			var reason Reason
 			switch {
+			case isDeferred(err):
+				return out, err
 			case eda.IsPermanent(err):
 				reason = ReasonPermanent
 			case cfg.MaxDeliveries > 0 && (!counted || deliveries >= cfg.MaxDeliveries):
@@ -215,6 +220,17 @@ func Poison(cfg PoisonConfig) (message.HandlerMiddleware, error) {
 			return out, nil
 		}
 	}, nil
+}
+
+// isDeferred reports whether err says the message must wait rather than
+// that it failed: an error in its chain has a Deferred method returning
+// true (inbox.ErrBusy: another delivery of the event is being processed).
+func isDeferred(err error) bool {
+	d, ok := errors.AsType[interface {
+		error
+		Deferred() bool
+	}](err)
+	return ok && d.Deferred()
 }
 
 // receiveCount returns the transport's receive count of msg, if it has one.

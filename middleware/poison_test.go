@@ -3,6 +3,7 @@ package middleware_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -232,4 +233,34 @@ func fmtErr(err error) string {
 		return ""
 	}
 	return err.Error()
+}
+
+type waitErr struct{}
+
+func (waitErr) Error() string  { return "wait" }
+func (waitErr) Deferred() bool { return true }
+
+func TestPoisonNeverPoisonsDeferredErrors(t *testing.T) {
+	tr := newTransport(t)
+	poisoned := subscribe(t, tr, poisonQueue, poisonTopic)
+	poison := mustMW(t)(middleware.Poison(middleware.PoisonConfig{Publisher: tr, Topic: poisonTopic, MaxDeliveries: 1}))
+	app := newApp(t, tr, nil, poison)
+	c := newCalls()
+	must(t, eda.Handle(app, "q", func(ctx context.Context, e placed) error {
+		if c.n() < 2 {
+			return c.add(ctx, fmt.Errorf("inbox: %w", waitErr{}))
+		}
+		return c.add(ctx, nil)
+	}))
+	start(t, app)
+	must(t, app.Publish(context.Background(), placed{ID: "1"}))
+	drained(t, tr, "q")
+	if c.n() != 3 {
+		t.Errorf("%d calls, want 3 (two deferred deliveries redelivered)", c.n())
+	}
+	select {
+	case m := <-poisoned:
+		t.Errorf("deferred error poisoned: %v", m.Metadata)
+	default:
+	}
 }

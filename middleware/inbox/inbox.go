@@ -177,7 +177,7 @@ func New(cfg Config) (message.HandlerMiddleware, error) {
 					slog.String("event_id", key.EventID), slog.String("consumer", key.Consumer))
 				return nil, nil
 			case Busy:
-				return nil, fmt.Errorf("%w: consumer %q, event %s", ErrBusy, key.Consumer, key.EventID)
+				return nil, busyError{key}
 			}
 			out, herr := h(msg)
 			// Settle even if the handler's context was cancelled (a timeout),
@@ -198,6 +198,19 @@ func New(cfg Config) (message.HandlerMiddleware, error) {
 		}
 	}, nil
 }
+
+// busyError is ErrBusy for one key. Deferred tells middleware.Poison that
+// the message is not failing, only waiting: it is never poisoned.
+type busyError struct{ key Key }
+
+func (e busyError) Error() string {
+	return fmt.Sprintf("%v: consumer %q, event %s", ErrBusy, e.key.Consumer, e.key.EventID)
+}
+
+func (e busyError) Is(target error) bool { return target == ErrBusy }
+
+// Deferred reports true: retry later, do not poison.
+func (busyError) Deferred() bool { return true }
 
 func storeErr(op string, key Key, err error) error {
 	if errors.Is(err, ErrLeaseLost) || errors.Is(err, ErrInvalidKey) || errors.Is(err, ErrStore) {

@@ -126,3 +126,21 @@ func eventually(t *testing.T, what string, cond func() bool) {
 		<-tick.C
 	}
 }
+
+func TestBusyIsDeferred(t *testing.T) {
+	s := inbox.NewMemory()
+	idem, err := inbox.New(inbox.Config{Store: s, Consumer: "c"})
+	must(t, err)
+	_, err = s.Claim(context.Background(), inbox.Key{Consumer: "c", EventID: "e"}, time.Hour)
+	must(t, err)
+	msg := message.NewMessage("m", nil)
+	msg.Metadata.Set(eda.MetadataID, "e")
+	_, err = idem(func(*message.Message) ([]*message.Message, error) { return nil, nil })(msg)
+	d, ok := errors.AsType[interface {
+		error
+		Deferred() bool
+	}](err)
+	if !errors.Is(err, inbox.ErrBusy) || !ok || !d.Deferred() || eda.IsPermanent(err) {
+		t.Errorf("busy error %v", err)
+	}
+}
