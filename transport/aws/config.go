@@ -84,8 +84,9 @@ type Config struct {
 	// BatchSize is MaxNumberOfMessages of ReceiveMessage, 1 to 10. Default
 	// DefaultBatchSize.
 	BatchSize int
-	// WaitTime is the long-polling wait of ReceiveMessage, whole seconds, at
-	// most 20s. Default DefaultWaitTime; set -1 for short polling.
+	// WaitTime is the long-polling wait of ReceiveMessage, whole seconds
+	// from 1s to 20s. Default DefaultWaitTime. (No short polling: it would
+	// spin on an empty queue.)
 	WaitTime time.Duration
 	// PublishConcurrency is how many PublishBatch calls of one Publish run at
 	// once on a standard topic. Default DefaultPublishConcurrency.
@@ -112,8 +113,8 @@ func (c Config) Validate() error {
 	if c.BatchSize < 0 || c.BatchSize > maxBatch {
 		errs = append(errs, fmt.Errorf("%w: aws: BatchSize %d not in 1..10", transport.ErrInvalidConfig, c.BatchSize))
 	}
-	if c.WaitTime < -1 || c.WaitTime > 20*time.Second || (c.WaitTime > 0 && c.WaitTime%time.Second != 0) {
-		errs = append(errs, fmt.Errorf("%w: aws: WaitTime %s: want whole seconds up to 20s, or -1", transport.ErrInvalidConfig, c.WaitTime))
+	if c.WaitTime < 0 || c.WaitTime > 20*time.Second || c.WaitTime%time.Second != 0 {
+		errs = append(errs, fmt.Errorf("%w: aws: WaitTime %s: want whole seconds from 1s to 20s", transport.ErrInvalidConfig, c.WaitTime))
 	}
 	if c.PublishConcurrency < 0 {
 		errs = append(errs, fmt.Errorf("%w: aws: negative PublishConcurrency %d", transport.ErrInvalidConfig, c.PublishConcurrency))
@@ -129,11 +130,8 @@ func (c Config) withDefaults() Config {
 	if c.BatchSize == 0 {
 		c.BatchSize = DefaultBatchSize
 	}
-	switch c.WaitTime {
-	case 0:
+	if c.WaitTime == 0 {
 		c.WaitTime = DefaultWaitTime
-	case -1:
-		c.WaitTime = 0
 	}
 	if c.PublishConcurrency == 0 {
 		c.PublishConcurrency = DefaultPublishConcurrency

@@ -186,7 +186,7 @@ func (t *Transport) Declare(ctx context.Context, q transport.Queue) error {
 	defer t.wg.Done()
 	topo := Topology{Queues: []Queue{{Queue: q}}}
 	if t.cfg.AutoCreate {
-		_, err := t.Apply(ctx, topo)
+		_, err := t.apply(ctx, topo)
 		return err
 	}
 	st, plan, err := t.plan(ctx, topo)
@@ -213,6 +213,10 @@ func (t *Transport) Declare(ctx context.Context, q transport.Queue) error {
 
 // Plan returns what Apply would change to make AWS match the topology.
 func (t *Transport) Plan(ctx context.Context, topo Topology) (Plan, error) {
+	if err := t.begin(); err != nil {
+		return Plan{}, err
+	}
+	defer t.wg.Done()
 	_, plan, err := t.plan(ctx, topo)
 	return plan, err
 }
@@ -220,6 +224,14 @@ func (t *Transport) Plan(ctx context.Context, topo Topology) (Plan, error) {
 // Apply makes AWS match the topology and returns what it changed. It only
 // creates and updates; it deletes nothing.
 func (t *Transport) Apply(ctx context.Context, topo Topology) (Plan, error) {
+	if err := t.begin(); err != nil {
+		return Plan{}, err
+	}
+	defer t.wg.Done()
+	return t.apply(ctx, topo)
+}
+
+func (t *Transport) apply(ctx context.Context, topo Topology) (Plan, error) {
 	st, plan, err := t.plan(ctx, topo)
 	if err != nil {
 		return Plan{}, err
