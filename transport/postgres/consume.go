@@ -282,10 +282,10 @@ func (c *consumer) queueVerdicts(b *pgx.Batch, vs []verdict) (wake bool) {
 		}
 	}
 	if len(ackIDs) > 0 {
-		b.Queue(t.q.ack, ackIDs, ackCounts)
+		b.Queue(t.q.ack, ackIDs, ackCounts, c.name)
 	}
 	if len(nackIDs) > 0 {
-		b.Queue(t.q.nack, nackIDs, nackCounts)
+		b.Queue(t.q.nack, nackIDs, nackCounts, c.name)
 	}
 	wake = len(nackIDs) > 0 || (c.fifo && len(ackIDs) > 0)
 	if wake && !t.cfg.DisableNotify {
@@ -306,7 +306,7 @@ func (c *consumer) fetch(ctx context.Context) (int, error) {
 	start := time.Now()
 	b := asyncCommit()
 	wake := c.queueVerdicts(b, c.pending)
-	b.Queue(q, c.name, t.cfg.BatchSize, c.vt.Microseconds())
+	b.Queue(q, c.name, c.vt.Microseconds())
 	br := t.pool.SendBatch(ctx, b)
 	var err error
 	for range b.Len() - 1 {
@@ -412,7 +412,7 @@ func (c *consumer) release(ctx context.Context, rs []received) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), settleTimeout)
 	defer cancel()
 	b := asyncCommit()
-	b.Queue(t.q.release, ids, counts)
+	b.Queue(t.q.release, ids, counts, c.name)
 	if err := t.pool.SendBatch(ctx, b).Close(); err != nil {
 		t.log.Error("postgres transport: giving back messages failed; they are delivered again after their visibility timeout",
 			"queue", c.name, "count", len(rs), "error", classify("release", err))

@@ -189,7 +189,7 @@ func New(ctx context.Context, cfg Config) (*Transport, error) {
 		pool:    pool,
 		owned:   owned,
 		channel: channelName(cfg.Schema),
-		q:       newQueries(cfg.Schema),
+		q:       newQueries(cfg.Schema, cfg.BatchSize),
 		log:     cfg.Logger,
 		closing: make(chan struct{}),
 		waiters: map[string]map[chan struct{}]struct{}{},

@@ -1,5 +1,7 @@
 package postgres
 
+import "strconv"
+
 // queries holds the SQL of one schema, built once in New.
 type queries struct {
 	insertPlainQueue, insertQueue, selectQueueForUpdate, upgradeQueue, insertSubscriptions string
@@ -7,8 +9,9 @@ type queries struct {
 	claim, claimFIFO, nextVisible, ack, nack, release, deadLetter, cleanDedup              string
 }
 
-func newQueries(schema string) queries {
+func newQueries(schema string, batchSize int) queries {
 	x := func(sql string) string { return expand(sql, schema) }
+	limit := strconv.Itoa(batchSize)
 	return queries{
 		insertPlainQueue: x(`
 INSERT INTO {{schema}}.queues (name, fifo, visibility_timeout_us, max_receive_count, plain)
@@ -69,18 +72,27 @@ SELECT EXISTS (SELECT 1 FROM {{schema}}.queues WHERE name = $1),
 	count(*) FILTER (WHERE visible_at > now())
 FROM {{schema}}.messages WHERE queue = $1`),
 
-		// Receiving leases up to $2 visible messages for $3 µs, oldest first,
-		// skipping rows another consumer is claiming right now.
+		// Receiving leases up to BatchSize visible messages for $2 µs,
+		// oldest first, skipping rows another consumer is claiming right now.
+		//
+		// The statements run as prepared statements, and Postgres switches to
+		// a generic plan after a few executions, costed for an average queue.
+		// Every query here is shaped so that the generic plan is the index
+		// plan whatever the table holds: a literal LIMIT (a LIMIT $n is costed
+		// as thousands of rows, and the planner then hash-joins over a
+		// sequential scan), the (queue, id) primary key as the only index in id
+		// order (an index on id alone tempts the planner to walk it filtering
+		// on queue: the whole table for an empty queue), queue = $n in every
+		// statement, and id = ANY(array) instead of joins with unnest.
+		// plan_test.go checks the plans.
 		claim: x(`
 UPDATE {{schema}}.messages m
-SET receive_count = m.receive_count + 1, visible_at = now() + $3::bigint * interval '1 microsecond'
-FROM (
+SET receive_count = m.receive_count + 1, visible_at = now() + $2::bigint * interval '1 microsecond'
+WHERE m.queue = $1 AND m.id = ANY(ARRAY(
 	SELECT id FROM {{schema}}.messages
 	WHERE queue = $1 AND visible_at <= now()
-	ORDER BY id LIMIT $2
-	FOR UPDATE SKIP LOCKED
-) c
-WHERE m.id = c.id
+	ORDER BY id LIMIT ` + limit + `
+	FOR UPDATE SKIP LOCKED))
 RETURNING m.id, m.uuid, m.payload, m.metadata, m.receive_count, coalesce(m.dead_letter_source, '')`),
 
 		// FIFO: only the head of a group (no older row of the group left,
@@ -89,17 +101,15 @@ RETURNING m.id, m.uuid, m.payload, m.metadata, m.receive_count, coalesce(m.dead_
 		// by ack or by moving to the dead-letter queue.
 		claimFIFO: x(`
 UPDATE {{schema}}.messages m
-SET receive_count = m.receive_count + 1, visible_at = now() + $3::bigint * interval '1 microsecond'
-FROM (
+SET receive_count = m.receive_count + 1, visible_at = now() + $2::bigint * interval '1 microsecond'
+WHERE m.queue = $1 AND m.id = ANY(ARRAY(
 	SELECT h.id FROM {{schema}}.messages h
 	WHERE h.queue = $1 AND h.visible_at <= now()
 	  AND NOT EXISTS (
 		SELECT 1 FROM {{schema}}.messages p
 		WHERE p.queue = $1 AND p.group_id = h.group_id AND p.id < h.id)
-	ORDER BY h.id LIMIT $2
-	FOR UPDATE SKIP LOCKED
-) c
-WHERE m.id = c.id
+	ORDER BY h.id LIMIT ` + limit + `
+	FOR UPDATE SKIP LOCKED))
 RETURNING m.id, m.uuid, m.payload, m.metadata, m.receive_count, coalesce(m.dead_letter_source, '')`),
 
 		// How long until the next lease of the queue expires (NULL: none
@@ -113,27 +123,29 @@ WHERE visible_at > now()`),
 
 		// Settling checks the receipt (receive_count): a consumer whose lease
 		// expired and whose message was received again cannot settle it.
+		// $1 are ids, $2 the receive counts they were received with, $3 the
+		// queue.
 		ack: x(`
 DELETE FROM {{schema}}.messages m
-USING unnest($1::bigint[], $2::integer[]) AS r(id, rc)
-WHERE m.id = r.id AND m.receive_count = r.rc`),
+WHERE m.queue = $3 AND m.id = ANY($1::bigint[])
+  AND m.receive_count = ($2::integer[])[array_position($1::bigint[], m.id)]`),
 		nack: x(`
 UPDATE {{schema}}.messages m SET visible_at = now()
-FROM unnest($1::bigint[], $2::integer[]) AS r(id, rc)
-WHERE m.id = r.id AND m.receive_count = r.rc`),
+WHERE m.queue = $3 AND m.id = ANY($1::bigint[])
+  AND m.receive_count = ($2::integer[])[array_position($1::bigint[], m.id)]`),
 		// Giving back messages received but never handed to a handler: they
 		// were not really received, so the receive count is restored.
 		release: x(`
 UPDATE {{schema}}.messages m SET visible_at = now(), receive_count = m.receive_count - 1
-FROM unnest($1::bigint[], $2::integer[]) AS r(id, rc)
-WHERE m.id = r.id AND m.receive_count = r.rc`),
+WHERE m.queue = $3 AND m.id = ANY($1::bigint[])
+  AND m.receive_count = ($2::integer[])[array_position($1::bigint[], m.id)]`),
 		// Moving messages over MaxReceiveCount to the dead-letter queue, in
 		// their order, as new rows (receive count 0) that remember the source.
 		deadLetter: x(`
 WITH moved AS (
 	DELETE FROM {{schema}}.messages m
-	USING unnest($1::bigint[], $2::integer[]) AS r(id, rc)
-	WHERE m.id = r.id AND m.receive_count = r.rc
+	WHERE m.queue = $4 AND m.id = ANY($1::bigint[])
+	  AND m.receive_count = ($2::integer[])[array_position($1::bigint[], m.id)]
 	RETURNING m.id, m.uuid, m.payload, m.metadata, m.group_id
 )
 INSERT INTO {{schema}}.messages (queue, uuid, payload, metadata, group_id, dead_letter_source)
