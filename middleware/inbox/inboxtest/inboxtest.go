@@ -1,5 +1,3 @@
-// Package inboxtest is the conformance suite every inbox.Store passes. A
-// store's own test calls Run with a constructor of fresh, empty stores.
 package inboxtest
 
 import (
