@@ -1,0 +1,81 @@
+package main
+
+import (
+	"strings"
+	"testing"
+)
+
+func TestHelpListsCommands(t *testing.T) {
+	t.Parallel()
+	_, errs, code := edactl(t, "help")
+	if code != exitOK {
+		t.Fatalf("help: exit %d", code)
+	}
+	for _, c := range []string{"topology", "iam", "outbox", "dlq", "tail", "-o json"} {
+		if !strings.Contains(errs, c) {
+			t.Errorf("help does not mention %q:\n%s", c, errs)
+		}
+	}
+	_, errs, code = edactl(t, "help", "dlq")
+	if code != exitOK && code != exitUsage {
+		t.Fatalf("help dlq: exit %d", code)
+	}
+	if !strings.Contains(errs, "list, show, redrive") && !strings.Contains(errs, "list") {
+		t.Errorf("help dlq does not list its subcommands:\n%s", errs)
+	}
+}
+
+// Bad command lines exit with status 2 and say what is wrong.
+func TestBadInput(t *testing.T) {
+	t.Parallel()
+	cases := []struct {
+		args []string
+		want string
+	}{
+		{nil, "Usage"},
+		{[]string{"frobnicate"}, `unknown command "frobnicate"`},
+		{[]string{"topology"}, "missing subcommand"},
+		{[]string{"topology", "destroy"}, `unknown subcommand "destroy"`},
+		{[]string{"topology", "plan"}, "-f topology.json is required"},
+		{[]string{"topology", "plan", "-f", "testdata/missing.json"}, "no such file"},
+		{[]string{"topology", "plan", "-f", "testdata/bad-unknown-field.json"}, `unknown field "maxReceive"`},
+		{[]string{"topology", "plan", "-f", "testdata/bad-references.json"}, `consumes "nowhere", which is not a declared queue`},
+		{[]string{"topology", "plan", "-f", "testdata/bad-references.json"}, `filter policy for "orders": want a JSON object`},
+		{[]string{"topology", "plan", "-f", "testdata/bad-references.json"}, "visibility timeout 1.5s"},
+		{[]string{"topology", "plan", "-f", "testdata/orders-topology.json", "-o", "yaml"}, "want table or json"},
+		{[]string{"iam", "-f", "testdata/orders-topology.json", "-account", "1", "-region", "eu-west-1", "-service", "billing"}, `no service "billing"`},
+		{[]string{"outbox", "status"}, "-db is required"},
+		{[]string{"outbox", "status", "-db", "/nonexistent/app.db"}, "not a SQLite file"},
+		{[]string{"outbox", "retry", "-db", "x.db"}, "(seq...) or pass -all"},
+		{[]string{"outbox", "retry", "-db", "x.db", "abc"}, `"abc" is not a record sequence number`},
+		{[]string{"dlq", "show", "-transport", "postgres"}, "-queue is required"},
+		{[]string{"dlq", "list"}, "-transport is required"},
+		{[]string{"dlq", "list", "-transport", "kafka"}, `-transport "kafka"`},
+		{[]string{"dlq", "list", "-transport", "postgres", "-db", "mysql://x"}, "not a postgres:// URL"},
+		{[]string{"tail", "-transport", "aws"}, "-queue or -topic is required"},
+		{[]string{"tail", "-queue", "q", "-n", "-1", "-transport", "aws"}, "must not be negative"},
+	}
+	for _, c := range cases {
+		out, errs, code := edactl(t, c.args...)
+		if code != exitUsage {
+			t.Errorf("edactl %s: exit %d, want %d\nstdout: %s\nstderr: %s", strings.Join(c.args, " "), code, exitUsage, out, errs)
+			continue
+		}
+		if !strings.Contains(errs, c.want) {
+			t.Errorf("edactl %s: stderr does not say %q:\n%s", strings.Join(c.args, " "), c.want, errs)
+		}
+	}
+}
+
+// Unreachable servers exit with status 1 and name the server.
+func TestUnreachable(t *testing.T) {
+	t.Parallel()
+	_, errs, code := edactl(t, "outbox", "status", "-db", "postgres://postgres@127.0.0.1:1/test?connect_timeout=2")
+	if code != exitError || !strings.Contains(errs, "not reachable") {
+		t.Errorf("outbox status on a closed port: exit %d, stderr %q", code, errs)
+	}
+	_, errs, code = edactl(t, "dlq", "list", "-transport", "postgres", "-db", "postgres://postgres@127.0.0.1:1/test?connect_timeout=2")
+	if code != exitError || !strings.Contains(errs, "not reachable") {
+		t.Errorf("dlq list on a closed port: exit %d, stderr %q", code, errs)
+	}
+}

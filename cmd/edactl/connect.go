@@ -1,0 +1,106 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"strings"
+
+	awssdk "github.com/aws/aws-sdk-go-v2/aws"
+	awsconfig "github.com/aws/aws-sdk-go-v2/config"
+	"github.com/aws/aws-sdk-go-v2/credentials"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	edaaws "github.com/edaproject/eda/transport/aws"
+	"github.com/edaproject/eda/transport/postgres"
+)
+
+// awsFlags select the SNS/SQS account: the standard AWS chain
+// (environment, shared config, IAM role), or an emulator endpoint.
+type awsFlags struct {
+	endpoint, region, account string
+}
+
+func (a *awsFlags) register(fs *flag.FlagSet) {
+	fs.StringVar(&a.endpoint, "aws-endpoint", os.Getenv("EDA_AWS_ENDPOINT"), "SNS/SQS endpoint, e.g. the emulator's http://127.0.0.1:4566 (env EDA_AWS_ENDPOINT); empty: AWS")
+	fs.StringVar(&a.region, "region", "", "AWS region (default: the AWS chain's, us-east-1 with -aws-endpoint)")
+	fs.StringVar(&a.account, "account", os.Getenv("EDA_AWS_ACCOUNT_ID"), "AWS account id of the ARNs (env EDA_AWS_ACCOUNT_ID; default: ask STS)")
+}
+
+// transport returns an AWS transport; autoCreate lets it create queues
+// (tail's temporary queue).
+func (a *awsFlags) transport(ctx context.Context, autoCreate bool) (*edaaws.Transport, error) {
+	cfg, err := a.config(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return edaaws.New(edaaws.Config{AWS: cfg, Endpoint: a.endpoint, AccountID: a.account, AutoCreate: autoCreate})
+}
+
+// config loads the SDK configuration.
+func (a *awsFlags) config(ctx context.Context) (awssdk.Config, error) {
+	var opts []func(*awsconfig.LoadOptions) error
+	if a.region != "" {
+		opts = append(opts, awsconfig.WithRegion(a.region))
+	}
+	cfg, err := awsconfig.LoadDefaultConfig(ctx, opts...)
+	if err != nil {
+		return cfg, fmt.Errorf("load the AWS configuration: %w", err)
+	}
+	if a.endpoint != "" {
+		if cfg.Region == "" {
+			cfg.Region = "us-east-1"
+		}
+		if os.Getenv("AWS_ACCESS_KEY_ID") == "" { // emulators take any credentials
+			cfg.Credentials = credentials.NewStaticCredentialsProvider("test", "test", "")
+		}
+	}
+	if cfg.Region == "" {
+		return cfg, usagef("no AWS region: pass -region or set AWS_REGION")
+	}
+	return cfg, nil
+}
+
+// pgFlags select the Postgres transport's tables.
+type pgFlags struct {
+	dsn, schema string
+}
+
+func (p *pgFlags) register(fs *flag.FlagSet) {
+	fs.StringVar(&p.dsn, "db", os.Getenv("EDA_TRANSPORT_DB"), "Postgres transport: postgres:// URL (env EDA_TRANSPORT_DB)")
+	fs.StringVar(&p.schema, "schema", postgres.DefaultSchema, "Postgres transport: schema of its tables")
+}
+
+// pool connects to Postgres and checks the connection.
+func connectPostgres(ctx context.Context, dsn string) (*pgxpool.Pool, error) {
+	if !isPostgres(dsn) {
+		return nil, usagef("-db %q is not a postgres:// URL", dsn)
+	}
+	cfg, err := pgxpool.ParseConfig(dsn)
+	if err != nil {
+		return nil, usagef("-db: %v", err)
+	}
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("postgres: %w", err)
+	}
+	if err := pool.Ping(ctx); err != nil {
+		pool.Close()
+		return nil, fmt.Errorf("postgres at %s is not reachable: %w", redact(dsn), err)
+	}
+	return pool, nil
+}
+
+func isPostgres(dsn string) bool {
+	return strings.HasPrefix(dsn, "postgres://") || strings.HasPrefix(dsn, "postgresql://")
+}
+
+// redact hides the password of a URL.
+func redact(dsn string) string {
+	cfg, err := pgxpool.ParseConfig(dsn)
+	if err != nil || cfg.ConnConfig.Password == "" {
+		return dsn
+	}
+	return strings.Replace(dsn, ":"+cfg.ConnConfig.Password+"@", ":***@", 1)
+}

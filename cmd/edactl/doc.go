@@ -1,0 +1,63 @@
+// Command edactl is the operator's tool for systems built on eda: it applies
+// the SNS/SQS topology, prints least-privilege IAM policies, inspects and
+// repairs the outbox, looks into dead-letter and poison queues, moves their
+// messages back, and watches events arrive on a queue.
+//
+//	edactl topology plan  -f topology.json [-aws-endpoint URL]
+//	edactl topology apply -f topology.json
+//	edactl iam -f topology.json [-service name] -account 123456789012 -region eu-west-1
+//	edactl outbox status  -db postgres://... [-schema s -table t]   (or -db path/to/app.db for SQLite)
+//	edactl outbox failed | retry [seq...|-all] | discard [seq...|-all]
+//	edactl dlq list       -transport aws|postgres
+//	edactl dlq show  -queue inventory-dlq [-n 20]
+//	edactl dlq redrive -queue inventory-dlq [-id event-id] [-to queue]
+//	edactl tail -queue inventory [-topic t] [-n count]
+//
+// Every command prints a human-readable table, or JSON with -o json (tail
+// prints one JSON object per line). Bad input exits with status 2 and says
+// what is wrong; an unreachable server or a failed operation exits with 1.
+//
+// # Topology file
+//
+// topology plan|apply and iam read a JSON file (see
+// testdata/orders-topology.json, the examples/orders system):
+//
+//	{
+//	  "topics":   [{"name": "orders", "fifo": false}],
+//	  "queues":   [{"name": "inventory", "topics": ["orders"], "fifo": false,
+//	                "visibilityTimeout": "30s", "maxReceiveCount": 5,
+//	                "deadLetterQueue": "inventory-dlq",
+//	                "filterPolicies": {"orders": {"ce_type": ["orders.OrderCreated"]}}}],
+//	  "services": [{"name": "inventory", "publishes": ["inventory-events"],
+//	                "consumes": ["inventory"], "readDeadLetters": false}]
+//	}
+//
+// Unknown fields are errors. visibilityTimeout is a Go duration ("30s") or a
+// number of seconds; deadLetterQueue defaults to name + "-dlq" when
+// maxReceiveCount is set; filterPolicies map some of the queue's topics to
+// an SNS filter policy on the message attributes (the eda envelope: ce_type,
+// ce_source...). -prefix puts a prefix before every topic and queue name
+// (several environments in one account).
+//
+// # Dead letters
+//
+// A dead-letter queue is a queue another queue's redrive policy (SQS
+// maxReceiveCount; the Postgres transport's MaxReceiveCount) moves messages
+// to; a poison queue receives what the poison middleware
+// (middleware.Poison) routes, with the reason in the metadata. dlq list shows
+// both (and any queue whose name contains "poison" or ends in "-dlq"). dlq
+// show peeks without consuming: on SQS it receives with a visibility timeout
+// and makes the messages visible again at once; on Postgres it only reads the
+// transport's tables. dlq redrive sends each message back where it came from
+// (the dead-letter source queue, else the poison metadata's queue, else its
+// topic, or -to), without the poison metadata, and deletes it from the
+// dead-letter queue only once the send succeeded (on Postgres, all in one
+// transaction).
+//
+// # tail
+//
+// tail never takes messages from the queue it watches: it creates a
+// temporary queue subscribed to the same topics (with the same filter
+// policies on SNS), prints what arrives, and deletes the temporary queue
+// when it stops (Ctrl-C, -n messages, or -for elapsed).
+package main

@@ -1,0 +1,215 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"sort"
+	"strings"
+	"syscall"
+	"text/tabwriter"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
+}
+
+// Exit statuses of run.
+const (
+	exitOK    = 0
+	exitError = 1 // the operation failed: a server is unreachable, a record is missing...
+	exitUsage = 2 // bad command line or input file
+)
+
+// errUsage marks errors in what the user typed or gave as input; run exits
+// with exitUsage on them.
+var errUsage = errors.New("usage")
+
+func usagef(format string, args ...any) error {
+	return fmt.Errorf("%w: %s", errUsage, fmt.Sprintf(format, args...))
+}
+
+// command is one subcommand.
+type command struct {
+	name    string
+	summary string
+	run     func(ctx context.Context, c *cli, args []string) error
+}
+
+func commands() []command {
+	return []command{
+		{"topology", "plan|apply -f topology.json: show or make the SNS/SQS changes a topology file declares", runTopology},
+		{"iam", "-f topology.json [-service name]: print each service's least-privilege IAM policy", runIAM},
+		{"outbox", "status|failed|retry|discard -db DSN-or-path: the outbox backlog and its failed records", runOutbox},
+		{"dlq", "list|show|redrive -transport aws|postgres: dead-letter and poison queues", runDLQ},
+		{"tail", "-queue name: watch events arriving on a queue, without consuming them", runTail},
+		{"help", "[command]: this text, or a command's flags", nil},
+	}
+}
+
+// cli is what every command writes to.
+type cli struct {
+	stdout, stderr io.Writer
+	json           bool
+}
+
+// run runs edactl with args (without the program name) and returns the exit
+// status.
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	c := &cli{stdout: stdout, stderr: stderr}
+	if len(args) == 0 {
+		c.usage()
+		return exitUsage
+	}
+	name, rest := args[0], args[1:]
+	if name == "help" || name == "-h" || name == "-help" || name == "--help" {
+		if len(rest) > 0 && rest[0] != "help" {
+			return run(ctx, []string{rest[0], "-h"}, stdout, stderr)
+		}
+		c.usage()
+		return exitOK
+	}
+	for _, cmd := range commands() {
+		if cmd.name != name || cmd.run == nil {
+			continue
+		}
+		err := cmd.run(ctx, c, rest)
+		switch {
+		case err == nil:
+			return exitOK
+		case errors.Is(err, flag.ErrHelp):
+			return exitOK
+		case errors.Is(err, errUsage):
+			fmt.Fprintf(stderr, "edactl %s: %v\n(edactl help %s lists its flags)\n", name, err, name)
+			return exitUsage
+		default:
+			fmt.Fprintf(stderr, "edactl %s: %v\n", name, err)
+			return exitError
+		}
+	}
+	fmt.Fprintf(stderr, "edactl: unknown command %q\n", name)
+	c.usage()
+	return exitUsage
+}
+
+func (c *cli) usage() {
+	fmt.Fprintln(c.stderr, "edactl: operate systems built on eda.\n\nUsage: edactl <command> [subcommand] [flags]\n\nCommands:")
+	tw := tabwriter.NewWriter(c.stderr, 0, 4, 2, ' ', 0)
+	for _, cmd := range commands() {
+		fmt.Fprintf(tw, "  %s\t%s\n", cmd.name, cmd.summary)
+	}
+	tw.Flush()
+	fmt.Fprintln(c.stderr, "\nEvery command takes -o json for scripts. edactl help <command> lists a command's flags.")
+}
+
+// flagSet returns a flag set for a command that reports errors instead of
+// exiting, with the -o flag every command has.
+func (c *cli) flagSet(name, usage string) *flag.FlagSet {
+	fs := flag.NewFlagSet("edactl "+name, flag.ContinueOnError)
+	fs.SetOutput(c.stderr)
+	fs.Func("o", "output: table (default) or json", func(s string) error {
+		switch s {
+		case "table", "text", "":
+			c.json = false
+		case "json":
+			c.json = true
+		default:
+			return fmt.Errorf("want table or json, not %q", s)
+		}
+		return nil
+	})
+	fs.Usage = func() {
+		fmt.Fprintf(c.stderr, "Usage: edactl %s %s\n\nFlags:\n", name, usage)
+		fs.PrintDefaults()
+	}
+	return fs
+}
+
+// parse parses flags and positional arguments in any order (flag stops at
+// the first positional argument).
+func parse(fs *flag.FlagSet, args []string) ([]string, error) {
+	var pos []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			if errors.Is(err, flag.ErrHelp) {
+				return nil, err
+			}
+			return nil, usagef("%v", err)
+		}
+		args = fs.Args()
+		if len(args) == 0 {
+			return pos, nil
+		}
+		pos = append(pos, args[0])
+		args = args[1:]
+	}
+}
+
+// subcommand splits "plan -f x" into "plan" and its arguments.
+func subcommand(args []string, valid ...string) (string, []string, error) {
+	if len(args) == 0 || strings.HasPrefix(args[0], "-") {
+		if len(args) > 0 && (args[0] == "-h" || args[0] == "-help" || args[0] == "--help") {
+			return "", nil, usagef("want one of: %s", strings.Join(valid, ", "))
+		}
+		return "", nil, usagef("missing subcommand: want one of %s", strings.Join(valid, ", "))
+	}
+	for _, v := range valid {
+		if args[0] == v {
+			return v, args[1:], nil
+		}
+	}
+	return "", nil, usagef("unknown subcommand %q: want one of %s", args[0], strings.Join(valid, ", "))
+}
+
+// printJSON writes v as indented JSON.
+func (c *cli) printJSON(v any) error {
+	enc := json.NewEncoder(c.stdout)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+// table writes rows under a header, aligned.
+func (c *cli) table(header []string, rows [][]string) {
+	tw := tabwriter.NewWriter(c.stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, strings.Join(header, "\t"))
+	for _, r := range rows {
+		fmt.Fprintln(tw, strings.Join(r, "\t"))
+	}
+	tw.Flush()
+}
+
+// envOr returns the environment variable key, or def when it is empty.
+func envOr(key, def string) string {
+	if v := os.Getenv(key); v != "" {
+		return v
+	}
+	return def
+}
+
+// excerpt returns s on one line, cut to n runes.
+func excerpt(s string, n int) string {
+	s = strings.Join(strings.Fields(s), " ")
+	r := []rune(s)
+	if len(r) <= n {
+		return s
+	}
+	return string(r[:n-1]) + "…"
+}
+
+// sortedKeys returns the keys of m in order.
+func sortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}
