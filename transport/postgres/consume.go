@@ -3,6 +3,7 @@ package postgres
 import (
 	"cmp"
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"strconv"
@@ -22,7 +23,8 @@ const settleTimeout = 10 * time.Second
 // cancelled or the transport is closed. Messages the consumer received but
 // did not hand out are given back at once; a message in a handler at that
 // moment can still be acked or nacked until its visibility timeout, after
-// which it is delivered again.
+// which it is delivered again. The consumer reads the queue's settings
+// (FIFO, visibility timeout, dead-letter queue) when it starts.
 func (t *Transport) Subscribe(ctx context.Context, queue string) (<-chan *message.Message, error) {
 	if t.isClosed() {
 		return nil, transport.ErrClosed
@@ -30,7 +32,7 @@ func (t *Transport) Subscribe(ctx context.Context, queue string) (<-chan *messag
 	c := &consumer{t: t, name: queue, wake: make(chan struct{}, 1), out: make(chan *message.Message)}
 	var vt int64
 	err := t.pool.QueryRow(ctx, t.q.selectQueue, queue).Scan(&c.fifo, &vt, &c.maxReceive, &c.dlq)
-	if err == pgx.ErrNoRows {
+	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, fmt.Errorf("%w: postgres: %q (declare it first)", transport.ErrUnknownQueue, queue)
 	}
 	if err != nil {
