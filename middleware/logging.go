@@ -37,28 +37,32 @@ func Logging(logger *slog.Logger) message.HandlerMiddleware {
 			case rec.poisoned != "":
 				level, text = slog.LevelWarn, "eda: message poisoned"
 			}
-			if !logger.Enabled(ctx, level) {
-				return out, err
+			if logger.Enabled(ctx, level) {
+				logDelivery(ctx, logger, level, text, msg, rec, err, time.Since(start))
 			}
-			attrs := []slog.Attr{
-				slog.String("event_id", msg.Metadata.Get(eda.MetadataID)),
-				slog.String("event_type", msg.Metadata.Get(eda.MetadataType)),
-				slog.String("correlation_id", msg.Metadata.Get(eda.MetadataCorrelationID)),
-				slog.String("queue", message.SubscribeTopicFromCtx(ctx)),
-				slog.String("handler", message.HandlerNameFromCtx(ctx)),
-				slog.String("receive_count", msg.Metadata.Get(transport.MetadataReceiveCount)),
-				slog.Int("attempts", max(rec.attempts, 1)),
-				slog.Duration("duration", time.Since(start)),
-			}
-			if rec.poisoned != "" {
-				attrs = append(attrs, slog.String("poison_reason", rec.poisoned))
-			}
-			if err != nil {
-				attrs = append(attrs, slog.Any("error", err), slog.Bool("permanent", eda.IsPermanent(err)),
-					slog.Bool("shutdown", context.Cause(ctx) != nil))
-			}
-			logger.LogAttrs(ctx, level, text, attrs...)
 			return out, err
 		}
 	}
+}
+
+// logDelivery writes the record of one delivery.
+func logDelivery(ctx context.Context, logger *slog.Logger, level slog.Level, text string, msg *message.Message, rec *record, err error, took time.Duration) {
+	attrs := []slog.Attr{
+		slog.String("event_id", msg.Metadata.Get(eda.MetadataID)),
+		slog.String("event_type", msg.Metadata.Get(eda.MetadataType)),
+		slog.String("correlation_id", msg.Metadata.Get(eda.MetadataCorrelationID)),
+		slog.String("queue", message.SubscribeTopicFromCtx(ctx)),
+		slog.String("handler", message.HandlerNameFromCtx(ctx)),
+		slog.String("receive_count", msg.Metadata.Get(transport.MetadataReceiveCount)),
+		slog.Int("attempts", max(rec.attempts, 1)),
+		slog.Duration("duration", took),
+	}
+	if rec.poisoned != "" {
+		attrs = append(attrs, slog.String("poison_reason", rec.poisoned))
+	}
+	if err != nil {
+		attrs = append(attrs, slog.Any("error", err), slog.Bool("permanent", eda.IsPermanent(err)),
+			slog.Bool("shutdown", context.Cause(ctx) != nil))
+	}
+	logger.LogAttrs(ctx, level, text, attrs...)
 }

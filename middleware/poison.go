@@ -1,6 +1,7 @@
 package middleware
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -189,37 +190,47 @@ func Poison(cfg PoisonConfig) (message.HandlerMiddleware, error) {
 			default:
 				return out, err
 			}
-			pm := message.NewMessage(msg.UUID, msg.Payload)
-			pm.Metadata = maps.Clone(msg.Metadata)
-			delete(pm.Metadata, transport.MetadataReceiveCount)
-			md := pm.Metadata
-			md[MetadataPoisonReason] = string(reason)
-			md[MetadataPoisonError] = truncate(err.Error(), cfg.MaxErrorLen)
-			md[MetadataPoisonAttempts] = strconv.Itoa(rec.attempts)
-			if counted {
-				md[MetadataPoisonDeliveries] = strconv.Itoa(deliveries)
+			if perr := poison(ctx, &cfg, logger, msg, rec, err, reason, deliveries, counted); perr != nil {
+				return out, errors.Join(err, perr)
 			}
-			md[MetadataPoisonHandler] = message.HandlerNameFromCtx(ctx)
-			md[MetadataPoisonQueue] = message.SubscribeTopicFromCtx(ctx)
-			md[MetadataPoisonTopic] = msg.Metadata.Get(MetadataTopic)
-			md[MetadataPoisonFirstFailure] = rec.firstFailure.UTC().Format(time.RFC3339Nano)
-			md[MetadataPoisonLastFailure] = rec.lastFailure.UTC().Format(time.RFC3339Nano)
-			pm.SetContext(ctx)
-			if perr := cfg.Publisher.Publish(cfg.Topic, pm); perr != nil {
-				return out, errors.Join(err, fmt.Errorf("%w %q: %w", ErrPoisonPublish, cfg.Topic, perr))
-			}
-			rec.poisoned = string(reason)
-			logger.LogAttrs(ctx, slog.LevelError, "eda: message poisoned",
-				slog.String("event_id", msg.Metadata.Get(eda.MetadataID)),
-				slog.String("event_type", msg.Metadata.Get(eda.MetadataType)),
-				slog.String("handler", md[MetadataPoisonHandler]),
-				slog.String("reason", string(reason)),
-				slog.Int("attempts", rec.attempts),
-				slog.String("poison_topic", cfg.Topic),
-				slog.Any("error", err))
 			return out, nil
 		}
 	}, nil
+}
+
+// poison publishes a copy of msg, with why it failed, to the poison topic,
+// and records and logs that it did. It is apart from the middleware so the
+// success path carries none of this on its stack.
+func poison(ctx context.Context, cfg *PoisonConfig, logger *slog.Logger, msg *message.Message, rec *record, err error, reason Reason, deliveries int, counted bool) error {
+	pm := message.NewMessage(msg.UUID, msg.Payload)
+	pm.Metadata = maps.Clone(msg.Metadata)
+	delete(pm.Metadata, transport.MetadataReceiveCount)
+	md := pm.Metadata
+	md[MetadataPoisonReason] = string(reason)
+	md[MetadataPoisonError] = truncate(err.Error(), cfg.MaxErrorLen)
+	md[MetadataPoisonAttempts] = strconv.Itoa(rec.attempts)
+	if counted {
+		md[MetadataPoisonDeliveries] = strconv.Itoa(deliveries)
+	}
+	md[MetadataPoisonHandler] = message.HandlerNameFromCtx(ctx)
+	md[MetadataPoisonQueue] = message.SubscribeTopicFromCtx(ctx)
+	md[MetadataPoisonTopic] = msg.Metadata.Get(MetadataTopic)
+	md[MetadataPoisonFirstFailure] = rec.firstFailure.UTC().Format(time.RFC3339Nano)
+	md[MetadataPoisonLastFailure] = rec.lastFailure.UTC().Format(time.RFC3339Nano)
+	pm.SetContext(ctx)
+	if perr := cfg.Publisher.Publish(cfg.Topic, pm); perr != nil {
+		return fmt.Errorf("%w %q: %w", ErrPoisonPublish, cfg.Topic, perr)
+	}
+	rec.poisoned = string(reason)
+	logger.LogAttrs(ctx, slog.LevelError, "eda: message poisoned",
+		slog.String("event_id", msg.Metadata.Get(eda.MetadataID)),
+		slog.String("event_type", msg.Metadata.Get(eda.MetadataType)),
+		slog.String("handler", md[MetadataPoisonHandler]),
+		slog.String("reason", string(reason)),
+		slog.Int("attempts", rec.attempts),
+		slog.String("poison_topic", cfg.Topic),
+		slog.Any("error", err))
+	return nil
 }
 
 // isDeferred reports whether err says the message must wait rather than

@@ -1,6 +1,7 @@
 package middleware
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -136,62 +137,68 @@ func Retry(cfg RetryConfig) (message.HandlerMiddleware, error) {
 			if eda.IsPermanent(err) || cfg.MaxAttempts == 1 {
 				return out, err
 			}
-			exp := &backoff.ExponentialBackOff{
-				InitialInterval:     cfg.InitialInterval,
-				RandomizationFactor: cfg.Jitter,
-				Multiplier:          cfg.Multiplier,
-				MaxInterval:         cfg.MaxInterval,
-			}
-			lastErr := err
-			first := true
-			op := func() ([]*message.Message, error) {
-				if first { // the call made above
-					first = false
-					return out, lastErr
-				}
-				msg.SetContext(ctx)
-				rec.attempts++
-				out, err := h(msg)
-				if err == nil {
-					return out, nil
-				}
-				rec.failed(time.Now(), err)
-				lastErr = err
-				if eda.IsPermanent(err) {
-					return out, backoff.Permanent(err)
-				}
-				return out, err
-			}
-			notify := func(err error, wait time.Duration) {
-				rec.retries++
-				cfg.Logger.LogAttrs(ctx, slog.LevelWarn, "eda: handler failed, retrying",
-					slog.String("event_id", msg.Metadata.Get(eda.MetadataID)),
-					slog.String("event_type", msg.Metadata.Get(eda.MetadataType)),
-					slog.String("handler", message.HandlerNameFromCtx(ctx)),
-					slog.Int("attempt", rec.attempts),
-					slog.Duration("wait", wait),
-					slog.Any("error", err))
-			}
-			out, err = backoff.Retry(ctx, op,
-				backoff.WithBackOff(exp),
-				backoff.WithMaxTries(uint(cfg.MaxAttempts)),
-				backoff.WithMaxElapsedTime(cfg.MaxElapsed),
-				backoff.WithNotify(notify))
-			msg.SetContext(ctx)
-			if err == nil {
-				return out, nil
-			}
-			if perm, ok := errors.AsType[*backoff.PermanentError](err); ok {
-				err = perm.Unwrap()
-			}
-			if lastErr != nil && !errors.Is(err, lastErr) {
-				// Stopped by the context while waiting: report the handler's
-				// error too, not only context.Canceled.
-				err = errors.Join(lastErr, err)
-			}
-			return out, err
+			return cfg.retry(ctx, h, msg, rec, out, err)
 		}
 	}, nil
+}
+
+// retry makes the calls after the first failed one (a separate function, so
+// the success path carries none of its state on the stack).
+func (cfg *RetryConfig) retry(ctx context.Context, h message.HandlerFunc, msg *message.Message, rec *record, out []*message.Message, err error) ([]*message.Message, error) {
+	exp := &backoff.ExponentialBackOff{
+		InitialInterval:     cfg.InitialInterval,
+		RandomizationFactor: cfg.Jitter,
+		Multiplier:          cfg.Multiplier,
+		MaxInterval:         cfg.MaxInterval,
+	}
+	lastErr := err
+	first := true
+	op := func() ([]*message.Message, error) {
+		if first { // the call made above
+			first = false
+			return out, lastErr
+		}
+		msg.SetContext(ctx)
+		rec.attempts++
+		out, err := h(msg)
+		if err == nil {
+			return out, nil
+		}
+		rec.failed(time.Now(), err)
+		lastErr = err
+		if eda.IsPermanent(err) {
+			return out, backoff.Permanent(err)
+		}
+		return out, err
+	}
+	notify := func(err error, wait time.Duration) {
+		rec.retries++
+		cfg.Logger.LogAttrs(ctx, slog.LevelWarn, "eda: handler failed, retrying",
+			slog.String("event_id", msg.Metadata.Get(eda.MetadataID)),
+			slog.String("event_type", msg.Metadata.Get(eda.MetadataType)),
+			slog.String("handler", message.HandlerNameFromCtx(ctx)),
+			slog.Int("attempt", rec.attempts),
+			slog.Duration("wait", wait),
+			slog.Any("error", err))
+	}
+	out, err = backoff.Retry(ctx, op,
+		backoff.WithBackOff(exp),
+		backoff.WithMaxTries(uint(cfg.MaxAttempts)),
+		backoff.WithMaxElapsedTime(cfg.MaxElapsed),
+		backoff.WithNotify(notify))
+	msg.SetContext(ctx)
+	if err == nil {
+		return out, nil
+	}
+	if perm, ok := errors.AsType[*backoff.PermanentError](err); ok {
+		err = perm.Unwrap()
+	}
+	if lastErr != nil && !errors.Is(err, lastErr) {
+		// Stopped by the context while waiting: report the handler's
+		// error too, not only context.Canceled.
+		err = errors.Join(lastErr, err)
+	}
+	return out, err
 }
 
 // orDiscard returns l, or a logger that discards when l is nil.

@@ -92,15 +92,7 @@ func Tracing(cfg TracingConfig) (message.HandlerMiddleware, error) {
 			ctx := cfg.Propagator.Extract(parent, MetadataCarrier(msg.Metadata))
 			ctx, span := tracer.Start(ctx, "process "+queue, trace.WithSpanKind(trace.SpanKindConsumer))
 			if span.IsRecording() { // unsampled spans cost no attributes
-				span.SetAttributes(
-					attribute.String("messaging.system", "eda"),
-					attribute.String("messaging.operation.type", "process"),
-					attribute.String("messaging.destination.name", queue),
-					attribute.String("messaging.message.id", msg.Metadata.Get(eda.MetadataID)),
-					attribute.String("eda.event_type", msg.Metadata.Get(eda.MetadataType)),
-					attribute.String("eda.handler", message.HandlerNameFromCtx(parent)),
-					attribute.String("eda.receive_count", msg.Metadata.Get(transport.MetadataReceiveCount)),
-				)
+				setProcessAttributes(span, msg, queue, message.HandlerNameFromCtx(parent))
 			}
 			defer span.End()
 			msg.SetContext(ctx)
@@ -120,6 +112,18 @@ func Tracing(cfg TracingConfig) (message.HandlerMiddleware, error) {
 			return out, err
 		}
 	}, nil
+}
+
+func setProcessAttributes(span trace.Span, msg *message.Message, queue, handler string) {
+	span.SetAttributes(
+		attribute.String("messaging.system", "eda"),
+		attribute.String("messaging.operation.type", "process"),
+		attribute.String("messaging.destination.name", queue),
+		attribute.String("messaging.message.id", msg.Metadata.Get(eda.MetadataID)),
+		attribute.String("eda.event_type", msg.Metadata.Get(eda.MetadataType)),
+		attribute.String("eda.handler", handler),
+		attribute.String("eda.receive_count", msg.Metadata.Get(transport.MetadataReceiveCount)),
+	)
 }
 
 // NewPublisher returns a publisher that, for each message, starts a producer
