@@ -1,6 +1,7 @@
 package middleware
 
 import (
+	"context"
 	"fmt"
 	"strings"
 
@@ -128,7 +129,9 @@ func setProcessAttributes(span trace.Span, msg *message.Message, queue, handler 
 
 // NewPublisher returns a publisher that, for each message, starts a producer
 // span ("send <topic>") as a child of the span in the message's context
-// (eda.App.Publish sets it to the context it is given), writes that span's
+// (eda.App.Publish sets it to the context it is given) or, when that has
+// none, of the trace context already in the metadata (an outbox relay
+// publishing an event stored by NewEncoder's encoder), writes that span's
 // trace context into the metadata, records the topic in MetadataTopic and
 // publishes through pub. Without a TracerProvider it starts no span but
 // still passes on the trace context found in the message's context. Use it
@@ -156,7 +159,13 @@ var _ message.Publisher = (*tracingPublisher)(nil)
 func (p *tracingPublisher) Publish(topic string, msgs ...*message.Message) error {
 	spans := make([]trace.Span, len(msgs))
 	for i, msg := range msgs {
-		ctx, span := p.tracer.Start(msg.Context(), "send "+topic,
+		ctx := msg.Context()
+		if !trace.SpanContextFromContext(ctx).IsValid() {
+			// No span in the context (an outbox relay publishing a stored
+			// event): continue the trace stored with the message.
+			ctx = p.prop.Extract(ctx, MetadataCarrier(msg.Metadata))
+		}
+		ctx, span := p.tracer.Start(ctx, "send "+topic,
 			trace.WithSpanKind(trace.SpanKindProducer),
 			trace.WithAttributes(
 				attribute.String("messaging.system", "eda"),
@@ -185,3 +194,53 @@ func (p *tracingPublisher) Publish(topic string, msgs ...*message.Message) error
 
 // Close closes the wrapped publisher.
 func (p *tracingPublisher) Close() error { return p.pub.Close() }
+
+// Encoder builds the message of an event, as eda.App.NewMessage does; it is
+// outbox.Encoder, which outbox stores call when writing events.
+type Encoder interface {
+	NewMessage(ctx context.Context, e eda.Event) (topic string, msg *message.Message, err error)
+}
+
+// NewEncoder returns an encoder that, for each event enc encodes, records a
+// producer span ("create <topic>", a child of the span in ctx) and writes its
+// trace context and MetadataTopic into the metadata. Pass it where an outbox
+// store takes the app as its encoder: the trace context is stored with the
+// event, the relay's publisher (NewPublisher) continues it, and one trace
+// runs request → create (outbox write) → send (relay) → process (handler).
+func NewEncoder(enc Encoder, cfg TracingConfig) (Encoder, error) {
+	if enc == nil {
+		return nil, fmt.Errorf("%w: encoder: nil encoder", ErrInvalidConfig)
+	}
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	cfg.setDefaults()
+	return &tracingEncoder{enc: enc, prop: cfg.Propagator, tracer: cfg.TracerProvider.Tracer(TracerName)}, nil
+}
+
+type tracingEncoder struct {
+	enc    Encoder
+	prop   propagation.TextMapPropagator
+	tracer trace.Tracer
+}
+
+func (e *tracingEncoder) NewMessage(ctx context.Context, ev eda.Event) (string, *message.Message, error) {
+	topic, msg, err := e.enc.NewMessage(ctx, ev)
+	if err != nil {
+		return topic, msg, err
+	}
+	sctx, span := e.tracer.Start(ctx, "create "+topic, trace.WithSpanKind(trace.SpanKindProducer))
+	if span.IsRecording() {
+		span.SetAttributes(
+			attribute.String("messaging.system", "eda"),
+			attribute.String("messaging.operation.type", "create"),
+			attribute.String("messaging.destination.name", topic),
+			attribute.String("messaging.message.id", msg.Metadata.Get(eda.MetadataID)),
+			attribute.String("eda.event_type", msg.Metadata.Get(eda.MetadataType)),
+		)
+	}
+	e.prop.Inject(sctx, MetadataCarrier(msg.Metadata))
+	msg.Metadata[MetadataTopic] = topic
+	span.End()
+	return topic, msg, nil
+}
