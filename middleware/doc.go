@@ -49,9 +49,11 @@
 // the handling duration, with a Registerer you pass (nothing global).
 // Tracing starts a consumer span per delivery whose parent is the W3C trace
 // context in the message metadata ("ce_traceparent", the CloudEvents
-// distributed-tracing extension); NewPublisher, used as eda.Config.Publisher
-// or around an outbox publisher, writes it on publish, so one trace runs
-// publish → outbox → broker → handler → the events it publishes.
+// distributed-tracing extension). NewPublisher, used as eda.Config.Publisher
+// and as the outbox relay's publisher, writes it on publish; NewEncoder,
+// given to an outbox store in place of the app, writes it when the event is
+// stored. So one trace runs request → outbox write → relay → broker →
+// handler → the events it publishes (TestTracingThroughTheOutbox).
 //
 // Correlation and causation ids need no middleware: eda.App.Publish sets
 // them from the handler's context, which every middleware here keeps
