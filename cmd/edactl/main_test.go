@@ -200,10 +200,10 @@ func (Reserve) EventName() string { return "test.Reserve" }
 // scenario is a service whose handler fails permanently while failing is
 // set, so the poison middleware moves its messages to the poison queue.
 type scenario struct {
-	app                                   *eda.App
+	app                                    *eda.App
 	topic, queue, poisonTopic, poisonQueue string
-	failing                               atomic.Bool
-	handled                               chan string // event ids handled successfully
+	failing                                atomic.Bool
+	handled                                chan string // event ids handled successfully
 }
 
 func startScenario(t *testing.T, tr transport.Transport, prefix string) *scenario {

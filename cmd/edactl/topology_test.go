@@ -1,0 +1,152 @@
+package main
+
+import (
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	edaaws "github.com/edaproject/eda/transport/aws"
+)
+
+type planJSON struct {
+	Applied bool `json:"applied"`
+	Changes []struct {
+		Action   string `json:"action"`
+		Resource string `json:"resource"`
+		Detail   string `json:"detail"`
+	} `json:"changes"`
+}
+
+// The shipped orders topology: plan shows the creates, apply makes them,
+// plan then shows nothing.
+func TestTopologyPlanApplyPlan(t *testing.T) {
+	t.Parallel()
+	ep := requireEmulator(t)
+	prefix := uniq("tp") + "-"
+	args := func(sub string, extra ...string) []string {
+		return append([]string{"topology", sub, "-f", "testdata/orders-topology.json", "-prefix", prefix, "-aws-endpoint", ep}, extra...)
+	}
+	out := mustRun(t, args("plan")...)
+	for _, want := range []string{
+		"create-topic  " + prefix + "orders ",
+		"create-queue  " + prefix + "inventory-dlq",
+		"subscribe     " + prefix + "orders -> " + prefix + "notification",
+		`"maxReceiveCount":5`,
+		"14 change(s)",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("plan does not show %q:\n%s", want, out)
+		}
+	}
+	var applied planJSON
+	if err := json.Unmarshal([]byte(mustRun(t, args("apply", "-o", "json")...)), &applied); err != nil {
+		t.Fatal(err)
+	}
+	if !applied.Applied || len(applied.Changes) != 14 {
+		t.Fatalf("apply: applied %v, %d changes, want 14", applied.Applied, len(applied.Changes))
+	}
+	if out := mustRun(t, args("plan")...); !strings.Contains(out, "no changes") {
+		t.Errorf("plan after apply:\n%s", out)
+	}
+	var again planJSON
+	if err := json.Unmarshal([]byte(mustRun(t, args("plan", "-o", "json")...)), &again); err != nil {
+		t.Fatal(err)
+	}
+	if again.Applied || len(again.Changes) != 0 {
+		t.Errorf("plan -o json after apply: %+v", again)
+	}
+}
+
+// A filter policy is applied, and a change to it shows in the plan.
+func TestTopologyFilterPolicy(t *testing.T) {
+	t.Parallel()
+	ep := requireEmulator(t)
+	prefix := uniq("tf") + "-"
+	write := func(policy string) string {
+		f := filepath.Join(t.TempDir(), "topology.json")
+		body := `{"queues": [{"name": "billing", "topics": ["orders"], "visibilityTimeout": 10,
+			"filterPolicies": {"orders": ` + policy + `}}]}`
+		if err := os.WriteFile(f, []byte(body), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return f
+	}
+	first := write(`{"ce_type": ["orders.OrderCreated"]}`)
+	out := mustRun(t, "topology", "apply", "-f", first, "-prefix", prefix, "-aws-endpoint", ep)
+	if !strings.Contains(out, `FilterPolicy={"ce_type":["orders.OrderCreated"]}`) || !strings.Contains(out, "VisibilityTimeout=10") {
+		t.Errorf("apply does not set the filter policy and visibility:\n%s", out)
+	}
+	// As a string holding JSON, the same policy: nothing to do.
+	same := write(`"{\"ce_type\": [\"orders.OrderCreated\"]}"`)
+	if out := mustRun(t, "topology", "plan", "-f", same, "-prefix", prefix, "-aws-endpoint", ep); !strings.Contains(out, "no changes") {
+		t.Errorf("same policy as a string:\n%s", out)
+	}
+	changed := write(`{"ce_type": ["orders.OrderCancelled"]}`)
+	out = mustRun(t, "topology", "plan", "-f", changed, "-prefix", prefix, "-aws-endpoint", ep)
+	if !strings.Contains(out, "update-subscription") || !strings.Contains(out, "OrderCancelled") {
+		t.Errorf("changed policy:\n%s", out)
+	}
+}
+
+// iam prints one least-privilege policy per service of the file.
+func TestIAM(t *testing.T) {
+	t.Parallel()
+	out := mustRun(t, "iam", "-f", "testdata/orders-topology.json", "-account", "123456789012", "-region", "eu-west-1")
+	for _, want := range []string{
+		"# service orders", "# service inventory", "# service notification", "# service operator",
+		`"arn:aws:sns:eu-west-1:123456789012:orders"`,
+		`"arn:aws:sqs:eu-west-1:123456789012:order-status"`,
+		`"sqs:ReceiveMessage"`, `"sns:Publish"`,
+		`"arn:aws:sqs:eu-west-1:123456789012:inventory-dlq"`, // the operator reads dead letters
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("iam output lacks %q", want)
+		}
+	}
+	for _, bad := range []string{"sqs:CreateQueue", "sns:Subscribe", "SetQueueAttributes", `"*"`} {
+		if strings.Contains(out, bad) {
+			t.Errorf("iam output grants %s:\n%s", bad, out)
+		}
+	}
+
+	var policies []struct {
+		Service string                `json:"service"`
+		Policy  edaaws.PolicyDocument `json:"policy"`
+	}
+	js := mustRun(t, "iam", "-f", "testdata/orders-topology.json", "-account", "123456789012", "-region", "eu-west-1",
+		"-service", "inventory", "-prefix", "prod-", "-o", "json")
+	if err := json.Unmarshal([]byte(js), &policies); err != nil {
+		t.Fatalf("%v:\n%s", err, js)
+	}
+	if len(policies) != 1 || policies[0].Service != "inventory" {
+		t.Fatalf("-service inventory: %+v", policies)
+	}
+	want := map[string][]string{
+		"PublishToTopics": {"arn:aws:sns:eu-west-1:123456789012:prod-inventory-events", "arn:aws:sns:eu-west-1:123456789012:prod-orders-poison"},
+		"ConsumeQueues":   {"arn:aws:sqs:eu-west-1:123456789012:prod-inventory"},
+	}
+	got := map[string][]string{}
+	for _, st := range policies[0].Policy.Statement {
+		got[st.Sid] = st.Resource
+	}
+	for sid, res := range want {
+		if strings.Join(got[sid], " ") != strings.Join(res, " ") {
+			t.Errorf("%s resources %v, want %v", sid, got[sid], res)
+		}
+	}
+	if len(got) != len(want) {
+		t.Errorf("statements %v, want %v", got, want)
+	}
+}
+
+// Without -account, iam asks STS (here the emulator's).
+func TestIAMAccountFromSTS(t *testing.T) {
+	t.Parallel()
+	ep := requireEmulator(t)
+	out := mustRun(t, "iam", "-f", "testdata/orders-topology.json", "-service", "notification", "-aws-endpoint", ep)
+	if !strings.Contains(out, "arn:aws:sqs:us-east-1:000000000000:notification") {
+		t.Errorf("iam with the account from STS:\n%s", out)
+	}
+}
