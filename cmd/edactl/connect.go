@@ -10,6 +10,7 @@ import (
 	awssdk "github.com/aws/aws-sdk-go-v2/aws"
 	awsconfig "github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/credentials"
+	"github.com/aws/smithy-go/logging"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	edaaws "github.com/edaproject/eda/transport/aws"
@@ -56,6 +57,9 @@ func (a *awsFlags) config(ctx context.Context) (awssdk.Config, error) {
 			cfg.Credentials = credentials.NewStaticCredentialsProvider("test", "test", "")
 		}
 	}
+	// The SDK warns on stderr about connections closed mid long-poll, which
+	// is how tail and dlq stop: keep the operator's terminal clean.
+	cfg.Logger = logging.Nop{}
 	if cfg.Region == "" {
 		return cfg, usagef("no AWS region: pass -region or set AWS_REGION")
 	}
