@@ -294,8 +294,7 @@ func (a *awsDLQ) peek(ctx context.Context, queue string, limit int) ([]deadMessa
 	return out, errors.Join(errs...)
 }
 
-func (a *awsDLQ) redrive(ctx context.Context, queue string, o redriveOptions) (redriveResult, error) {
-	var res redriveResult
+func (a *awsDLQ) redrive(ctx context.Context, queue string, o redriveOptions) (res redriveResult, err error) {
 	url, err := a.queueURL(ctx, queue)
 	if err != nil {
 		return res, err

@@ -141,24 +141,40 @@ func TestDLQAWS(t *testing.T) {
 func TestDLQRedriveMaxReceivePostgres(t *testing.T) {
 	t.Parallel()
 	tr, _, schema := pgTransport(t)
-	maxReceiveRedrive(t, tr, "", []string{"-transport", "postgres", "-db", testDSN(), "-schema", schema})
+	maxReceiveRedrive(t, tr, "", false, []string{"-transport", "postgres", "-db", testDSN(), "-schema", schema})
+}
+
+func TestDLQRedriveMaxReceiveFIFOPostgres(t *testing.T) {
+	t.Parallel()
+	tr, _, schema := pgTransport(t)
+	maxReceiveRedrive(t, tr, "", true, []string{"-transport", "postgres", "-db", testDSN(), "-schema", schema})
+}
+
+// On a FIFO queue the redriven copy keeps its group and gets a fresh
+// deduplication id: the original's is still within SQS's 5-minute window.
+func TestDLQRedriveMaxReceiveFIFOAWS(t *testing.T) {
+	t.Parallel()
+	maxReceiveRedrive(t, awsTransport(t), uniq("f")+"-", true, []string{"-transport", "aws", "-aws-endpoint", endpoint()})
 }
 
 func TestDLQRedriveMaxReceiveAWS(t *testing.T) {
 	t.Parallel()
-	maxReceiveRedrive(t, awsTransport(t), uniq("m")+"-", []string{"-transport", "aws", "-aws-endpoint", endpoint()})
+	maxReceiveRedrive(t, awsTransport(t), uniq("m")+"-", false, []string{"-transport", "aws", "-aws-endpoint", endpoint()})
 }
 
-func maxReceiveRedrive(t *testing.T, tr transport.Transport, prefix string, conn []string) {
+func maxReceiveRedrive(t *testing.T, tr transport.Transport, prefix string, fifo bool, conn []string) {
 	ctx := testContext(t)
 	billing, dlq := prefix+"billing", prefix+"billing-dlq"
-	q := transport.Queue{Name: billing, Topics: []string{prefix + "invoices"}, MaxReceiveCount: 1, VisibilityTimeout: time.Minute}
+	q := transport.Queue{Name: billing, Topics: []string{prefix + "invoices"}, MaxReceiveCount: 1, VisibilityTimeout: time.Minute, FIFO: fifo}
 	if err := tr.Declare(ctx, q); err != nil {
 		t.Fatal(err)
 	}
 	msg := message.NewMessage("ev-1", []byte(`{"invoice":1}`))
 	msg.Metadata.Set(eda.MetadataID, "ev-1")
 	msg.Metadata.Set(eda.MetadataType, "billing.Invoice")
+	if fifo {
+		msg.Metadata.Set(transport.MetadataGroupID, "customer-7")
+	}
 	if err := tr.Publish(prefix+"invoices", msg); err != nil {
 		t.Fatal(err)
 	}
@@ -204,7 +220,8 @@ func maxReceiveRedrive(t *testing.T, tr transport.Transport, prefix string, conn
 	select {
 	case got := <-ch:
 		got.Ack()
-		if got.UUID != "ev-1" || got.Metadata.Get(transport.MetadataReceiveCount) != "1" || got.Metadata.Get(transport.MetadataDeadLetterSource) != "" {
+		if got.UUID != "ev-1" || got.Metadata.Get(transport.MetadataReceiveCount) != "1" || got.Metadata.Get(transport.MetadataDeadLetterSource) != "" ||
+			(fifo && got.Metadata.Get(transport.MetadataGroupID) != "customer-7") {
 			t.Errorf("redriven message: %s %v", got.UUID, got.Metadata)
 		}
 	case <-time.After(20 * time.Second):

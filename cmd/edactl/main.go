@@ -13,6 +13,8 @@ import (
 	"strings"
 	"syscall"
 	"text/tabwriter"
+
+	smithyhttp "github.com/aws/smithy-go/transport/http"
 )
 
 func main() {
@@ -41,17 +43,38 @@ func usagef(format string, args ...any) error {
 type command struct {
 	name    string
 	summary string
+	help    string // edactl help <name>
 	run     func(ctx context.Context, c *cli, args []string) error
 }
 
 func commands() []command {
 	return []command{
-		{"topology", "plan|apply -f topology.json: show or make the SNS/SQS changes a topology file declares", runTopology},
-		{"iam", "-f topology.json [-service name]: print each service's least-privilege IAM policy", runIAM},
-		{"outbox", "status|failed|retry|discard -db DSN-or-path: the outbox backlog and its failed records", runOutbox},
-		{"dlq", "list|show|redrive -transport aws|postgres: dead-letter and poison queues", runDLQ},
-		{"tail", "-queue name: watch events arriving on a queue, without consuming them", runTail},
-		{"help", "[command]: this text, or a command's flags", nil},
+		{"topology", "plan|apply -f topology.json: show or make the SNS/SQS changes a topology file declares", `
+  edactl topology plan  -f topology.json [-prefix p] [-aws-endpoint URL]   what apply would change
+  edactl topology apply -f topology.json [-prefix p] [-aws-endpoint URL]   create or update topics, queues,
+                                                                           DLQs, subscriptions, queue policies
+Both are idempotent; apply deletes nothing. AWS comes from the standard chain (AWS_PROFILE, AWS_REGION...)
+or -aws-endpoint (an emulator). edactl topology plan -h lists the flags.`, runTopology},
+		{"iam", "-f topology.json [-service name]: print each service's least-privilege IAM policy", `
+  edactl iam -f topology.json [-service name] [-account id] [-region r] [-prefix p]
+Prints, per service of the file's "services" section, the IAM policy it needs: publish to its topics,
+consume its queues (and their DLQs with readDeadLetters). Without -account, STS is asked.`, runIAM},
+		{"outbox", "status|failed|retry|discard -db DSN-or-path: the outbox backlog and its failed records", `
+  edactl outbox status  -db DB [-schema s] [-table t]   pending records, oldest pending age, failed count
+  edactl outbox failed  -db DB [-n 100]                 failed records with their reasons
+  edactl outbox retry   -db DB seq... | -all            failed records back to pending: the relay publishes them
+  edactl outbox discard -db DB seq... | -all            failed records given up: never published
+DB is a postgres:// URL (pgxstore; -schema, default public) or a SQLite file (sqlitestore).`, runOutbox},
+		{"dlq", "list|show|redrive -transport aws|postgres: dead-letter and poison queues", `
+  edactl dlq list    -transport T [-prefix p]                dead-letter and poison queues with their depth
+  edactl dlq show    -transport T -queue Q [-n 20]           peek at messages and why they failed (consumes nothing)
+  edactl dlq redrive -transport T -queue Q [id...] [-to q]   send messages back to their source, then delete them
+T is aws (-aws-endpoint, -region) or postgres (-db postgres://..., -schema of the transport's tables).`, runDLQ},
+		{"tail", "-queue name: watch events arriving on a queue, without consuming them", `
+  edactl tail -transport T -queue Q [-topic t]... [-n count] [-for 1m] [-o json]
+Subscribes a temporary queue to Q's topics (and filter policies), prints each event (time, type, id,
+correlation, payload), and deletes the temporary queue when it stops.`, runTail},
+		{"help", "[command]: this text, or a command's usage", "", nil},
 	}
 }
 
@@ -71,8 +94,16 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	name, rest := args[0], args[1:]
 	if name == "help" || name == "-h" || name == "-help" || name == "--help" {
-		if len(rest) > 0 && rest[0] != "help" {
-			return run(ctx, []string{rest[0], "-h"}, stdout, stderr)
+		if len(rest) > 0 {
+			for _, cmd := range commands() {
+				if cmd.name == rest[0] && cmd.help != "" {
+					fmt.Fprintf(stdout, "edactl %s: %s\n%s\n", cmd.name, cmd.summary, cmd.help)
+					return exitOK
+				}
+			}
+			fmt.Fprintf(stderr, "edactl help: unknown command %q\n", rest[0])
+			c.usage()
+			return exitUsage
 		}
 		c.usage()
 		return exitOK
@@ -91,7 +122,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 			fmt.Fprintf(stderr, "edactl %s: %v\n(edactl help %s lists its flags)\n", name, err, name)
 			return exitUsage
 		default:
-			fmt.Fprintf(stderr, "edactl %s: %v\n", name, err)
+			var send *smithyhttp.RequestSendError
+			if errors.As(err, &send) {
+				fmt.Fprintf(stderr, "edactl %s: SNS/SQS is not reachable (check -aws-endpoint, or start the emulator: scripts/emulator.sh up): %v\n", name, err)
+			} else {
+				fmt.Fprintf(stderr, "edactl %s: %v\n", name, err)
+			}
 			return exitError
 		}
 	}
