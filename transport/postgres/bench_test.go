@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"testing"
 
 	wsql "github.com/ThreeDotsLabs/watermill-sql/v4/pkg/sql"
@@ -75,27 +76,52 @@ func benchWatermill(b *testing.B) (*wsql.Publisher, *wsql.Subscriber, string) {
 	return pub, sub, topic
 }
 
+// BenchmarkPublish publishes one message per call (an op is a message) or
+// 100 per call (an op is still a message), with 1 or 8 publishers.
 func BenchmarkPublish(b *testing.B) {
-	for _, notify := range []bool{true, false} {
-		b.Run(fmt.Sprintf("eda/notify=%t", notify), func(b *testing.B) {
-			tr, topic := benchEDA(b, postgres.Config{DisableNotify: !notify})
+	for _, c := range []struct {
+		batch, publishers int
+	}{{1, 1}, {1, 8}, {100, 1}} {
+		run := func(b *testing.B, pub message.Publisher, topic string) {
+			b.SetParallelism(c.publishers) // with GOMAXPROCS 2: 2×publishers goroutines
+			var next atomic.Int64
 			b.ResetTimer()
-			for i := range b.N {
-				if err := tr.Publish(topic, benchMessage(i)); err != nil {
-					b.Fatal(err)
+			if c.publishers == 1 {
+				for i := 0; i < b.N; i += c.batch {
+					publishBatch(b, pub, topic, i, min(c.batch, b.N-i))
 				}
+				return
 			}
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					publishBatch(b, pub, topic, int(next.Add(1)), 1)
+				}
+			})
+		}
+		suffix := fmt.Sprintf("batch=%d/publishers=%d", c.batch, c.publishers)
+		b.Run("eda/"+suffix, func(b *testing.B) {
+			tr, topic := benchEDA(b, postgres.Config{})
+			run(b, tr, topic)
+		})
+		b.Run("eda-nonotify/"+suffix, func(b *testing.B) {
+			tr, topic := benchEDA(b, postgres.Config{DisableNotify: true})
+			run(b, tr, topic)
+		})
+		b.Run("watermill-sql/"+suffix, func(b *testing.B) {
+			pub, _, topic := benchWatermill(b)
+			run(b, pub, topic)
 		})
 	}
-	b.Run("watermill-sql", func(b *testing.B) {
-		pub, _, topic := benchWatermill(b)
-		b.ResetTimer()
-		for i := range b.N {
-			if err := pub.Publish(topic, benchMessage(i)); err != nil {
-				b.Fatal(err)
-			}
-		}
-	})
+}
+
+func publishBatch(b *testing.B, pub message.Publisher, topic string, first, n int) {
+	msgs := make([]*message.Message, n)
+	for i := range msgs {
+		msgs[i] = benchMessage(first + i)
+	}
+	if err := pub.Publish(topic, msgs...); err != nil {
+		b.Error(err)
+	}
 }
 
 // prefill publishes n messages in batches, outside the timer.

@@ -99,3 +99,60 @@ func (t *Transport) unregister(queue string, w chan struct{}) {
 		delete(t.waiters, queue)
 	}
 }
+
+// notifyLater has the queues subscribed to topic notified soon, by the
+// notifier goroutine, which sends one NOTIFY statement for every topic
+// published since its last one.
+func (t *Transport) notifyLater(topic string) {
+	t.mu.Lock()
+	if t.closed { // consumers elsewhere find the messages at their next poll
+		t.mu.Unlock()
+		return
+	}
+	t.toNotify[topic] = struct{}{}
+	if !t.notifying {
+		t.notifying = true
+		t.wg.Add(1)
+		go func() {
+			defer t.wg.Done()
+			t.notifier()
+		}()
+	}
+	t.mu.Unlock()
+	select {
+	case t.notifyKick <- struct{}{}:
+	default:
+	}
+}
+
+func (t *Transport) notifier() {
+	for {
+		select {
+		case <-t.notifyKick:
+			t.sendNotifications()
+		case <-t.closing:
+			t.sendNotifications()
+			return
+		}
+	}
+}
+
+func (t *Transport) sendNotifications() {
+	t.mu.Lock()
+	topics := make([]string, 0, len(t.toNotify))
+	for topic := range t.toNotify {
+		topics = append(topics, topic)
+	}
+	clear(t.toNotify)
+	t.mu.Unlock()
+	if len(topics) == 0 {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), settleTimeout)
+	defer cancel()
+	b := asyncCommit() // nothing to make durable: a lost NOTIFY costs a poll
+	b.Queue(t.q.notify, topics, t.channel)
+	if err := t.pool.SendBatch(ctx, b).Close(); err != nil {
+		t.log.Warn("postgres transport: NOTIFY failed; consumers find the messages at their next poll", "topics", topics, "error", classify("notify", err))
+	}
+}

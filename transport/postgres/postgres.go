@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"slices"
 	"sync"
 	"time"
 
@@ -163,6 +162,10 @@ type Transport struct {
 	cancel    context.CancelFunc                    // stops the listener
 
 	lastCleanup time.Time // of expired dedup ids; guarded by mu
+
+	notifying  bool                // the notifier goroutine runs; guarded by mu
+	toNotify   map[string]struct{} // topics published since the last NOTIFY; guarded by mu
+	notifyKick chan struct{}
 }
 
 var _ transport.Transport = (*Transport)(nil)
@@ -185,14 +188,16 @@ func New(ctx context.Context, cfg Config) (*Transport, error) {
 		return nil, err
 	}
 	return &Transport{
-		cfg:     cfg,
-		pool:    pool,
-		owned:   owned,
-		channel: channelName(cfg.Schema),
-		q:       newQueries(cfg.Schema, cfg.BatchSize),
-		log:     cfg.Logger,
-		closing: make(chan struct{}),
-		waiters: map[string]map[chan struct{}]struct{}{},
+		cfg:        cfg,
+		pool:       pool,
+		owned:      owned,
+		channel:    channelName(cfg.Schema),
+		q:          newQueries(cfg.Schema, cfg.BatchSize),
+		log:        cfg.Logger,
+		closing:    make(chan struct{}),
+		waiters:    map[string]map[chan struct{}]struct{}{},
+		toNotify:   map[string]struct{}{},
+		notifyKick: make(chan struct{}, 1),
 	}, nil
 }
 
@@ -323,16 +328,32 @@ func (t *Transport) Publish(topic string, msgs ...*message.Message) error {
 
 // PublishContext is Publish with a context.
 func (t *Transport) PublishContext(ctx context.Context, topic string, msgs ...*message.Message) error {
-	return t.PublishTx(ctx, t.pool, topic, msgs...)
+	return t.publish(ctx, t.pool, true, topic, msgs...)
 }
 
 // PublishTx publishes within db, typically the caller's pgx.Tx: the messages
 // become visible to consumers when that transaction commits and are never
 // delivered if it rolls back. With a pool or connection the publish is its
-// own transaction. The transaction holds an advisory lock per FIFO message
-// group until it ends, so that a group's messages are numbered in commit
-// order.
+// own (implicit) transaction. The transaction holds an advisory lock per FIFO
+// message group until it ends, so that a group's messages are numbered in
+// commit order, and (unless DisableNotify) sends the NOTIFY that wakes
+// consumers, which makes Postgres serialize the commits of concurrent
+// notifying transactions: prefer Publish where no caller's transaction is
+// needed.
 func (t *Transport) PublishTx(ctx context.Context, db DBTX, topic string, msgs ...*message.Message) error {
+	own := true
+	switch d := db.(type) {
+	case pgx.Tx:
+		own = false
+	case *pgx.Conn:
+		own = d.PgConn().TxStatus() == 'I'
+	}
+	return t.publish(ctx, db, own, topic, msgs...)
+}
+
+// publish writes msgs in db; own means the transaction is the transport's
+// (db is the pool, or a connection outside a transaction).
+func (t *Transport) publish(ctx context.Context, db DBTX, own bool, topic string, msgs ...*message.Message) error {
 	if topic == "" {
 		return fmt.Errorf("%w: postgres: empty topic", errInvalid)
 	}
@@ -349,74 +370,62 @@ func (t *Transport) PublishTx(ctx context.Context, db DBTX, topic string, msgs .
 	if len(msgs) == 0 {
 		return nil
 	}
-	rows, err := db.Query(ctx, t.q.selectSubscribers, topic)
-	if err != nil {
-		return classify("publish to "+topic+": find subscribed queues", err)
-	}
-	type sub struct {
-		name string
-		fifo bool
-	}
-	subs, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (sub, error) {
-		var s sub
-		return s, r.Scan(&s.name, &s.fifo)
-	})
-	if err != nil {
-		return classify("publish to "+topic+": find subscribed queues", err)
-	}
-	if len(subs) == 0 {
-		return nil
-	}
-
-	n := len(msgs) * len(subs)
 	var (
-		queues   = make([]string, 0, n)
-		uuids    = make([]string, 0, n)
-		payloads = make([][]byte, 0, n)
-		metas    = make([][]byte, 0, n)
-		groups   = make([]*string, 0, n)
-		dedups   = make([]*string, 0, n)
-		locks    []int64
-		notify   = make([]string, 0, len(subs))
+		uuids    = make([]string, len(msgs))
+		payloads = make([][]byte, len(msgs))
+		metas    = make([][]byte, len(msgs))
+		groups   = make([]*string, len(msgs))
+		dedups   = make([]string, len(msgs))
+		grouped  bool
 	)
-	for _, s := range subs {
-		notify = append(notify, s.name)
-	}
-	for _, msg := range msgs {
-		md := encodeMetadata(msg.Metadata)
-		for _, s := range subs {
-			var group, dedup *string
-			if s.fifo {
-				g := msg.Metadata.Get(transport.MetadataGroupID)
-				if g == "" {
-					return fmt.Errorf("%w: postgres: message %s to topic %q, FIFO queue %q", transport.ErrMissingGroupID, msg.UUID, topic, s.name)
-				}
-				d := transport.DedupID(msg)
-				group, dedup = &g, &d
-				locks = append(locks, lockKey("eda-transport-fifo", t.cfg.Schema, s.name, g))
-			}
-			queues = append(queues, s.name)
-			uuids = append(uuids, msg.UUID)
-			payloads = append(payloads, msg.Payload)
-			metas = append(metas, md)
-			groups = append(groups, group)
-			dedups = append(dedups, dedup)
+	for i, msg := range msgs {
+		uuids[i], payloads[i], metas[i], dedups[i] = msg.UUID, msg.Payload, encodeMetadata(msg.Metadata), transport.DedupID(msg)
+		if g := msg.Metadata.Get(transport.MetadataGroupID); g != "" {
+			groups[i], grouped = &g, true
 		}
 	}
 
-	b := &pgx.Batch{}
-	if len(locks) > 0 {
-		slices.Sort(locks) // one lock order for every publisher: no deadlock
-		locks = slices.Compact(locks)
-		b.Queue(`SELECT pg_advisory_xact_lock(k) FROM unnest($1::bigint[]) WITH ORDINALITY AS u(k, o) ORDER BY o`, locks)
+	// Publishing is one pipelined batch: one round trip. In its own
+	// transaction the transport sends the NOTIFY afterwards, from a
+	// background goroutine that coalesces the topics published meanwhile
+	// (notifyLater): Postgres holds a database-wide lock from a notifying
+	// transaction's pre-commit to its end, so a NOTIFY inside the publishing
+	// transaction would serialize every publisher's commit, fsync included,
+	// and make each publish wait for other notifiers. A notification lost
+	// that way (the process dies right after COMMIT) costs consumers at most
+	// one poll interval. In the caller's transaction the NOTIFY has to go
+	// with it, and a savepoint keeps that transaction usable if the publish
+	// fails.
+	b := &pgx.Batch{} // in an implicit transaction when own
+	if !own {
+		b.Queue("SAVEPOINT eda_transport_publish")
 	}
-	b.Queue(t.q.insertMessages, queues, uuids, payloads, metas, groups, dedups, t.cfg.DedupWindow.Microseconds())
-	if !t.cfg.DisableNotify {
-		b.Queue(`SELECT pg_notify($1, q) FROM unnest($2::text[]) AS q`, t.channel, notify)
+	if grouped {
+		b.Queue(t.q.lockGroups, topic, groups, t.cfg.Schema)
 	}
-	// A batch runs in an implicit transaction when db is not in one.
-	if err := db.SendBatch(ctx, b).Close(); err != nil {
+	b.Queue(t.q.insertMessages, topic, uuids, payloads, metas, groups, dedups, t.cfg.DedupWindow.Microseconds())
+	if !own {
+		if !t.cfg.DisableNotify {
+			b.Queue(t.q.notify, []string{topic}, t.channel)
+		}
+		b.Queue("RELEASE SAVEPOINT eda_transport_publish")
+	}
+	err := db.SendBatch(ctx, b).Close()
+	if err != nil && !own {
+		// Back to before the publish; the caller's transaction goes on.
+		if _, rerr := db.Exec(ctx, "ROLLBACK TO SAVEPOINT eda_transport_publish"); rerr != nil {
+			err = errors.Join(err, rerr)
+		}
+	}
+	var pgErr *pgconn.PgError
+	switch {
+	case errors.As(err, &pgErr) && pgErr.Code == "EDA01":
+		return fmt.Errorf("%w: postgres: publish to %q: %s", transport.ErrMissingGroupID, topic, pgErr.Message)
+	case err != nil:
 		return classify("publish to "+topic, err)
+	}
+	if own && !t.cfg.DisableNotify {
+		t.notifyLater(topic)
 	}
 	return nil
 }

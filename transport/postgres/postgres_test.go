@@ -639,3 +639,87 @@ func TestConnectionsKilled(t *testing.T) {
 	}
 	waitEmpty(t, tr, queue)
 }
+
+// A publish that fails inside the caller's transaction leaves that
+// transaction usable: what the caller did before and after still commits.
+func TestPublishTxFailureKeepsCallerTx(t *testing.T) {
+	ctx := context.Background()
+	pool, _ := testPool(t)
+	tr := newTransport(t, postgres.Config{})
+	topic, queue := names(t)
+	if err := tr.Declare(ctx, transport.Queue{Name: queue, Topics: []string{topic}, FIFO: true}); err != nil {
+		t.Fatal(err)
+	}
+	tx, err := pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback(ctx)
+	good := func(payload string) *message.Message {
+		m := msg(payload)
+		m.Metadata.Set(transport.MetadataGroupID, "g")
+		return m
+	}
+	if err := tr.PublishTx(ctx, tx, topic, good("before")); err != nil {
+		t.Fatal(err)
+	}
+	if err := tr.PublishTx(ctx, tx, topic, good("dropped with the failed publish"), msg("no group")); !errors.Is(err, transport.ErrMissingGroupID) {
+		t.Fatalf("PublishTx without a group to a FIFO queue: %v, want ErrMissingGroupID", err)
+	}
+	if err := tr.PublishTx(ctx, tx, topic, good("after")); err != nil {
+		t.Fatalf("PublishTx after a failed one: %v", err)
+	}
+	if err := tx.Commit(ctx); err != nil {
+		t.Fatalf("Commit after a failed publish: %v", err)
+	}
+	ch, err := tr.Subscribe(ctx, queue)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"before", "after"} {
+		m := receive(t, ch, want)
+		if string(m.Payload) != want {
+			t.Fatalf("got %q, want %q", m.Payload, want)
+		}
+		m.Ack()
+	}
+	waitEmpty(t, tr, queue)
+}
+
+// PublishTx on a plain connection, in and out of a transaction.
+func TestPublishTxConn(t *testing.T) {
+	ctx := context.Background()
+	pool, _ := testPool(t)
+	tr := newTransport(t, postgres.Config{})
+	topic, queue := names(t)
+	if err := tr.Declare(ctx, transport.Queue{Name: queue, Topics: []string{topic}}); err != nil {
+		t.Fatal(err)
+	}
+	conn, err := pool.Acquire(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Release()
+	if err := tr.PublishTx(ctx, conn.Conn(), topic, msg("autocommit")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := conn.Exec(ctx, "BEGIN"); err != nil {
+		t.Fatal(err)
+	}
+	if err := tr.PublishTx(ctx, conn.Conn(), topic, msg("rolled back")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := conn.Exec(ctx, "ROLLBACK"); err != nil {
+		t.Fatal(err)
+	}
+	ch, err := tr.Subscribe(ctx, queue)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m := receive(t, ch, "autocommit"); string(m.Payload) != "autocommit" {
+		t.Fatalf("got %q", m.Payload)
+	} else {
+		m.Ack()
+	}
+	waitEmpty(t, tr, queue)
+}

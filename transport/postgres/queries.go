@@ -5,7 +5,7 @@ import "strconv"
 // queries holds the SQL of one schema, built once in New.
 type queries struct {
 	insertPlainQueue, insertQueue, selectQueueForUpdate, upgradeQueue, insertSubscriptions string
-	selectQueue, selectSubscribers, insertMessages, depth                                  string
+	selectQueue, lockGroups, insertMessages, notify, depth                                 string
 	claim, claimFIFO, nextVisible, ack, nack, release, deadLetter, cleanDedup              string
 }
 
@@ -35,20 +35,40 @@ ON CONFLICT DO NOTHING`),
 		selectQueue: x(`
 SELECT fifo, visibility_timeout_us, max_receive_count, coalesce(dead_letter_queue, '')
 FROM {{schema}}.queues WHERE name = $1`),
-		selectSubscribers: x(`
-SELECT q.name, q.fifo
-FROM {{schema}}.subscriptions s JOIN {{schema}}.queues q ON q.name = s.queue
-WHERE s.topic = $1
-ORDER BY q.name`),
-
-		// One row per (message, queue), numbered in the order given. FIFO rows
-		// carry a dedup id: the first row of each (queue, dedup id) claims it
-		// in the dedup table (or takes over an expired claim); rows whose id
-		// is taken are not inserted.
+		// Publishing: $1 topic; per message $2 uuid, $3 payload, $4 metadata,
+		// $5 group id (NULL if none), $6 dedup id; $7 dedup window in µs.
+		//
+		// lockGroups takes an advisory lock per (FIFO queue, group) the
+		// messages go to, in one order for every publisher, so that a group's
+		// rows are numbered in commit order.
+		lockGroups: x(`
+SELECT pg_advisory_xact_lock(k) FROM (
+	SELECT DISTINCT hashtextextended($3 || '/' || q.name || '/' || g, 0) AS k
+	FROM {{schema}}.subscriptions s
+	JOIN {{schema}}.queues q ON q.name = s.queue AND q.fifo
+	CROSS JOIN unnest($2::text[]) AS g
+	WHERE s.topic = $1 AND g IS NOT NULL
+	ORDER BY k
+) l`),
+		// insertMessages writes one row per (message, subscribed queue), in
+		// message order. A FIFO queue takes the group id (a message without
+		// one fails the statement with SQLSTATE EDA01, so nothing is stored)
+		// and the dedup id: the first row of each (queue, dedup id) claims it
+		// in the dedup table, or takes over an expired claim; rows whose id is
+		// taken are not inserted.
 		insertMessages: x(`
-WITH input AS (
-	SELECT * FROM unnest($1::text[], $2::text[], $3::bytea[], $4::bytea[], $5::text[], $6::text[])
-		WITH ORDINALITY AS i(queue, uuid, payload, metadata, group_id, dedup_id, ord)
+WITH subs AS (
+	SELECT q.name AS queue, q.fifo
+	FROM {{schema}}.subscriptions s JOIN {{schema}}.queues q ON q.name = s.queue
+	WHERE s.topic = $1
+), input AS (
+	SELECT s.queue, m.uuid, m.payload, m.metadata,
+		CASE WHEN s.fifo THEN coalesce(m.group_id, {{schema}}.missing_group(s.queue, m.uuid)) END AS group_id,
+		CASE WHEN s.fifo THEN m.dedup_id END AS dedup_id,
+		row_number() OVER (ORDER BY m.ord, s.queue) AS ord
+	FROM unnest($2::text[], $3::bytea[], $4::bytea[], $5::text[], $6::text[])
+		WITH ORDINALITY AS m(uuid, payload, metadata, group_id, dedup_id, ord)
+	CROSS JOIN subs s
 ), firsts AS (
 	SELECT DISTINCT ON (queue, dedup_id) queue, dedup_id, ord
 	FROM input WHERE dedup_id IS NOT NULL
@@ -65,6 +85,10 @@ FROM input i
 WHERE i.dedup_id IS NULL
    OR i.ord IN (SELECT f.ord FROM firsts f JOIN fresh r ON r.queue = f.queue AND r.dedup_id = f.dedup_id)
 ORDER BY i.ord`),
+		// notify wakes the consumers of the queues subscribed to topics $1.
+		notify: x(`
+SELECT pg_notify($2, queue)
+FROM (SELECT DISTINCT queue FROM {{schema}}.subscriptions WHERE topic = ANY($1::text[])) s`),
 
 		depth: x(`
 SELECT EXISTS (SELECT 1 FROM {{schema}}.queues WHERE name = $1),

@@ -75,6 +75,16 @@ CREATE TABLE {{schema}}.dedup (
 	PRIMARY KEY (queue, dedup_id)
 );
 CREATE INDEX dedup_expires_at ON {{schema}}.dedup (expires_at);
+
+-- Raised by the publishing statement for a message without a group id bound
+-- for a FIFO queue (transport.ErrMissingGroupID).
+CREATE FUNCTION {{schema}}.missing_group(queue text, uuid text) RETURNS text
+LANGUAGE plpgsql AS $$
+BEGIN
+	RAISE EXCEPTION 'message % has no group id and FIFO queue % needs one', uuid, queue
+		USING ERRCODE = 'EDA01';
+END
+$$;
 `,
 }
 
