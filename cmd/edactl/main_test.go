@@ -234,8 +234,13 @@ func startScenario(t *testing.T, tr transport.Transport, prefix string) *scenari
 			if s.failing.Load() {
 				return eda.Permanent(errors.New("unknown sku " + e.SKU))
 			}
-			env, _ := eda.EnvelopeFromContext(ctx)
-			s.handled <- env.ID
+			msg, _ := eda.MessageFromContext(ctx)
+			for k := range msg.Metadata {
+				if strings.HasPrefix(k, poisonPrefix) || k == transport.MetadataDeadLetterSource {
+					t.Errorf("the redriven message still has %s=%q", k, msg.Metadata[k])
+				}
+			}
+			s.handled <- msg.Metadata.Get(eda.MetadataID)
 			return nil
 		}),
 	)
