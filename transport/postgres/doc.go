@@ -30,9 +30,11 @@
 // synchronously.
 //
 // Behind a connection pooler in transaction mode (PgBouncer) LISTEN does not
-// work: set Config.DisableNotify and a short PollInterval. Every publish
-// sends a NOTIFY, which Postgres serializes at commit; at thousands of
-// publishing transactions per second DisableNotify may also help.
+// work: set Config.DisableNotify and a short PollInterval. Postgres
+// serializes the commits of transactions that NOTIFY, so Publish sends its
+// NOTIFY after the publishing transaction has committed, coalescing the
+// topics published meanwhile into one statement; PublishTx has to NOTIFY
+// inside the caller's transaction.
 //
 // # Schema
 //

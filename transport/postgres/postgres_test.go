@@ -374,6 +374,15 @@ func TestSchemaSQL(t *testing.T) {
 	if _, err := pool.Exec(ctx, sql); err != nil {
 		t.Fatalf("applying SchemaSQL: %v", err)
 	}
+	cfg := postgres.Config{Pool: pool, Schema: schema}
+	tr, err := postgres.New(ctx, cfg)
+	if err != nil {
+		t.Fatalf("New on a schema made with SchemaSQL: %v", err)
+	}
+	_ = tr.Close()
+	if err := postgres.Migrate(ctx, cfg); err != nil {
+		t.Fatalf("Migrate on a schema made with SchemaSQL: %v", err)
+	}
 	if _, err := postgres.SchemaSQL("Bad-Name"); !errors.Is(err, transport.ErrInvalidConfig) {
 		t.Errorf("SchemaSQL with a bad name: %v, want ErrInvalidConfig", err)
 	}

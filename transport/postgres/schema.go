@@ -93,19 +93,30 @@ var SchemaVersion = len(migrations)
 
 var schemaName = regexp.MustCompile(`^[a-z_][a-z0-9_]{0,62}$`)
 
-// SchemaSQL returns the SQL that creates the transport's tables in schema, for
-// users who apply migrations with their own tool. It is what Migrate runs,
-// without the version bookkeeping and locking.
+// SchemaSQL returns the SQL that creates the transport's tables in schema
+// and records SchemaVersion, for users who apply migrations with their own
+// tool. It is what Migrate runs on an empty schema, without Migrate's lock.
 func SchemaSQL(schema string) (string, error) {
 	if !schemaName.MatchString(schema) {
 		return "", fmt.Errorf("%w: schema name %q (want lower-case letters, digits, _; at most 63)", errInvalid, schema)
 	}
 	var b strings.Builder
-	fmt.Fprintf(&b, "CREATE SCHEMA IF NOT EXISTS %s;\n", quote(schema))
-	for _, m := range migrations {
+	b.WriteString(versionTableSQL(schema))
+	for i, m := range migrations {
 		b.WriteString(expand(m, schema))
+		fmt.Fprintf(&b, "\nINSERT INTO %s.schema_version (version) VALUES (%d);\n", quote(schema), i+1)
 	}
 	return b.String(), nil
+}
+
+func versionTableSQL(schema string) string {
+	return fmt.Sprintf(`
+CREATE SCHEMA IF NOT EXISTS %[1]s;
+CREATE TABLE IF NOT EXISTS %[1]s.schema_version (
+	version    integer PRIMARY KEY,
+	applied_at timestamptz NOT NULL DEFAULT now()
+);
+`, quote(schema))
 }
 
 func quote(schema string) string { return pgx.Identifier{schema}.Sanitize() }
@@ -150,12 +161,7 @@ func Migrate(ctx context.Context, cfg Config) error {
 		}
 	}()
 	return pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
-		setup := fmt.Sprintf(`
-CREATE SCHEMA IF NOT EXISTS %[1]s;
-CREATE TABLE IF NOT EXISTS %[1]s.schema_version (
-	version    integer PRIMARY KEY,
-	applied_at timestamptz NOT NULL DEFAULT now()
-);`, quote(schema))
+		setup := versionTableSQL(schema)
 		if _, err := tx.Exec(ctx, setup); err != nil {
 			return classify("migrate: create schema", err)
 		}
