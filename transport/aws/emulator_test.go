@@ -2,6 +2,7 @@ package aws_test
 
 import (
 	"context"
+	"log/slog"
 	"net/http"
 	"os"
 	"sync"
@@ -10,6 +11,7 @@ import (
 
 	awssdk "github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/credentials"
+	"github.com/aws/smithy-go/logging"
 
 	edaaws "github.com/edaproject/eda/transport/aws"
 )
@@ -65,12 +67,19 @@ func awsConfig() awssdk.Config {
 
 // testConfig returns a Config on the emulator with AutoCreate on.
 func testConfig(t testing.TB) edaaws.Config {
-	return edaaws.Config{
+	cfg := edaaws.Config{
 		AWS:        awsConfig(),
 		Endpoint:   requireEmulator(t),
 		AutoCreate: true,
 		AccountID:  "000000000000",
 	}
+	if os.Getenv("EDA_TEST_LOG") != "" { // the transport's logs and the SDK's retries on stderr
+		cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+		cfg.AWS.ClientLogMode = awssdk.LogRetries
+
+		cfg.AWS.Logger = logging.NewStandardLogger(os.Stderr)
+	}
+	return cfg
 }
 
 func newTransport(t testing.TB, cfg edaaws.Config) *edaaws.Transport {

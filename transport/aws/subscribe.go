@@ -13,6 +13,7 @@ import (
 	awssdk "github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/sqs"
 	sqstypes "github.com/aws/aws-sdk-go-v2/service/sqs/types"
+	"github.com/google/uuid"
 
 	"github.com/edaproject/eda/transport"
 )
@@ -247,6 +248,13 @@ func (s *subscription) receive(n int) (out *sqs.ReceiveMessageOutput, err error,
 			sqstypes.MessageSystemAttributeNameMessageGroupId,
 			sqstypes.MessageSystemAttributeNameDeadLetterQueueSourceArn,
 		},
+	}
+	if s.q.fifo {
+		// A response lost on the way (the SDK retries) would leave its
+		// messages in flight, and their groups blocked, until the visibility
+		// timeout; on a FIFO queue SQS answers a retry with the same attempt
+		// id with the same messages. (fauxqs ignores it.)
+		in.ReceiveRequestAttemptId = awssdk.String(uuid.NewString())
 	}
 	type result struct {
 		out *sqs.ReceiveMessageOutput
