@@ -133,8 +133,6 @@ func (c Config) pool(ctx context.Context) (*pgxpool.Pool, bool, error) {
 // DBTX is what PublishTx needs: a pgx.Tx, *pgx.Conn or *pgxpool.Pool.
 type DBTX interface {
 	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
-	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
-	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
 	SendBatch(ctx context.Context, b *pgx.Batch) pgx.BatchResults
 }
 

@@ -10,6 +10,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
 )
 
 // ErrSchemaVersion: the database schema is missing or at another version than
@@ -185,7 +186,7 @@ func Migrate(ctx context.Context, cfg Config) error {
 }
 
 // checkSchema returns ErrSchemaVersion unless schema is at SchemaVersion.
-func checkSchema(ctx context.Context, db DBTX, schema string) error {
+func checkSchema(ctx context.Context, db *pgxpool.Pool, schema string) error {
 	var have int
 	err := db.QueryRow(ctx, fmt.Sprintf(`SELECT coalesce(max(version), 0) FROM %s.schema_version`, quote(schema))).Scan(&have)
 	var pgErr *pgconn.PgError
