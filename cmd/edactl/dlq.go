@@ -317,7 +317,7 @@ func runDLQ(ctx context.Context, c *cli, args []string) error {
 func (c *cli) printDead(m deadMessage) {
 	line := func(k, v string) {
 		if v != "" {
-			fmt.Fprintf(c.stdout, "  %-13s %s\n", k+":", v)
+			fmt.Fprintf(c.stdout, "  %-15s %s\n", k+":", v)
 		}
 	}
 	fmt.Fprintf(c.stdout, "message %s\n", m.ID)
