@@ -223,29 +223,60 @@ func (s *Store) WriteRecords(ctx context.Context, tx Execer, recs ...outbox.Reco
 	if tx == nil {
 		return fmt.Errorf("%w: pgxstore: nil transaction", outbox.ErrInvalidConfig)
 	}
+	q, args, err := s.insertArgs(recs)
+	if err != nil || q == "" {
+		return err
+	}
+	_, err = tx.Exec(ctx, q, args...)
+	return s.wrap("write", err)
+}
+
+// Queue encodes events with enc and adds their insert to b, the caller's
+// batch, after the statements already queued. Sending b inside a
+// transaction writes them in it; sending it with pool.SendBatch or
+// conn.SendBatch outside a transaction runs the whole batch as one implicit
+// transaction, in one round trip: the order row and its events commit
+// together or not at all.
+func (s *Store) Queue(ctx context.Context, b *pgx.Batch, enc outbox.Encoder, events ...eda.Event) error {
+	if b == nil {
+		return fmt.Errorf("%w: pgxstore: nil batch", outbox.ErrInvalidConfig)
+	}
+	recs, err := outbox.Encode(ctx, enc, events...)
+	if err != nil {
+		return err
+	}
+	q, args, err := s.insertArgs(recs)
+	if err != nil || q == "" {
+		return err
+	}
+	b.Queue(q, args...)
+	return nil
+}
+
+// insertArgs returns the insert statement and arguments for recs ("" when
+// recs is empty).
+func (s *Store) insertArgs(recs []outbox.Record) (string, []any, error) {
 	switch len(recs) {
 	case 0:
-		return nil
+		return "", nil, nil
 	case 1:
 		r := recs[0]
 		md, err := outbox.MarshalMetadata(r.Metadata)
 		if err != nil {
-			return fmt.Errorf("%w: %w", outbox.ErrInvalidEvent, err)
+			return "", nil, fmt.Errorf("%w: %w", outbox.ErrInvalidEvent, err)
 		}
-		_, err = tx.Exec(ctx, s.insertOne, r.EventID, r.Topic, r.Payload, md, r.OrderingKey, r.DedupID)
-		return s.wrap("write", err)
+		return s.insertOne, []any{r.EventID, r.Topic, r.Payload, md, r.OrderingKey, r.DedupID}, nil
 	}
 	ids, topics, keys, dedups := make([]string, len(recs)), make([]string, len(recs)), make([]string, len(recs)), make([]string, len(recs))
 	payloads, mds := make([][]byte, len(recs)), make([]string, len(recs))
 	for i, r := range recs {
 		md, err := outbox.MarshalMetadata(r.Metadata)
 		if err != nil {
-			return fmt.Errorf("%w: %w", outbox.ErrInvalidEvent, err)
+			return "", nil, fmt.Errorf("%w: %w", outbox.ErrInvalidEvent, err)
 		}
 		ids[i], topics[i], payloads[i], mds[i], keys[i], dedups[i] = r.EventID, r.Topic, r.Payload, string(md), r.OrderingKey, r.DedupID
 	}
-	_, err := tx.Exec(ctx, s.insertMany, ids, topics, payloads, mds, keys, dedups)
-	return s.wrap("write", err)
+	return s.insertMany, []any{ids, topics, payloads, mds, keys, dedups}, nil
 }
 
 // SQLExecer is what WriteSQL needs of a database/sql transaction (*sql.Tx).

@@ -1,0 +1,554 @@
+// Command outboxbench measures the eda outbox against the stock Watermill
+// outbox (watermill-sql v4 publisher on the caller's pgx transaction, wrapped
+// by forwarder.NewPublisher, drained by forwarder.NewForwarder) on the same
+// Postgres, with the same events and the same sink, in one run.
+//
+//	go run ./cmd/outboxbench -dsn postgres://postgres@127.0.0.1:5432/test
+//
+// Phases (-phases, comma separated):
+//   - write: 8 writers (-writers) each run transactions that insert an order
+//     row, for -duration per variant: bare insert, insert + eda outbox,
+//     insert + stock outbox (DefaultPostgreSQLSchema and
+//     PostgreSQLQueueSchema). Reports tx/s, p50 and p99 latency.
+//   - relay: -drain events pre-written to each outbox are drained into a
+//     no-op sink: the eda relay (1 and 4 workers) and the stock forwarder
+//     (both schemas). Reports events/s.
+//   - claim: the cost of one relay claim (lock 100 pending rows, publish to
+//     a no-op sink, mark them) with 10^3 and with -claimrows published rows
+//     in the table.
+//
+// Everything happens in a fresh schema, dropped at the end.
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"flag"
+	"fmt"
+	"log"
+	"os"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill"
+	wsql "github.com/ThreeDotsLabs/watermill-sql/v4/pkg/sql"
+	"github.com/ThreeDotsLabs/watermill/components/forwarder"
+	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/edaproject/eda/eda"
+	"github.com/edaproject/eda/outbox"
+	"github.com/edaproject/eda/outbox/pgxstore"
+	"github.com/edaproject/eda/transport/memory"
+)
+
+// OrderPlaced is the benchmark's event.
+type OrderPlaced struct {
+	OrderID  int64  `json:"order_id"`
+	Customer string `json:"customer"`
+	Amount   int    `json:"amount"`
+}
+
+// EventName implements eda.Event.
+func (OrderPlaced) EventName() string { return "bench.order_placed" }
+
+// OrderingKey implements eda.Ordered.
+func (e OrderPlaced) OrderingKey() string { return e.Customer }
+
+type config struct {
+	dsn       string
+	writers   int
+	duration  time.Duration
+	drain     int
+	claimRows int
+	phases    map[string]bool
+	out       *os.File
+}
+
+func main() {
+	var c config
+	var phases string
+	flag.StringVar(&c.dsn, "dsn", "postgres://postgres@127.0.0.1:5432/test?sslmode=disable", "Postgres DSN")
+	flag.IntVar(&c.writers, "writers", 8, "concurrent writers")
+	flag.DurationVar(&c.duration, "duration", 5*time.Second, "duration of each write variant")
+	flag.IntVar(&c.drain, "drain", 20000, "events drained per relay variant")
+	flag.IntVar(&c.claimRows, "claimrows", 1000000, "published rows in the large table of the claim phase")
+	flag.StringVar(&phases, "phases", "write,relay,claim", "phases to run")
+	flag.Parse()
+	c.phases = map[string]bool{}
+	for _, p := range strings.Split(phases, ",") {
+		c.phases[strings.TrimSpace(p)] = true
+	}
+	c.out = os.Stdout
+	if err := run(context.Background(), c); err != nil {
+		log.Fatal(err)
+	}
+}
+
+// Run is the whole benchmark; the smoke test calls it with small numbers.
+func run(ctx context.Context, c config) error {
+	b := make([]byte, 4)
+	_, _ = rand.Read(b)
+	schema := "outboxbench_" + hex.EncodeToString(b)
+	pcfg, err := pgxpool.ParseConfig(c.dsn)
+	if err != nil {
+		return err
+	}
+	pcfg.MaxConns = int32(c.writers + 8)
+	pcfg.ConnConfig.RuntimeParams["search_path"] = schema
+	pool, err := pgxpool.NewWithConfig(ctx, pcfg)
+	if err != nil {
+		return err
+	}
+	defer pool.Close()
+	if err := pool.Ping(ctx); err != nil {
+		return fmt.Errorf("postgres at %s: %w (start it with: pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start)", c.dsn, err)
+	}
+	if _, err := pool.Exec(ctx, "CREATE SCHEMA "+schema+`;
+		CREATE TABLE `+schema+`.orders (id bigserial PRIMARY KEY, customer text NOT NULL, amount int NOT NULL, created_at timestamptz NOT NULL DEFAULT now())`); err != nil {
+		return err
+	}
+	defer pool.Exec(context.WithoutCancel(ctx), "DROP SCHEMA "+schema+" CASCADE")
+
+	tr, err := memory.New(memory.Config{})
+	if err != nil {
+		return err
+	}
+	defer tr.Close()
+	app, err := eda.New(eda.Config{Transport: tr, Source: "outboxbench"})
+	if err != nil {
+		return err
+	}
+	if err := eda.Register[OrderPlaced](app, "orders"); err != nil {
+		return err
+	}
+	st, err := pgxstore.New(pool, pgxstore.Config{Schema: schema})
+	if err != nil {
+		return err
+	}
+	if err := st.Migrate(ctx); err != nil {
+		return err
+	}
+	stNoNotify, err := pgxstore.New(pool, pgxstore.Config{Schema: schema, DisableNotify: true})
+	if err != nil {
+		return err
+	}
+	b2 := &bench{c: c, pool: pool, app: app, store: st, schema: schema}
+	fmt.Fprintf(c.out, "outboxbench: %d writers, schema %s, %s\n", c.writers, schema, time.Now().UTC().Format(time.RFC3339))
+	if c.phases["write"] {
+		if err := b2.writes(ctx, stNoNotify); err != nil {
+			return fmt.Errorf("write phase: %w", err)
+		}
+	}
+	if c.phases["relay"] {
+		if err := b2.relays(ctx); err != nil {
+			return fmt.Errorf("relay phase: %w", err)
+		}
+	}
+	if c.phases["claim"] {
+		if err := b2.claims(ctx); err != nil {
+			return fmt.Errorf("claim phase: %w", err)
+		}
+	}
+	return nil
+}
+
+type bench struct {
+	c      config
+	pool   *pgxpool.Pool
+	app    *eda.App
+	store  *pgxstore.Store
+	schema string
+	seq    atomic.Int64
+}
+
+var stockSchemas = []struct {
+	name    string
+	topic   string // forwarder topic: each schema gets its own table
+	schema  wsql.SchemaAdapter
+	offsets wsql.OffsetsAdapter
+}{
+	{"DefaultPostgreSQLSchema", "forwarder", wsql.DefaultPostgreSQLSchema{}, wsql.DefaultPostgreSQLOffsetsAdapter{}},
+	{"PostgreSQLQueueSchema", "forwarder_queue", wsql.PostgreSQLQueueSchema{}, wsql.PostgreSQLQueueOffsetsAdapter{}},
+}
+
+func (b *bench) event() OrderPlaced {
+	n := b.seq.Add(1)
+	return OrderPlaced{OrderID: n, Customer: fmt.Sprintf("customer-%d", n%500), Amount: int(n % 1000)}
+}
+
+// stockPublisher is the stock Watermill outbox write path on tx.
+func stockPublisher(tx pgx.Tx, schema wsql.SchemaAdapter, topic string) (message.Publisher, error) {
+	pub, err := wsql.NewPublisher(wsql.TxFromPgx(tx), wsql.PublisherConfig{SchemaAdapter: schema}, watermill.NopLogger{})
+	if err != nil {
+		return nil, err
+	}
+	return forwarder.NewPublisher(pub, forwarder.PublisherConfig{ForwarderTopic: topic}), nil
+}
+
+func (b *bench) initStock(ctx context.Context, schema wsql.SchemaAdapter, offsets wsql.OffsetsAdapter, topic string) error {
+	sub, err := wsql.NewSubscriber(wsql.BeginnerFromPgx(b.pool), wsql.SubscriberConfig{
+		SchemaAdapter: schema, OffsetsAdapter: offsets, InitializeSchema: true,
+	}, watermill.NopLogger{})
+	if err != nil {
+		return err
+	}
+	defer sub.Close()
+	return sub.SubscribeInitialize(topic)
+}
+
+func (b *bench) insertOrder(ctx context.Context, tx pgx.Tx, e OrderPlaced) error {
+	_, err := tx.Exec(ctx, "INSERT INTO orders (customer, amount) VALUES ($1, $2)", e.Customer, e.Amount)
+	return err
+}
+
+type writeResult struct {
+	name     string
+	txs      int
+	perSec   float64
+	p50, p99 time.Duration
+}
+
+func (b *bench) runWriters(ctx context.Context, name string, d time.Duration, fn func(ctx context.Context) error) (writeResult, error) {
+	var mu sync.Mutex
+	var lat []time.Duration
+	var firstErr error
+	deadline := time.Now().Add(d)
+	start := time.Now()
+	var wg sync.WaitGroup
+	for range b.c.writers {
+		wg.Go(func() {
+			var mine []time.Duration
+			for time.Now().Before(deadline) {
+				t0 := time.Now()
+				if err := fn(ctx); err != nil {
+					mu.Lock()
+					firstErr = err
+					mu.Unlock()
+					return
+				}
+				mine = append(mine, time.Since(t0))
+			}
+			mu.Lock()
+			lat = append(lat, mine...)
+			mu.Unlock()
+		})
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+	if firstErr != nil {
+		return writeResult{}, fmt.Errorf("%s: %w", name, firstErr)
+	}
+	slices.Sort(lat)
+	r := writeResult{name: name, txs: len(lat), perSec: float64(len(lat)) / elapsed.Seconds()}
+	if len(lat) > 0 {
+		r.p50, r.p99 = lat[len(lat)/2], lat[len(lat)*99/100]
+	}
+	return r, nil
+}
+
+func (b *bench) writes(ctx context.Context, stNoNotify *pgxstore.Store) error {
+	for _, s := range stockSchemas {
+		if err := b.initStock(ctx, s.schema, s.offsets, s.topic); err != nil {
+			return err
+		}
+	}
+	inTx := func(fn func(ctx context.Context, tx pgx.Tx, e OrderPlaced) error) func(context.Context) error {
+		return func(ctx context.Context) error {
+			tx, err := b.pool.Begin(ctx)
+			if err != nil {
+				return err
+			}
+			defer tx.Rollback(ctx)
+			e := b.event()
+			if err := b.insertOrder(ctx, tx, e); err != nil {
+				return err
+			}
+			if err := fn(ctx, tx, e); err != nil {
+				return err
+			}
+			return tx.Commit(ctx)
+		}
+	}
+	bare := inTx(func(context.Context, pgx.Tx, OrderPlaced) error { return nil })
+	edaWrite := func(st *pgxstore.Store) func(context.Context) error {
+		return inTx(func(ctx context.Context, tx pgx.Tx, e OrderPlaced) error { return st.Write(ctx, tx, b.app, e) })
+	}
+	stock := func(schema wsql.SchemaAdapter, ftopic string) func(context.Context) error {
+		return inTx(func(ctx context.Context, tx pgx.Tx, e OrderPlaced) error {
+			pub, err := stockPublisher(tx, schema, ftopic)
+			if err != nil {
+				return err
+			}
+			topic, msg, err := b.app.NewMessage(ctx, e)
+			if err != nil {
+				return err
+			}
+			return pub.Publish(topic, msg)
+		})
+	}
+	variants := []struct {
+		name string
+		fn   func(context.Context) error
+	}{
+		{"bare insert (no outbox)", bare},
+		{"eda outbox (pgxstore, NOTIFY)", edaWrite(b.store)},
+		{"eda outbox (pgxstore, DisableNotify)", edaWrite(stNoNotify)},
+		{"stock watermill-sql " + stockSchemas[0].name + " + forwarder", stock(stockSchemas[0].schema, stockSchemas[0].topic)},
+		{"stock watermill-sql " + stockSchemas[1].name + " + forwarder", stock(stockSchemas[1].schema, stockSchemas[1].topic)},
+		{"bare insert, one batch (implicit tx, 1 round trip)", func(ctx context.Context) error {
+			e := b.event()
+			bt := &pgx.Batch{}
+			bt.Queue("INSERT INTO orders (customer, amount) VALUES ($1, $2)", e.Customer, e.Amount)
+			return b.pool.SendBatch(ctx, bt).Close()
+		}},
+		{"eda outbox via Store.Queue, one batch (implicit tx, 1 round trip)", func(ctx context.Context) error {
+			e := b.event()
+			bt := &pgx.Batch{}
+			bt.Queue("INSERT INTO orders (customer, amount) VALUES ($1, $2)", e.Customer, e.Amount)
+			if err := b.store.Queue(ctx, bt, b.app, e); err != nil {
+				return err
+			}
+			return b.pool.SendBatch(ctx, bt).Close()
+		}},
+	}
+	if _, err := b.runWriters(ctx, "warm-up", time.Second, bare); err != nil {
+		return err
+	}
+	fmt.Fprintf(b.c.out, "\n== insert+outbox transactions, %d writers, %s each ==\n", b.c.writers, b.c.duration)
+	fmt.Fprintf(b.c.out, "%-62s %8s %10s %10s %10s\n", "variant", "tx", "tx/s", "p50", "p99")
+	results := map[string]writeResult{}
+	for _, v := range variants {
+		r, err := b.runWriters(ctx, v.name, b.c.duration, v.fn)
+		if err != nil {
+			return err
+		}
+		results[v.name] = r
+		fmt.Fprintf(b.c.out, "%-62s %8d %10.0f %10s %10s\n", r.name, r.txs, r.perSec, r.p50.Round(time.Microsecond), r.p99.Round(time.Microsecond))
+	}
+	bareR, edaR := results[variants[0].name], results[variants[1].name]
+	bare1R, eda1R := results[variants[5].name], results[variants[6].name]
+	bestStock := max(results[variants[3].name].perSec, results[variants[4].name].perSec)
+	fmt.Fprintf(b.c.out, "eda Write in tx / best stock: %.2fx tx/s; p50 vs bare insert in tx: %.2fx\n", edaR.perSec/bestStock, float64(edaR.p50)/float64(bareR.p50))
+	fmt.Fprintf(b.c.out, "eda Queue batch / best stock: %.2fx tx/s; p50 vs bare insert in tx: %.2fx, vs bare one-batch insert: %.2fx\n",
+		eda1R.perSec/bestStock, float64(eda1R.p50)/float64(bareR.p50), float64(eda1R.p50)/float64(bare1R.p50))
+	fmt.Fprintf(b.c.out, "(targets: >= 1.5x stock tx/s, p50 <= 1.3x the same insert without outbox)\n")
+	// Leave the outbox tables empty for the next phases.
+	_, err := b.pool.Exec(ctx, "TRUNCATE "+b.store.Table()+`, orders, watermill_forwarder, watermill_forwarder_queue`)
+	return err
+}
+
+// countingSink is the no-op sink: it counts and signals when want arrive.
+type countingSink struct {
+	n    atomic.Int64
+	want int64
+	done chan struct{}
+	once sync.Once
+}
+
+func newSink(want int) *countingSink {
+	return &countingSink{want: int64(want), done: make(chan struct{})}
+}
+
+func (s *countingSink) Publish(_ string, msgs ...*message.Message) error {
+	if s.n.Add(int64(len(msgs))) >= s.want {
+		s.once.Do(func() { close(s.done) })
+	}
+	return nil
+}
+
+func (s *countingSink) Close() error { return nil }
+
+func (s *countingSink) wait(ctx context.Context, timeout time.Duration) error {
+	select {
+	case <-s.done:
+		return nil
+	case <-time.After(timeout):
+		return fmt.Errorf("sink got %d of %d within %s", s.n.Load(), s.want, timeout)
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (b *bench) fillEda(ctx context.Context, n int) error {
+	for i := 0; i < n; i += 100 {
+		evs := make([]eda.Event, 0, 100)
+		for j := i; j < min(i+100, n); j++ {
+			evs = append(evs, b.event())
+		}
+		tx, err := b.pool.Begin(ctx)
+		if err != nil {
+			return err
+		}
+		if err := b.store.Write(ctx, tx, b.app, evs...); err != nil {
+			tx.Rollback(ctx)
+			return err
+		}
+		if err := tx.Commit(ctx); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (b *bench) fillStock(ctx context.Context, n int, schema wsql.SchemaAdapter, ftopic string) error {
+	for i := 0; i < n; i += 100 {
+		tx, err := b.pool.Begin(ctx)
+		if err != nil {
+			return err
+		}
+		pub, err := stockPublisher(tx, schema, ftopic)
+		if err != nil {
+			return err
+		}
+		msgs := make([]*message.Message, 0, 100)
+		for j := i; j < min(i+100, n); j++ {
+			_, msg, err := b.app.NewMessage(ctx, b.event())
+			if err != nil {
+				return err
+			}
+			msgs = append(msgs, msg)
+		}
+		if err := pub.Publish("orders", msgs...); err != nil {
+			tx.Rollback(ctx)
+			return err
+		}
+		if err := tx.Commit(ctx); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (b *bench) relays(ctx context.Context) error {
+	n := b.c.drain
+	fmt.Fprintf(b.c.out, "\n== relay %d pre-written events into a no-op sink ==\n", n)
+	fmt.Fprintf(b.c.out, "%-62s %10s %12s\n", "variant", "time", "events/s")
+	rates := map[string]float64{}
+	for _, v := range []struct {
+		name    string
+		workers int
+		batch   int
+	}{{"eda relay (1 worker, batch 200)", 1, 200}, {"eda relay (4 workers, batch 500)", 4, 500}} {
+		if err := b.fillEda(ctx, n); err != nil {
+			return err
+		}
+		sink := newSink(n)
+		r, err := outbox.NewRelay(outbox.RelayConfig{Store: b.store, Publisher: sink, Workers: v.workers, BatchSize: v.batch})
+		if err != nil {
+			return err
+		}
+		rctx, cancel := context.WithCancel(ctx)
+		start := time.Now()
+		done := make(chan error, 1)
+		go func() { done <- r.Run(rctx) }()
+		err = sink.wait(ctx, 10*time.Minute)
+		d := time.Since(start)
+		cancel()
+		<-done
+		if err != nil {
+			return fmt.Errorf("%s: %w", v.name, err)
+		}
+		rates[v.name] = float64(n) / d.Seconds()
+		fmt.Fprintf(b.c.out, "%-62s %10s %12.0f\n", v.name, d.Round(time.Millisecond), rates[v.name])
+	}
+	for _, s := range stockSchemas {
+		if err := b.initStock(ctx, s.schema, s.offsets, s.topic); err != nil {
+			return err
+		}
+		if _, err := b.pool.Exec(ctx, "TRUNCATE watermill_"+s.topic); err != nil {
+			return err
+		}
+		if err := b.fillStock(ctx, n, s.schema, s.topic); err != nil {
+			return err
+		}
+		sink := newSink(n)
+		sub, err := wsql.NewSubscriber(wsql.BeginnerFromPgx(b.pool), wsql.SubscriberConfig{
+			SchemaAdapter: s.schema, OffsetsAdapter: s.offsets, ConsumerGroup: "bench_" + strings.ToLower(s.name[:7]),
+		}, watermill.NopLogger{})
+		if err != nil {
+			return err
+		}
+		fwd, err := forwarder.NewForwarder(sub, sink, watermill.NopLogger{}, forwarder.Config{ForwarderTopic: s.topic})
+		if err != nil {
+			return err
+		}
+		start := time.Now()
+		done := make(chan error, 1)
+		go func() { done <- fwd.Run(ctx) }()
+		err = sink.wait(ctx, 10*time.Minute)
+		d := time.Since(start)
+		_ = fwd.Close()
+		<-done
+		_ = sub.Close()
+		if err != nil {
+			return fmt.Errorf("stock %s: %w", s.name, err)
+		}
+		name := "stock forwarder, " + s.name
+		rates[name] = float64(n) / d.Seconds()
+		fmt.Fprintf(b.c.out, "%-62s %10s %12.0f\n", name, d.Round(time.Millisecond), rates[name])
+	}
+	bestStock := max(rates["stock forwarder, DefaultPostgreSQLSchema"], rates["stock forwarder, PostgreSQLQueueSchema"])
+	fmt.Fprintf(b.c.out, "eda relay (1 worker) / best stock forwarder: %.2fx; 4 workers: %.2fx (target >= 2x)\n",
+		rates["eda relay (1 worker, batch 200)"]/bestStock, rates["eda relay (4 workers, batch 500)"]/bestStock)
+	return nil
+}
+
+func (b *bench) claims(ctx context.Context) error {
+	fmt.Fprintf(b.c.out, "\n== claim cost (lock 100 pending rows, publish to a no-op sink, mark published) ==\n")
+	for _, published := range []int{1000, b.c.claimRows} {
+		if _, err := b.pool.Exec(ctx, "TRUNCATE "+b.store.Table()); err != nil {
+			return err
+		}
+		t0 := time.Now()
+		if _, err := b.pool.Exec(ctx, `INSERT INTO `+b.store.Table()+` (event_id, topic, payload, metadata, ordering_key, state, published_at, created_at)
+			SELECT gen_random_uuid()::text, 'orders', '{"order_id":1}'::bytea, '{"ce_type":"bench.order_placed"}'::jsonb, 'customer-' || (g % 500), 1, now(), now()
+			FROM generate_series(1, $1) g`, published); err != nil {
+			return err
+		}
+		if _, err := b.pool.Exec(ctx, "VACUUM ANALYZE "+b.store.Table()); err != nil {
+			return err
+		}
+		fill := time.Since(t0)
+		const pending, batch = 5000, 100
+		if err := b.fillEda(ctx, pending); err != nil {
+			return err
+		}
+		sink := newSink(pending)
+		var lat []time.Duration
+		for sink.n.Load() < pending {
+			t := time.Now()
+			n, err := b.store.Claim(ctx, batch, func(_ context.Context, recs []outbox.Record) []outbox.Result {
+				res := make([]outbox.Result, len(recs))
+				msgs := make([]*message.Message, len(recs))
+				for i, r := range recs {
+					res[i] = outbox.Result{Seq: r.Seq, Outcome: outbox.OutcomePublished}
+					msgs[i] = r.Message()
+				}
+				_ = sink.Publish("orders", msgs...)
+				return res
+			})
+			if err != nil {
+				return err
+			}
+			if n == 0 {
+				return fmt.Errorf("claim returned nothing with %d of %d published", sink.n.Load(), pending)
+			}
+			lat = append(lat, time.Since(t))
+		}
+		slices.Sort(lat)
+		var sum time.Duration
+		for _, l := range lat {
+			sum += l
+		}
+		fmt.Fprintf(b.c.out, "%8d published rows in the table (filled in %s): %d claims, mean %s, p50 %s, p99 %s per claim of %d\n",
+			published, fill.Round(time.Millisecond), len(lat), (sum / time.Duration(len(lat))).Round(time.Microsecond),
+			lat[len(lat)/2].Round(time.Microsecond), lat[len(lat)*99/100].Round(time.Microsecond), batch)
+	}
+	return nil
+}
