@@ -29,6 +29,11 @@
 //     tells what differs, Apply creates or updates it; both are idempotent.
 //     Each queue's policy lets only its topics send to it (aws:SourceArn).
 //     ServicePolicy writes the least-privilege IAM policy of a service.
+//   - Messages: the payload is the SQS body (base64 when it is not valid
+//     SQS text), metadata are message attributes (SQS delivers 10; the rest,
+//     empty values and names SQS refuses travel as one JSON attribute). A
+//     message the transport cannot decode is delivered raw with
+//     MetadataTransportError, so the poison middleware can route it.
 //   - Typed errors: ErrMissingRegion; transport.ErrUnavailable when the
 //     endpoint cannot be reached; transport.ErrUnknownTopic and
 //     transport.ErrUnknownQueue when AutoCreate is off and something is
@@ -38,6 +43,13 @@
 //
 // The tests and benchmarks run against the fauxqs emulator
 // (scripts/emulator.sh up; endpoint from EDA_AWS_ENDPOINT, default
-// http://127.0.0.1:4566). fauxqs does not enforce IAM, so the policies are
-// tested for their content only.
+// http://127.0.0.1:4566; EDA_TEST_LOG=1 logs the transport and SDK retries).
+// fauxqs does not enforce IAM, so the policies are tested for their content
+// only. Differences from AWS met on the way: fauxqs wants TopicArn (not
+// TargetArn) in Publish, takes PublishBatch entries in string order of their
+// index (FIFO batches are sent 9 at a time), does not set
+// DeadLetterQueueSourceArn, ignores ReceiveRequestAttemptId, and keeps
+// serving a long poll whose client went away (a stopping subscription
+// therefore lets its last ReceiveMessage finish and hands what it gets to
+// another subscription of the queue, or releases it).
 package aws

@@ -2,6 +2,7 @@ package aws_test
 
 import (
 	"bytes"
+	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
@@ -407,6 +408,52 @@ func TestUndecodable(t *testing.T) {
 		if string(m.Payload) != "raw body" || m.Metadata.Get(edaaws.MetadataTransportError) == "" || m.Metadata.Get(transport.MetadataReceiveCount) != "1" {
 			t.Errorf("got %q with metadata %v, want the raw body and %s", m.Payload, m.Metadata, edaaws.MetadataTransportError)
 		}
+		m.Ack()
+	}
+}
+
+// TestStopReleasesPrefetched stops a subscription that has received a batch
+// ahead: the messages its handlers never saw are visible again at once, not
+// after the (long) visibility timeout.
+func TestStopReleasesPrefetched(t *testing.T) {
+	ctx := testContext(t)
+	tr := newTransport(t, testConfig(t))
+	topic, queue := uniq("topic"), uniq("queue")
+	if err := tr.Declare(ctx, transport.Queue{Name: queue, Topics: []string{topic}, VisibilityTimeout: 5 * time.Minute}); err != nil {
+		t.Fatal(err)
+	}
+	var msgs []*message.Message
+	want := map[string]bool{}
+	for i := range 10 {
+		m := newMsg(fmt.Sprint(i), nil)
+		msgs = append(msgs, m)
+		want[m.UUID] = true
+	}
+	if err := tr.Publish(topic, msgs...); err != nil {
+		t.Fatal(err)
+	}
+	subCtx, stop := context.WithCancel(ctx)
+	ch, err := tr.Subscribe(subCtx, queue)
+	if err != nil {
+		t.Fatal(err)
+	}
+	first := receive(t, ch, "first")
+	first.Ack()
+	delete(want, first.UUID)
+	stop()
+	for range ch {
+	}
+	// Everything else comes within the test's patience, far below 5 minutes.
+	again, err := tr.Subscribe(ctx, queue)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for len(want) > 0 {
+		m := receive(t, again, fmt.Sprintf("after stop (%d missing)", len(want)))
+		if m.UUID == first.UUID {
+			t.Fatal("the acked message came again")
+		}
+		delete(want, m.UUID)
 		m.Ack()
 	}
 }
