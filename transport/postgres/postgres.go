@@ -400,8 +400,10 @@ func (t *Transport) publish(ctx context.Context, db DBTX, own bool, topic string
 	}
 	if grouped {
 		b.Queue(t.q.lockGroups, topic, groups, t.cfg.Schema)
+		b.Queue(t.q.insertMessages, topic, uuids, payloads, metas, groups, dedups, t.cfg.DedupWindow.Microseconds())
+	} else {
+		b.Queue(t.q.insertUngrouped, topic, uuids, payloads, metas)
 	}
-	b.Queue(t.q.insertMessages, topic, uuids, payloads, metas, groups, dedups, t.cfg.DedupWindow.Microseconds())
 	if !own {
 		if !t.cfg.DisableNotify {
 			b.Queue(t.q.notify, []string{topic}, t.channel)

@@ -5,7 +5,7 @@ import "strconv"
 // queries holds the SQL of one schema, built once in New.
 type queries struct {
 	insertPlainQueue, insertQueue, selectQueueForUpdate, upgradeQueue, insertSubscriptions string
-	selectQueue, lockGroups, insertMessages, notify, depth                                 string
+	selectQueue, lockGroups, insertMessages, insertUngrouped, notify, depth                string
 	claim, claimFIFO, nextVisible, ack, nack, release, deadLetter, cleanDedup              string
 }
 
@@ -86,6 +86,20 @@ WHERE i.dedup_id IS NULL
    OR i.ord IN (SELECT f.ord FROM firsts f JOIN fresh r ON r.queue = f.queue AND r.dedup_id = f.dedup_id)
 ORDER BY i.ord`),
 		// notify wakes the consumers of the queues subscribed to topics $1.
+		// insertUngrouped is insertMessages for messages without group ids,
+		// the common case, in a cheaper statement: no FIFO queue can take
+		// them, so there is no dedup id to check.
+		insertUngrouped: x(`
+INSERT INTO {{schema}}.messages (queue, uuid, payload, metadata, group_id)
+SELECT s.queue, m.uuid, m.payload, m.metadata,
+	CASE WHEN s.fifo THEN {{schema}}.missing_group(s.queue, m.uuid) END
+FROM unnest($2::text[], $3::bytea[], $4::bytea[]) WITH ORDINALITY AS m(uuid, payload, metadata, ord)
+CROSS JOIN (
+	SELECT q.name AS queue, q.fifo
+	FROM {{schema}}.subscriptions s JOIN {{schema}}.queues q ON q.name = s.queue
+	WHERE s.topic = $1
+) s
+ORDER BY m.ord, s.queue`),
 		notify: x(`
 SELECT pg_notify($2, queue)
 FROM (SELECT DISTINCT queue FROM {{schema}}.subscriptions WHERE topic = ANY($1::text[])) s`),

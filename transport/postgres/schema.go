@@ -47,7 +47,10 @@ CREATE TABLE {{schema}}.subscriptions (
 -- they received. Ack deletes the row.
 CREATE TABLE {{schema}}.messages (
 	id                 bigint GENERATED ALWAYS AS IDENTITY,
-	queue              text    NOT NULL REFERENCES {{schema}}.queues (name) ON DELETE CASCADE,
+	-- No foreign key to queues: its check would share-lock the queue's row
+	-- on every insert, which concurrent publishers turn into multixacts.
+	-- Queues are never deleted.
+	queue              text    NOT NULL,
 	uuid               text    NOT NULL,
 	payload            bytea   NOT NULL,
 	-- metadata: the Watermill metadata, length-prefixed key/value pairs (see
@@ -70,7 +73,7 @@ CREATE INDEX messages_fifo_head ON {{schema}}.messages (queue, group_id, id) WHE
 
 -- Deduplication ids of FIFO queues, remembered until expires_at.
 CREATE TABLE {{schema}}.dedup (
-	queue      text NOT NULL REFERENCES {{schema}}.queues (name) ON DELETE CASCADE,
+	queue      text NOT NULL, -- no foreign key, as in messages
 	dedup_id   text NOT NULL,
 	expires_at timestamptz NOT NULL,
 	PRIMARY KEY (queue, dedup_id)
