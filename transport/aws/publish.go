@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -21,6 +22,7 @@ import (
 
 // outgoing is one message ready for SNS.
 type outgoing struct {
+	index int // in the Publish call
 	msg   *message.Message
 	wire  wireMessage
 	group string // FIFO only
@@ -42,9 +44,8 @@ type outgoing struct {
 // MaxMessageSize, or the wire form over MaxWireSize) fails with
 // transport.ErrMessageTooLarge unless a claim check is configured; a message
 // for a FIFO topic without transport.MetadataGroupID fails with
-// transport.ErrMissingGroupID. A PublishBatch that fails part of its entries
-// returns an error naming them; the others were sent (at-least-once: the
-// caller may send them all again).
+// transport.ErrMissingGroupID. When calls to SNS fail, Publish returns a
+// *PublishError listing the messages not sent; the others were sent.
 //
 // The calls use the first message's context (msg.Context()).
 func (t *Transport) Publish(topic string, msgs ...*message.Message) error {
@@ -68,7 +69,10 @@ func (t *Transport) Publish(topic string, msgs ...*message.Message) error {
 		return err
 	}
 	if len(out) == 1 {
-		return t.publishOne(ctx, topic, info, out[0])
+		if err := t.publishOne(ctx, topic, info, out[0]); err != nil {
+			return &PublishError{Topic: topic, Failed: []string{out[0].msg.UUID}, Total: 1, Err: err}
+		}
+		return nil
 	}
 	size := maxBatch
 	if info.fifo {
@@ -79,35 +83,75 @@ func (t *Transport) Publish(topic string, msgs ...*message.Message) error {
 		size = maxBatch - 1
 	}
 	chunks := chunk(out, size)
+	var (
+		mu     sync.Mutex
+		failed []int
+		errs   []error
+	)
+	record := func(idx []int, err error) {
+		mu.Lock()
+		defer mu.Unlock()
+		failed = append(failed, idx...)
+		errs = append(errs, err)
+	}
 	if info.fifo || len(chunks) == 1 {
-		for _, c := range chunks {
-			if err := t.publishBatch(ctx, topic, info, c); err != nil {
-				return err
+		// In order; after a failure the rest is not sent, so a group never
+		// has a gap.
+		for i, c := range chunks {
+			if idx, err := t.publishBatch(ctx, topic, info, c); err != nil {
+				record(idx, err)
+				for _, rest := range chunks[i+1:] {
+					for _, o := range rest {
+						failed = append(failed, o.index)
+					}
+				}
+				break
 			}
 		}
+	} else {
+		var wg sync.WaitGroup
+		sem := make(chan struct{}, t.cfg.PublishConcurrency)
+		for _, c := range chunks {
+			sem <- struct{}{}
+			wg.Add(1)
+			go func() {
+				defer func() { <-sem; wg.Done() }()
+				if idx, err := t.publishBatch(ctx, topic, info, c); err != nil {
+					record(idx, err)
+				}
+			}()
+		}
+		wg.Wait()
+	}
+	if len(errs) == 0 {
 		return nil
 	}
-	var (
-		wg   sync.WaitGroup
-		mu   sync.Mutex
-		errs []error
-		sem  = make(chan struct{}, t.cfg.PublishConcurrency)
-	)
-	for _, c := range chunks {
-		sem <- struct{}{}
-		wg.Add(1)
-		go func() {
-			defer func() { <-sem; wg.Done() }()
-			if err := t.publishBatch(ctx, topic, info, c); err != nil {
-				mu.Lock()
-				errs = append(errs, err)
-				mu.Unlock()
-			}
-		}()
+	slices.Sort(failed)
+	e := &PublishError{Topic: topic, Total: len(out), Err: errors.Join(errs...)}
+	for _, i := range failed {
+		e.Failed = append(e.Failed, out[i].msg.UUID)
 	}
-	wg.Wait()
-	return errors.Join(errs...)
+	return e
 }
+
+// PublishError is returned by Publish when some of its messages were not
+// sent and others may have been (a failed or partly failed PublishBatch):
+// Failed lists the UUIDs of those not sent, in the order given; sending
+// them again is enough. It unwraps to the cause
+// (transport.ErrUnavailable, transport.ErrUnknownTopic, ...). Errors found
+// before anything is sent (too large, no group id) are returned as they are.
+type PublishError struct {
+	Topic  string
+	Failed []string
+	Total  int
+	Err    error
+}
+
+func (e *PublishError) Error() string {
+	return fmt.Sprintf("aws: publish to %q: %d of %d messages not sent: %v", e.Topic, len(e.Failed), e.Total, e.Err)
+}
+
+func (e *PublishError) Unwrap() error { return e.Err }
 
 // prepare checks and encodes every message; the claim check stores payloads
 // only once all messages passed the checks.
@@ -118,7 +162,7 @@ func (t *Transport) prepare(ctx context.Context, topic string, info topicInfo, m
 		if msg == nil {
 			return nil, fmt.Errorf("%w: aws: message %d to %q is nil", transport.ErrInvalidConfig, i, topic)
 		}
-		o := outgoing{msg: msg}
+		o := outgoing{index: i, msg: msg}
 		if info.fifo {
 			if o.group = msg.Metadata.Get(transport.MetadataGroupID); o.group == "" {
 				return nil, fmt.Errorf("%w: aws: message %s to FIFO topic %q", transport.ErrMissingGroupID, msg.UUID, topic)
@@ -189,7 +233,9 @@ func (t *Transport) publishOne(ctx context.Context, topic string, info topicInfo
 	return nil
 }
 
-func (t *Transport) publishBatch(ctx context.Context, topic string, info topicInfo, batch []outgoing) error {
+// publishBatch sends one PublishBatch; on error it returns the indices of
+// the messages not sent.
+func (t *Transport) publishBatch(ctx context.Context, topic string, info topicInfo, batch []outgoing) ([]int, error) {
 	entries := make([]snstypes.PublishBatchRequestEntry, len(batch))
 	for i, o := range batch {
 		entries[i] = snstypes.PublishBatchRequestEntry{
@@ -203,27 +249,32 @@ func (t *Transport) publishBatch(ctx context.Context, topic string, info topicIn
 	}
 	res, err := t.sns.PublishBatch(ctx, &sns.PublishBatchInput{TopicArn: awssdk.String(info.arn), PublishBatchRequestEntries: entries})
 	if err != nil {
-		return t.publishError(topic, info, err)
+		all := make([]int, len(batch))
+		for i, o := range batch {
+			all[i] = o.index
+		}
+		return all, t.publishError(topic, info, err)
 	}
 	if len(res.Failed) == 0 {
-		return nil
+		return nil, nil
 	}
 	senderFault := false
-	var failed []string
+	var idx []int
+	var reasons []string
 	for _, f := range res.Failed {
-		i, _ := strconv.Atoi(awssdk.ToString(f.Id))
-		id := "?"
-		if i >= 0 && i < len(batch) {
-			id = batch[i].msg.UUID
+		i, err := strconv.Atoi(awssdk.ToString(f.Id))
+		if err != nil || i < 0 || i >= len(batch) {
+			continue
 		}
-		failed = append(failed, fmt.Sprintf("%s: %s %s", id, awssdk.ToString(f.Code), awssdk.ToString(f.Message)))
+		idx = append(idx, batch[i].index)
+		reasons = append(reasons, fmt.Sprintf("%s: %s %s", batch[i].msg.UUID, awssdk.ToString(f.Code), awssdk.ToString(f.Message)))
 		senderFault = senderFault || f.SenderFault
 	}
-	err = fmt.Errorf("aws: publish to %q: %d of %d messages failed: %s", topic, len(failed), len(batch), strings.Join(failed, "; "))
+	err = fmt.Errorf("aws: PublishBatch entries failed: %s", strings.Join(reasons, "; "))
 	if !senderFault {
 		err = fmt.Errorf("%w: %w", transport.ErrUnavailable, err)
 	}
-	return err
+	return idx, err
 }
 
 func (t *Transport) publishError(topic string, info topicInfo, err error) error {

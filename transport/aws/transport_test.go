@@ -13,6 +13,7 @@ import (
 
 	"github.com/ThreeDotsLabs/watermill/message"
 	awssdk "github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/sns"
 	"github.com/aws/aws-sdk-go-v2/service/sqs"
 	sqstypes "github.com/aws/aws-sdk-go-v2/service/sqs/types"
 
@@ -455,5 +456,40 @@ func TestStopReleasesPrefetched(t *testing.T) {
 		}
 		delete(want, m.UUID)
 		m.Ack()
+	}
+}
+
+// TestPublishError deletes a topic the transport has resolved: a batch
+// publish fails with a *PublishError naming every message, matching
+// transport.ErrUnknownTopic; the next Publish looks the topic up again.
+func TestPublishError(t *testing.T) {
+	ctx := testContext(t)
+	tr := newTransport(t, testConfig(t))
+	topic, queue := uniq("topic"), uniq("queue")
+	if err := tr.Declare(ctx, transport.Queue{Name: queue, Topics: []string{topic}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := tr.Publish(topic, newMsg("resolves the topic", nil)); err != nil {
+		t.Fatal(err)
+	}
+	arn := "arn:aws:sns:us-east-1:000000000000:" + topic
+	if _, err := tr.SNS().DeleteTopic(ctx, &sns.DeleteTopicInput{TopicArn: &arn}); err != nil {
+		t.Fatal(err)
+	}
+	var msgs []*message.Message
+	for i := range 25 {
+		msgs = append(msgs, newMsg(fmt.Sprint(i), nil))
+	}
+	err := tr.Publish(topic, msgs...)
+	var pe *edaaws.PublishError
+	if !errors.As(err, &pe) || !errors.Is(err, transport.ErrUnknownTopic) {
+		t.Fatalf("Publish to a deleted topic: %v, want *PublishError and ErrUnknownTopic", err)
+	}
+	if pe.Total != 25 || len(pe.Failed) != 25 || pe.Failed[0] != msgs[0].UUID || pe.Failed[24] != msgs[24].UUID {
+		t.Errorf("PublishError: %d of %d failed (%v)", len(pe.Failed), pe.Total, pe.Failed)
+	}
+	// AutoCreate is on: the next Publish creates the topic again.
+	if err := tr.Publish(topic, msgs...); err != nil {
+		t.Errorf("Publish after the topic was forgotten: %v", err)
 	}
 }
