@@ -125,6 +125,12 @@ func (t *Transport) notifyLater(topic string) {
 	}
 }
 
+// notifyInterval is the least time between two NOTIFY statements of a
+// transport: under a stream of publishes, one statement covers all the
+// topics published in that time; an idle consumer wakes that much later at
+// most.
+const notifyInterval = 5 * time.Millisecond
+
 func (t *Transport) notifier() {
 	for {
 		select {
@@ -133,6 +139,12 @@ func (t *Transport) notifier() {
 		case <-t.closing:
 			t.sendNotifications()
 			return
+		}
+		pause := time.NewTimer(notifyInterval)
+		select {
+		case <-pause.C:
+		case <-t.closing:
+			pause.Stop()
 		}
 	}
 }

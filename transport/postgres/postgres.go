@@ -41,6 +41,10 @@ type Config struct {
 	// wakes as soon as a message is published; the poll covers lost
 	// notifications and expiring visibility timeouts are waited for
 	// precisely. Default DefaultPollInterval.
+	//
+	// Publish sends NOTIFY after its transaction commits, at most one
+	// statement per 5ms per transport covering every topic published in
+	// that time; PublishTx sends it inside the caller's transaction.
 	PollInterval time.Duration
 	// DisableNotify turns LISTEN/NOTIFY off: consumers then find new messages
 	// by polling only (and the transport holds no listening connection).
