@@ -17,7 +17,11 @@
 // dead-letter queue, with transport.MetadataDeadLetterSource set. On a FIFO
 // queue only the oldest row of each message group can be received, so a group
 // has one message in flight and keeps its order; deduplication ids
-// (transport.DedupID) are remembered for Config.DedupWindow.
+// (transport.DedupID) are remembered for Config.DedupWindow. Receiving from a
+// FIFO queue walks the queue in order past the rows of groups that have a
+// message in flight, so its cost grows with the backlog of those groups:
+// fine for tests and small deployments, not for millions of queued FIFO
+// messages.
 //
 // Consumers wake on LISTEN/NOTIFY when messages are published, poll every
 // Config.PollInterval in case a notification was lost, and wake when the
