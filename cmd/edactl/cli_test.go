@@ -7,13 +7,13 @@ import (
 
 func TestHelpListsCommands(t *testing.T) {
 	t.Parallel()
-	_, errs, code := edactl(t, "help")
+	help, _, code := edactl(t, "help")
 	if code != exitOK {
 		t.Fatalf("help: exit %d", code)
 	}
 	for _, c := range []string{"topology", "iam", "outbox", "dlq", "tail", "-o json"} {
-		if !strings.Contains(errs, c) {
-			t.Errorf("help does not mention %q:\n%s", c, errs)
+		if !strings.Contains(help, c) {
+			t.Errorf("help does not mention %q:\n%s", c, help)
 		}
 	}
 	out, _, code := edactl(t, "help", "dlq")
@@ -25,7 +25,7 @@ func TestHelpListsCommands(t *testing.T) {
 			t.Errorf("help dlq does not show %q:\n%s", sub, out)
 		}
 	}
-	_, errs, code = edactl(t, "dlq", "show", "-h")
+	_, errs, code := edactl(t, "dlq", "show", "-h")
 	if code != exitOK || !strings.Contains(errs, "-queue") || !strings.Contains(errs, "-visibility") {
 		t.Errorf("dlq show -h: exit %d, flags:\n%s", code, errs)
 	}

@@ -89,7 +89,7 @@ type cli struct {
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	c := &cli{stdout: stdout, stderr: stderr}
 	if len(args) == 0 {
-		c.usage()
+		c.usage(stderr)
 		return exitUsage
 	}
 	name, rest := args[0], args[1:]
@@ -102,15 +102,18 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 				}
 			}
 			fmt.Fprintf(stderr, "edactl help: unknown command %q\n", rest[0])
-			c.usage()
+			c.usage(stderr)
 			return exitUsage
 		}
-		c.usage()
+		c.usage(stdout)
 		return exitOK
 	}
 	for _, cmd := range commands() {
 		if cmd.name != name || cmd.run == nil {
 			continue
+		}
+		if len(rest) > 0 && (rest[0] == "-h" || rest[0] == "-help" || rest[0] == "--help") && strings.Contains(cmd.summary, "|") {
+			return run(ctx, []string{"help", name}, stdout, stderr) // a command with subcommands
 		}
 		err := cmd.run(ctx, c, rest)
 		switch {
@@ -132,18 +135,18 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		}
 	}
 	fmt.Fprintf(stderr, "edactl: unknown command %q\n", name)
-	c.usage()
+	c.usage(stderr)
 	return exitUsage
 }
 
-func (c *cli) usage() {
-	fmt.Fprintln(c.stderr, "edactl: operate systems built on eda.\n\nUsage: edactl <command> [subcommand] [flags]\n\nCommands:")
-	tw := tabwriter.NewWriter(c.stderr, 0, 4, 2, ' ', 0)
+func (c *cli) usage(w io.Writer) {
+	fmt.Fprintln(w, "edactl: operate systems built on eda.\n\nUsage: edactl <command> [subcommand] [flags]\n\nCommands:")
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	for _, cmd := range commands() {
 		fmt.Fprintf(tw, "  %s\t%s\n", cmd.name, cmd.summary)
 	}
 	tw.Flush()
-	fmt.Fprintln(c.stderr, "\nEvery command takes -o json for scripts. edactl help <command> lists a command's flags.")
+	fmt.Fprintln(w, "\nEvery command takes -o json for scripts. edactl help <command> shows a command's usage;\nedactl <command> <subcommand> -h lists its flags.")
 }
 
 // flagSet returns a flag set for a command that reports errors instead of
