@@ -6,6 +6,7 @@
 //	edactl topology plan  -f topology.json [-aws-endpoint URL]
 //	edactl topology apply -f topology.json
 //	edactl iam -f topology.json [-service name] -account 123456789012 -region eu-west-1
+//	edactl iam -f topology.json -role deploy|operator
 //	edactl outbox status  -db postgres://... [-schema s -table t]   (or -db path/to/app.db for SQLite)
 //	edactl outbox failed | retry [seq...|-all] | discard [seq...|-all]
 //	edactl dlq list       -transport aws|postgres
@@ -38,6 +39,18 @@
 // an SNS filter policy on the message attributes (the eda envelope: ce_type,
 // ce_source...). -prefix puts a prefix before every topic and queue name
 // (several environments in one account).
+//
+// # IAM
+//
+// iam prints, for each service of the file's "services" section, the
+// least-privilege policy of transport/aws ServicePolicy: publish to its
+// topics, consume its queues. -role deploy prints what topology apply needs
+// (create and configure topics, queues, subscriptions; delete nothing);
+// -role operator what dlq and tail need (read, redrive and send on the
+// topology's queues, publish to its topics, and create and delete tail's
+// edactl-tail-* queues). Unsubscribe cannot be limited to tail's own
+// subscriptions (a subscription ARN does not name its queue), so the
+// operator role may unsubscribe any subscription of the topology's topics.
 //
 // # Dead letters
 //

@@ -153,7 +153,7 @@ type watcher interface {
 func tempName() string {
 	b := make([]byte, 6)
 	_, _ = rand.Read(b)
-	return "edactl-tail-" + hex.EncodeToString(b)
+	return tailQueuePrefix + hex.EncodeToString(b)
 }
 
 // awsWatcher subscribes a temporary SQS queue to the watched queue's SNS

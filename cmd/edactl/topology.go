@@ -7,8 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"slices"
-	"strings"
 	"time"
 
 	awssdk "github.com/aws/aws-sdk-go-v2/aws"
@@ -296,95 +294,6 @@ func runTopology(ctx context.Context, c *cli, args []string) error {
 		}
 	}
 	return err
-}
-
-func runIAM(ctx context.Context, c *cli, args []string) error {
-	fs := c.flagSet("iam", "-f topology.json [-service name] [flags]")
-	file := fs.String("f", "", "topology file (JSON) with a services section; required")
-	prefix := fs.String("prefix", "", "prefix of every topic and queue name")
-	service := fs.String("service", "", "print only this service's policy")
-	var af awsFlags
-	af.register(fs)
-	partition := fs.String("partition", edaaws.DefaultPartition, "AWS partition of the ARNs")
-	pos, err := parse(fs, args)
-	if err != nil {
-		return err
-	}
-	if len(pos) > 0 {
-		return usagef("unexpected arguments %q", pos)
-	}
-	f, err := loadTopology(*file, *prefix)
-	if err != nil {
-		return err
-	}
-	if len(f.Services) == 0 {
-		return usagef("topology file %s has no services section: nothing to write policies for", *file)
-	}
-	services := f.Services
-	if *service != "" {
-		i := slices.IndexFunc(services, func(s serviceSpec) bool { return s.Name == *service })
-		if i < 0 {
-			var names []string
-			for _, s := range services {
-				names = append(names, s.Name)
-			}
-			return usagef("no service %q in %s (it has %s)", *service, *file, strings.Join(names, ", "))
-		}
-		services = services[i : i+1]
-	}
-	region, account := af.region, af.account
-	if region == "" { // the AWS chain's
-		cfg, err := af.config(ctx)
-		if err != nil {
-			return err
-		}
-		region = cfg.Region
-	}
-	if account == "" {
-		if account, err = callerAccount(ctx, af); err != nil {
-			return fmt.Errorf("find the account id (or pass -account): %w", err)
-		}
-	}
-	fifo := map[string]bool{}
-	for _, t := range f.Topics {
-		fifo[t.Name] = t.FIFO
-	}
-	queues := map[string]queueSpec{}
-	for _, q := range f.Queues {
-		queues[q.Name] = q
-		for _, t := range q.Topics {
-			fifo[t] = fifo[t] || q.FIFO
-		}
-	}
-	type policy struct {
-		Service string                `json:"service"`
-		Policy  edaaws.PolicyDocument `json:"policy"`
-	}
-	var out []policy
-	for _, s := range services {
-		access := edaaws.ServiceAccess{Region: region, AccountID: account, Partition: *partition, ReadDeadLetters: s.ReadDeadLetters}
-		for _, t := range s.Publishes {
-			access.Publishes = append(access.Publishes, edaaws.Topic{Name: t, FIFO: fifo[t]})
-		}
-		for _, q := range s.Consumes {
-			access.Consumes = append(access.Consumes, queues[q].queue())
-		}
-		doc, err := edaaws.ServicePolicy(access)
-		if err != nil {
-			return fmt.Errorf("%w: service %q: %w", errUsage, s.Name, err)
-		}
-		out = append(out, policy{s.Name, doc})
-	}
-	if c.json {
-		return c.printJSON(out)
-	}
-	for i, p := range out {
-		if i > 0 {
-			fmt.Fprintln(c.stdout)
-		}
-		fmt.Fprintf(c.stdout, "# service %s (%d statement(s))\n%s\n", p.Service, len(p.Policy.Statement), p.Policy.JSON())
-	}
-	return nil
 }
 
 // callerAccount asks STS for the account of the credentials.

@@ -95,32 +95,31 @@ func TestIAM(t *testing.T) {
 	t.Parallel()
 	out := mustRun(t, "iam", "-f", "testdata/orders-topology.json", "-account", "123456789012", "-region", "eu-west-1")
 	for _, want := range []string{
-		"# service orders", "# service inventory", "# service notification", "# service operator",
+		"# service orders", "# service inventory", "# service notification",
 		`"arn:aws:sns:eu-west-1:123456789012:orders"`,
 		`"arn:aws:sqs:eu-west-1:123456789012:order-status"`,
 		`"sqs:ReceiveMessage"`, `"sns:Publish"`,
-		`"arn:aws:sqs:eu-west-1:123456789012:inventory-dlq"`, // the operator reads dead letters
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("iam output lacks %q", want)
 		}
 	}
-	for _, bad := range []string{"sqs:CreateQueue", "sns:Subscribe", "SetQueueAttributes", `"*"`} {
+	for _, bad := range []string{"sqs:CreateQueue", "sns:Subscribe", "SetQueueAttributes", `"*"`, "inventory-dlq"} {
 		if strings.Contains(out, bad) {
 			t.Errorf("iam output grants %s:\n%s", bad, out)
 		}
 	}
 
 	var policies []struct {
-		Service string                `json:"service"`
-		Policy  edaaws.PolicyDocument `json:"policy"`
+		Name   string                `json:"name"`
+		Policy edaaws.PolicyDocument `json:"policy"`
 	}
 	js := mustRun(t, "iam", "-f", "testdata/orders-topology.json", "-account", "123456789012", "-region", "eu-west-1",
 		"-service", "inventory", "-prefix", "prod-", "-o", "json")
 	if err := json.Unmarshal([]byte(js), &policies); err != nil {
 		t.Fatalf("%v:\n%s", err, js)
 	}
-	if len(policies) != 1 || policies[0].Service != "inventory" {
+	if len(policies) != 1 || policies[0].Name != "inventory" {
 		t.Fatalf("-service inventory: %+v", policies)
 	}
 	want := map[string][]string{
@@ -148,5 +147,57 @@ func TestIAMAccountFromSTS(t *testing.T) {
 	out := mustRun(t, "iam", "-f", "testdata/orders-topology.json", "-service", "notification", "-aws-endpoint", ep)
 	if !strings.Contains(out, "arn:aws:sqs:us-east-1:000000000000:notification") {
 		t.Errorf("iam with the account from STS:\n%s", out)
+	}
+}
+
+// The deploy role may create and configure, the operator role may read and
+// redrive; neither may do what the other does beyond that.
+func TestIAMRoles(t *testing.T) {
+	t.Parallel()
+	base := []string{"iam", "-f", "testdata/orders-topology.json", "-account", "123456789012", "-region", "eu-west-1", "-o", "json"}
+	actions := func(role string) map[string]string { // action → its resources
+		var out []struct {
+			Name   string                `json:"name"`
+			Policy edaaws.PolicyDocument `json:"policy"`
+		}
+		js := mustRun(t, append(base, "-role", role)...)
+		if err := json.Unmarshal([]byte(js), &out); err != nil || len(out) != 1 || out[0].Name != role {
+			t.Fatalf("-role %s: %v:\n%s", role, err, js)
+		}
+		m := map[string]string{}
+		for _, st := range out[0].Policy.Statement {
+			for _, a := range st.Action {
+				m[a] += strings.Join(st.Resource, " ") + " "
+			}
+		}
+		return m
+	}
+	deploy := actions("deploy")
+	for _, a := range []string{"sns:CreateTopic", "sns:Subscribe", "sns:SetSubscriptionAttributes", "sqs:CreateQueue", "sqs:SetQueueAttributes"} {
+		if deploy[a] == "" {
+			t.Errorf("deploy cannot %s", a)
+		}
+	}
+	if !strings.Contains(deploy["sqs:CreateQueue"], "arn:aws:sqs:eu-west-1:123456789012:inventory-dlq ") {
+		t.Errorf("deploy cannot create the dead-letter queues: %s", deploy["sqs:CreateQueue"])
+	}
+	for _, a := range []string{"sqs:DeleteQueue", "sqs:ReceiveMessage", "sqs:SendMessage", "sns:Publish"} {
+		if deploy[a] != "" {
+			t.Errorf("deploy may %s", a)
+		}
+	}
+	op := actions("operator")
+	if !strings.Contains(op["sqs:SendMessage"], ":inventory ") || !strings.Contains(op["sqs:ReceiveMessage"], ":inventory-dlq ") ||
+		!strings.Contains(op["sqs:ReceiveMessage"], ":orders-poison ") {
+		t.Errorf("operator cannot redrive: send %q, receive %q", op["sqs:SendMessage"], op["sqs:ReceiveMessage"])
+	}
+	if strings.TrimSpace(op["sqs:DeleteQueue"]) != "arn:aws:sqs:eu-west-1:123456789012:edactl-tail-*" {
+		t.Errorf("operator may delete %q, want only tail's queues", op["sqs:DeleteQueue"])
+	}
+	if op["sqs:SetQueueAttributes"] != op["sqs:DeleteQueue"] || op["sns:CreateTopic"] != "" || op["sns:SetSubscriptionAttributes"] != "" {
+		t.Errorf("operator may change the topology: %v", op)
+	}
+	if _, errs, code := edactl(t, append(base, "-role", "admin")...); code != exitUsage || !strings.Contains(errs, `-role "admin"`) {
+		t.Errorf("-role admin: exit %d, %s", code, errs)
 	}
 }

@@ -1,0 +1,218 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strings"
+
+	edaaws "github.com/edaproject/eda/transport/aws"
+)
+
+// Roles iam writes policies for.
+const (
+	roleServices = "services" // each service of the file: edaaws.ServicePolicy
+	roleDeploy   = "deploy"   // what edactl topology apply needs
+	roleOperator = "operator" // what edactl dlq and tail need
+)
+
+// tailQueuePrefix starts the name of every queue edactl tail creates.
+const tailQueuePrefix = "edactl-tail-"
+
+type namedPolicy struct {
+	Name   string                `json:"name"`
+	Policy edaaws.PolicyDocument `json:"policy"`
+}
+
+func runIAM(ctx context.Context, c *cli, args []string) error {
+	fs := c.flagSet("iam", "-f topology.json [-role services|deploy|operator] [-service name] [flags]")
+	file := fs.String("f", "", "topology file (JSON); required")
+	prefix := fs.String("prefix", "", "prefix of every topic and queue name")
+	role := fs.String("role", roleServices, "services: each service's policy (the file's services section); deploy: what topology apply needs; operator: what dlq and tail need")
+	service := fs.String("service", "", "services: print only this service's policy")
+	var af awsFlags
+	af.register(fs)
+	partition := fs.String("partition", edaaws.DefaultPartition, "AWS partition of the ARNs")
+	pos, err := parse(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) > 0 {
+		return usagef("unexpected arguments %q", pos)
+	}
+	switch *role {
+	case roleServices:
+	case roleDeploy, roleOperator:
+		if *service != "" {
+			return usagef("-service goes with -role services")
+		}
+	default:
+		return usagef("-role %q: want services, deploy or operator", *role)
+	}
+	f, err := loadTopology(*file, *prefix)
+	if err != nil {
+		return err
+	}
+	services := f.Services
+	if *role == roleServices {
+		if len(services) == 0 {
+			return usagef("topology file %s has no services section: nothing to write policies for (see -role)", *file)
+		}
+		if *service != "" {
+			i := slices.IndexFunc(services, func(s serviceSpec) bool { return s.Name == *service })
+			if i < 0 {
+				var names []string
+				for _, s := range services {
+					names = append(names, s.Name)
+				}
+				return usagef("no service %q in %s (it has %s)", *service, *file, strings.Join(names, ", "))
+			}
+			services = services[i : i+1]
+		}
+	}
+	region, account := af.region, af.account
+	if region == "" { // the AWS chain's
+		cfg, err := af.config(ctx)
+		if err != nil {
+			return err
+		}
+		region = cfg.Region
+	}
+	if account == "" {
+		if account, err = callerAccount(ctx, af); err != nil {
+			return fmt.Errorf("find the account id (or pass -account): %w", err)
+		}
+	}
+	arns := arnBuilder{partition: *partition, region: region, account: account}
+
+	var out []namedPolicy
+	switch *role {
+	case roleServices:
+		fifo := f.topicFIFO()
+		queues := map[string]queueSpec{}
+		for _, q := range f.Queues {
+			queues[q.Name] = q
+		}
+		for _, s := range services {
+			access := edaaws.ServiceAccess{Region: region, AccountID: account, Partition: *partition, ReadDeadLetters: s.ReadDeadLetters}
+			for _, t := range s.Publishes {
+				access.Publishes = append(access.Publishes, edaaws.Topic{Name: t, FIFO: fifo[t]})
+			}
+			for _, q := range s.Consumes {
+				access.Consumes = append(access.Consumes, queues[q].queue())
+			}
+			doc, err := edaaws.ServicePolicy(access)
+			if err != nil {
+				return fmt.Errorf("%w: service %q: %w", errUsage, s.Name, err)
+			}
+			out = append(out, namedPolicy{s.Name, doc})
+		}
+	case roleDeploy:
+		out = append(out, namedPolicy{"deploy", deployPolicy(f, arns)})
+	case roleOperator:
+		out = append(out, namedPolicy{"operator", operatorPolicy(f, arns)})
+	}
+	if c.json {
+		return c.printJSON(out)
+	}
+	for i, p := range out {
+		if i > 0 {
+			fmt.Fprintln(c.stdout)
+		}
+		kind := "service"
+		if *role != roleServices {
+			kind = "role"
+		}
+		fmt.Fprintf(c.stdout, "# %s %s (%d statement(s))\n%s\n", kind, p.Name, len(p.Policy.Statement), p.Policy.JSON())
+	}
+	return nil
+}
+
+type arnBuilder struct{ partition, region, account string }
+
+func (a arnBuilder) arn(service, name string) string {
+	return fmt.Sprintf("arn:%s:%s:%s:%s:%s", a.partition, service, a.region, a.account, name)
+}
+
+// physicalName is the SNS/SQS name: FIFO ones end in ".fifo".
+func physicalName(name string, fifo bool) string {
+	if fifo && !strings.HasSuffix(name, ".fifo") {
+		return name + ".fifo"
+	}
+	return name
+}
+
+// topicFIFO tells, for every topic of the file, whether it is FIFO.
+func (f *topologyFile) topicFIFO() map[string]bool {
+	fifo := map[string]bool{}
+	for _, t := range f.Topics {
+		fifo[t.Name] = t.FIFO
+	}
+	for _, q := range f.Queues {
+		for _, t := range q.Topics {
+			fifo[t] = fifo[t] || q.FIFO
+		}
+	}
+	return fifo
+}
+
+// resources returns the ARNs of every topic, and of every queue with its
+// dead-letter queue, sorted.
+func (f *topologyFile) resources(a arnBuilder) (topics, subscriptions, queues edaaws.StringList) {
+	for t, fifo := range f.topicFIFO() {
+		arn := a.arn("sns", physicalName(t, fifo))
+		topics = append(topics, arn)
+		subscriptions = append(subscriptions, arn+":*") // subscription ARNs: topic ARN + ":" + id
+	}
+	for _, q := range f.Queues {
+		d := q.queue()
+		queues = append(queues, a.arn("sqs", physicalName(d.Name, d.FIFO)))
+		if d.DeadLetterQueue != "" {
+			queues = append(queues, a.arn("sqs", physicalName(d.DeadLetterQueue, d.FIFO)))
+		}
+	}
+	for _, l := range []*edaaws.StringList{&topics, &subscriptions, &queues} {
+		slices.Sort(*l)
+		*l = slices.Compact(*l)
+	}
+	return topics, subscriptions, queues
+}
+
+// deployPolicy is what edactl topology plan and apply (and
+// edaaws.Transport.Apply) call: create and inspect topics, queues and
+// subscriptions, set queue attributes (visibility, redrive, policy) and
+// subscription attributes (raw delivery, filter policy). Nothing is deleted.
+func deployPolicy(f *topologyFile, a arnBuilder) edaaws.PolicyDocument {
+	topics, subs, queues := f.resources(a)
+	return edaaws.PolicyDocument{Version: edaaws.PolicyVersion, Statement: []edaaws.Statement{
+		{Sid: "ManageTopics", Effect: "Allow", Resource: topics, Action: edaaws.StringList{
+			"sns:CreateTopic", "sns:GetTopicAttributes", "sns:ListSubscriptionsByTopic", "sns:Subscribe"}},
+		{Sid: "ManageSubscriptions", Effect: "Allow", Resource: subs, Action: edaaws.StringList{
+			"sns:GetSubscriptionAttributes", "sns:SetSubscriptionAttributes"}},
+		{Sid: "ManageQueues", Effect: "Allow", Resource: queues, Action: edaaws.StringList{
+			"sqs:CreateQueue", "sqs:GetQueueAttributes", "sqs:GetQueueUrl", "sqs:SetQueueAttributes"}},
+	}}
+}
+
+// operatorPolicy is what edactl dlq and tail call: list queues, topics and
+// subscriptions; peek into, redrive from and send to the topology's queues;
+// publish a redriven message to its topic; and create, subscribe and delete
+// tail's temporary queues (named edactl-tail-*).
+func operatorPolicy(f *topologyFile, a arnBuilder) edaaws.PolicyDocument {
+	topics, subs, queues := f.resources(a)
+	tail := edaaws.StringList{a.arn("sqs", tailQueuePrefix+"*")}
+	return edaaws.PolicyDocument{Version: edaaws.PolicyVersion, Statement: []edaaws.Statement{
+		{Sid: "List", Effect: "Allow", Resource: edaaws.StringList{"*"}, Action: edaaws.StringList{
+			"sns:ListSubscriptions", "sns:ListTopics", "sqs:ListQueues"}},
+		{Sid: "DeadLetters", Effect: "Allow", Resource: queues, Action: edaaws.StringList{
+			"sqs:ChangeMessageVisibility", "sqs:DeleteMessage", "sqs:GetQueueAttributes", "sqs:GetQueueUrl",
+			"sqs:ListDeadLetterSourceQueues", "sqs:ReceiveMessage", "sqs:SendMessage"}},
+		{Sid: "Topics", Effect: "Allow", Resource: topics, Action: edaaws.StringList{
+			"sns:GetTopicAttributes", "sns:ListSubscriptionsByTopic", "sns:Publish", "sns:Subscribe"}},
+		{Sid: "TailSubscriptions", Effect: "Allow", Resource: subs, Action: edaaws.StringList{
+			"sns:GetSubscriptionAttributes", "sns:Unsubscribe"}},
+		{Sid: "TailQueues", Effect: "Allow", Resource: tail, Action: edaaws.StringList{
+			"sqs:ChangeMessageVisibility", "sqs:CreateQueue", "sqs:DeleteMessage", "sqs:DeleteQueue",
+			"sqs:GetQueueAttributes", "sqs:GetQueueUrl", "sqs:ReceiveMessage", "sqs:SetQueueAttributes"}},
+	}}
+}
