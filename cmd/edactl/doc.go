@@ -60,8 +60,9 @@
 // (middleware.Poison) routes, with the reason in the metadata. dlq list shows
 // both (and any queue whose name contains "poison" or ends in "-dlq"). dlq
 // show peeks without consuming: on SQS it receives with a visibility timeout
-// and makes the messages visible again at once; on Postgres it only reads the
-// transport's tables. dlq redrive sends each message back where it came from
+// (-visibility) and makes the messages visible again at once, which counts as
+// a receive (a dead-letter queue has no redrive policy of its own, so this is
+// harmless); on Postgres it only reads the transport's tables. dlq redrive sends each message back where it came from
 // (the dead-letter source queue, else the poison metadata's queue, else its
 // topic, or -to), without the poison metadata, and deletes it from the
 // dead-letter queue only once the send succeeded (on Postgres, all in one
