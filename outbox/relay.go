@@ -331,6 +331,31 @@ func (r *Relay) publishTopic(topic string, recs []Record, results []Result) []Re
 		}
 		return results
 	}
+	var partial PartialError
+	if errors.As(err, &partial) && !r.cfg.Permanent(err) {
+		// Only the messages not sent are retried; the others are
+		// published. A key stops at its first unsent message.
+		notSent := map[string]bool{}
+		for _, id := range partial.NotSent() {
+			notSent[id] = true
+		}
+		stopped := map[string]bool{}
+		now := time.Now()
+		for _, rec := range recs {
+			k := rec.OrderingKey
+			switch {
+			case k != "" && stopped[k]:
+				results = append(results, Result{Seq: rec.Seq, Outcome: OutcomeRetry, Err: err.Error(), RetryAt: now.Add(r.backoff(rec.Attempts + 1))})
+			case notSent[rec.EventID]:
+				stopped[k] = k != ""
+				results = append(results, Result{Seq: rec.Seq, Outcome: OutcomeRetry, Err: err.Error(), RetryAt: now.Add(r.backoff(rec.Attempts + 1))})
+			default:
+				results = append(results, Result{Seq: rec.Seq, Outcome: OutcomePublished})
+			}
+		}
+		r.cfg.Logger.Warn("outbox relay: publish partly failed, will retry the rest", "topic", topic, "records", len(recs), "not_sent", len(notSent), "err", err)
+		return results
+	}
 	if !r.cfg.Permanent(err) {
 		r.cfg.Logger.Warn("outbox relay: publish failed, will retry", "topic", topic, "records", len(recs), "err", err)
 		now := time.Now()
@@ -365,6 +390,17 @@ func (r *Relay) publishTopic(topic string, recs []Record, results []Result) []Re
 		}
 	}
 	return results
+}
+
+// PartialError is implemented by a publisher's error when some messages of
+// a Publish call were sent and others were not (a partly failed SNS
+// PublishBatch): NotSent lists the UUIDs (event ids) of those not sent. The
+// relay then marks the others published and retries only those, so a
+// partial failure causes no duplicates. A key's messages after its first
+// unsent one are retried too, even if they were sent (ordering first).
+type PartialError interface {
+	error
+	NotSent() []string
 }
 
 // backoff returns the delay before attempt n+1: MinBackoff doubling per

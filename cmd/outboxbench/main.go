@@ -36,15 +36,21 @@ import (
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill"
+	wsns "github.com/ThreeDotsLabs/watermill-aws/sns"
 	wsql "github.com/ThreeDotsLabs/watermill-sql/v4/pkg/sql"
 	"github.com/ThreeDotsLabs/watermill/components/forwarder"
 	"github.com/ThreeDotsLabs/watermill/message"
+	awssdk "github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/credentials"
+	awssns "github.com/aws/aws-sdk-go-v2/service/sns"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/edaproject/eda/eda"
 	"github.com/edaproject/eda/outbox"
 	"github.com/edaproject/eda/outbox/pgxstore"
+	"github.com/edaproject/eda/transport"
+	edaaws "github.com/edaproject/eda/transport/aws"
 	"github.com/edaproject/eda/transport/memory"
 )
 
@@ -62,13 +68,15 @@ func (OrderPlaced) EventName() string { return "bench.order_placed" }
 func (e OrderPlaced) OrderingKey() string { return e.Customer }
 
 type config struct {
-	dsn       string
-	writers   int
-	duration  time.Duration
-	drain     int
-	claimRows int
-	phases    map[string]bool
-	out       *os.File
+	dsn         string
+	writers     int
+	duration    time.Duration
+	drain       int
+	claimRows   int
+	phases      map[string]bool
+	snsEndpoint string
+	snsEvents   int
+	out         *os.File
 }
 
 func main() {
@@ -79,7 +87,9 @@ func main() {
 	flag.DurationVar(&c.duration, "duration", 5*time.Second, "duration of each write variant")
 	flag.IntVar(&c.drain, "drain", 20000, "events drained per relay variant")
 	flag.IntVar(&c.claimRows, "claimrows", 1000000, "published rows in the large table of the claim phase")
-	flag.StringVar(&phases, "phases", "write,relay,claim", "phases to run")
+	flag.StringVar(&phases, "phases", "write,relay,claim", "phases to run (write, relay, claim, sns)")
+	flag.StringVar(&c.snsEndpoint, "sns-endpoint", "http://127.0.0.1:4566", "SNS/SQS emulator for the sns phase (scripts/emulator.sh up)")
+	flag.IntVar(&c.snsEvents, "sns-events", 3000, "events relayed per variant in the sns phase")
 	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the client to this file")
 	flag.Parse()
 	if *cpuprofile != "" {
@@ -161,6 +171,11 @@ func run(ctx context.Context, c config) error {
 	if c.phases["relay"] {
 		if err := b2.relays(ctx); err != nil {
 			return fmt.Errorf("relay phase: %w", err)
+		}
+	}
+	if c.phases["sns"] {
+		if err := b2.sns(ctx); err != nil {
+			return fmt.Errorf("sns phase: %w", err)
 		}
 	}
 	if c.phases["claim"] {
@@ -594,4 +609,180 @@ func (b *bench) claims(ctx context.Context) error {
 			lat[len(lat)/2].Round(time.Microsecond), lat[len(lat)*99/100].Round(time.Microsecond), batch)
 	}
 	return nil
+}
+
+// sns relays events into SNS on the emulator: the eda relay through the
+// eda AWS transport (PublishBatch) against the stock forwarder through
+// watermill-aws's SNS publisher. A queue is subscribed to the topic in both
+// cases.
+func (b *bench) sns(ctx context.Context) error {
+	n := b.c.snsEvents
+	awsCfg := awssdk.Config{Region: "us-east-1", Credentials: credentials.NewStaticCredentialsProvider("test", "test", "")}
+	const account = "000000000000"
+	tr, err := edaaws.New(edaaws.Config{AWS: awsCfg, Endpoint: b.c.snsEndpoint, AutoCreate: true, AccountID: account})
+	if err != nil {
+		return err
+	}
+	defer tr.Close()
+	topic := "outboxbench-" + b.schema[len("outboxbench_"):]
+	if err := tr.Declare(ctx, transport.Queue{Name: topic + "-q", Topics: []string{topic}}); err != nil {
+		return fmt.Errorf("declare on the emulator at %s (start it with scripts/emulator.sh up): %w", b.c.snsEndpoint, err)
+	}
+	fmt.Fprintf(b.c.out, "\n== relay %d events into SNS on the emulator (%s) ==\n", n, b.c.snsEndpoint)
+	fmt.Fprintf(b.c.out, "%-68s %10s %12s\n", "variant", "time", "events/s")
+	rates := map[string]float64{}
+	// eda: the events are written for topic; the relay publishes them.
+	for _, v := range []struct {
+		name           string
+		workers, batch int
+	}{{"eda relay (1 worker, batch 200) -> eda aws transport", 1, 200}, {"eda relay (4 workers, batch 500) -> eda aws transport", 4, 500}} {
+		if _, err := b.pool.Exec(ctx, "TRUNCATE "+b.store.Table()); err != nil {
+			return err
+		}
+		if err := b.fillEdaTopic(ctx, n, topic); err != nil {
+			return err
+		}
+		counted := &countingPublisher{next: tr, sink: newSink(n)}
+		r, err := outbox.NewRelay(outbox.RelayConfig{Store: b.store, Publisher: counted, Workers: v.workers, BatchSize: v.batch})
+		if err != nil {
+			return err
+		}
+		rctx, cancel := context.WithCancel(ctx)
+		start := time.Now()
+		done := make(chan error, 1)
+		go func() { done <- r.Run(rctx) }()
+		err = counted.sink.wait(ctx, 5*time.Minute)
+		d := time.Since(start)
+		cancel()
+		<-done
+		if err != nil {
+			return fmt.Errorf("%s: %w", v.name, err)
+		}
+		rates[v.name] = float64(n) / d.Seconds()
+		rates["eda"] = max(rates["eda"], rates[v.name])
+		fmt.Fprintf(b.c.out, "%-68s %10s %12.0f\n", v.name, d.Round(time.Millisecond), rates[v.name])
+	}
+
+	// stock: forwarder -> watermill-aws SNS publisher.
+	s := stockSchemas[0]
+	if err := b.initStock(ctx, s.schema, s.offsets, s.topic); err != nil {
+		return err
+	}
+	if _, err := b.pool.Exec(ctx, "TRUNCATE watermill_"+s.topic); err != nil {
+		return err
+	}
+	if err := b.fillStockTopic(ctx, n, s.schema, s.topic, topic); err != nil {
+		return err
+	}
+	resolver, err := wsns.NewGenerateArnTopicResolver(account, awsCfg.Region)
+	if err != nil {
+		return err
+	}
+	ep := b.c.snsEndpoint
+	snsPub, err := wsns.NewPublisher(wsns.PublisherConfig{
+		AWSConfig:     awsCfg,
+		OptFns:        []func(*awssns.Options){func(o *awssns.Options) { o.BaseEndpoint = &ep }},
+		TopicResolver: resolver,
+		Marshaler:     topicArnMarshaler{},
+	}, watermill.NopLogger{})
+	if err != nil {
+		return err
+	}
+	stockOut := &countingPublisher{next: snsPub, sink: newSink(n)}
+	sub, err := wsql.NewSubscriber(wsql.BeginnerFromPgx(b.pool), wsql.SubscriberConfig{SchemaAdapter: s.schema, OffsetsAdapter: s.offsets}, watermill.NopLogger{})
+	if err != nil {
+		return err
+	}
+	fwd, err := forwarder.NewForwarder(sub, stockOut, watermill.NopLogger{}, forwarder.Config{ForwarderTopic: s.topic})
+	if err != nil {
+		return err
+	}
+	start := time.Now()
+	fdone := make(chan error, 1)
+	go func() { fdone <- fwd.Run(ctx) }()
+	err = stockOut.sink.wait(ctx, 10*time.Minute)
+	d := time.Since(start)
+	_ = fwd.Close()
+	<-fdone
+	_ = sub.Close()
+	if err != nil {
+		return fmt.Errorf("stock forwarder into SNS: %w", err)
+	}
+	rates["stock"] = float64(n) / d.Seconds()
+	fmt.Fprintf(b.c.out, "%-68s %10s %12.0f\n", "stock forwarder ("+s.name+") -> watermill-aws SNS publisher", d.Round(time.Millisecond), rates["stock"])
+	fmt.Fprintf(b.c.out, "best eda relay / stock forwarder into SNS: %.2fx (target >= 5x)\n", rates["eda"]/rates["stock"])
+	return nil
+}
+
+// countingPublisher forwards to next and counts what next accepted.
+type countingPublisher struct {
+	next message.Publisher
+	sink *countingSink
+}
+
+func (p *countingPublisher) Publish(topic string, msgs ...*message.Message) error {
+	if err := p.next.Publish(topic, msgs...); err != nil {
+		return err
+	}
+	return p.sink.Publish(topic, msgs...)
+}
+
+func (p *countingPublisher) Close() error { return nil }
+
+func (b *bench) fillEdaTopic(ctx context.Context, n int, topic string) error {
+	for i := 0; i < n; i += 100 {
+		var recs []outbox.Record
+		for j := i; j < min(i+100, n); j++ {
+			_, msg, err := b.app.NewMessage(ctx, b.event())
+			if err != nil {
+				return err
+			}
+			rec, err := outbox.NewRecord(topic, msg)
+			if err != nil {
+				return err
+			}
+			recs = append(recs, rec)
+		}
+		if err := pgx.BeginFunc(ctx, b.pool, func(tx pgx.Tx) error { return b.store.WriteRecords(ctx, tx, recs...) }); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (b *bench) fillStockTopic(ctx context.Context, n int, schema wsql.SchemaAdapter, ftopic, topic string) error {
+	for i := 0; i < n; i += 100 {
+		err := pgx.BeginFunc(ctx, b.pool, func(tx pgx.Tx) error {
+			pub, err := stockPublisher(tx, schema, ftopic)
+			if err != nil {
+				return err
+			}
+			msgs := make([]*message.Message, 0, 100)
+			for j := i; j < min(i+100, n); j++ {
+				_, msg, err := b.app.NewMessage(ctx, b.event())
+				if err != nil {
+					return err
+				}
+				msgs = append(msgs, msg)
+			}
+			return pub.Publish(topic, msgs...)
+		})
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// topicArnMarshaler is watermill-aws's default marshaler with the ARN sent
+// as TopicArn instead of TargetArn: the emulator (fauxqs) requires TopicArn
+// (AWS accepts either). Nothing else changes.
+type topicArnMarshaler struct {
+	wsns.DefaultMarshalerUnmarshaler
+}
+
+func (m topicArnMarshaler) Marshal(arn wsns.TopicArn, msg *message.Message) *awssns.PublishInput {
+	in := m.DefaultMarshalerUnmarshaler.Marshal(arn, msg)
+	in.TopicArn, in.TargetArn = in.TargetArn, nil
+	return in
 }

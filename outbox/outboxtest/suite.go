@@ -53,6 +53,7 @@ func Run(t *testing.T, h Harness) {
 		{"KeyOrderAcrossTopics", s.keyAcrossTopics},
 		{"BrokerDownThenUp", s.brokerDown},
 		{"PoisonRecordFails", s.poison},
+		{"PartialPublish", s.partialPublish},
 		{"RetentionCleanup", s.retention},
 		{"WakeupIsPrompt", s.wakeup},
 		{"CleanExit", s.cleanExit},
@@ -135,6 +136,7 @@ type Sink struct {
 	maxBatch int
 	down     bool
 	reject   bool
+	partial  bool
 	attempts int
 	changed  chan struct{}
 }
@@ -159,6 +161,21 @@ func (s *Sink) Publish(topic string, msgs ...*message.Message) error {
 			}
 		}
 	}
+	if s.partial && len(msgs) > 1 {
+		// Send every other message, report the rest as not sent.
+		s.partial = false
+		pe := &PartialError{}
+		for i, m := range msgs {
+			if i%2 == 0 {
+				s.got = append(s.got, Delivery{Topic: topic, Msg: m})
+			} else {
+				pe.IDs = append(pe.IDs, m.UUID)
+			}
+		}
+		close(s.changed)
+		s.changed = make(chan struct{})
+		return pe
+	}
 	s.calls++
 	s.maxBatch = max(s.maxBatch, len(msgs))
 	for _, m := range msgs {
@@ -174,6 +191,26 @@ func (s *Sink) Close() error { return nil }
 
 // SetDown makes Publish fail (true) or succeed (false).
 func (s *Sink) SetDown(down bool) { s.mu.Lock(); s.down = down; s.mu.Unlock() }
+
+// SetPartial makes the next Publish of several messages send only every
+// other one and fail with a *PartialError listing the others.
+func (s *Sink) SetPartial() { s.mu.Lock(); s.partial = true; s.mu.Unlock() }
+
+// PartialError is the Sink's partly failed Publish; it implements
+// outbox.PartialError.
+type PartialError struct{ IDs []string }
+
+func (e *PartialError) Error() string {
+	return fmt.Sprintf("sink: %d messages not sent: %v", len(e.IDs), transport.ErrUnavailable)
+}
+
+// NotSent implements outbox.PartialError.
+func (e *PartialError) NotSent() []string { return e.IDs }
+
+// Unwrap returns transport.ErrUnavailable.
+func (e *PartialError) Unwrap() error { return transport.ErrUnavailable }
+
+var _ outbox.PartialError = (*PartialError)(nil)
 
 // SetReject makes Publish reject poison events.
 func (s *Sink) SetReject(r bool) { s.mu.Lock(); s.reject = r; s.mu.Unlock() }
@@ -625,6 +662,31 @@ func (s *suite) poison(t *testing.T) {
 		if e := d.Decode(t); e.Key == "d" && e.N == 1 {
 			t.Error("the discarded record was published")
 		}
+	}
+}
+
+// partialPublish: when a Publish call sends some messages and reports the
+// others as not sent, only those are sent again: no duplicates.
+func (s *suite) partialPublish(t *testing.T) {
+	ctx := context.Background()
+	st, write := s.h.New(t)
+	app := NewApp(t)
+	var evs []eda.Event
+	for i := range 10 {
+		evs = append(evs, Event{N: i})
+	}
+	if err := write(ctx, true, app, evs...); err != nil {
+		t.Fatal(err)
+	}
+	sink := NewSink()
+	sink.SetPartial()
+	r := s.relay(t, st, sink, outbox.RelayConfig{})
+	got := sink.WaitFor(t, s.h.Timeout, "10 events", func(ds []Delivery) bool { return len(ds) >= 10 })
+	s.waitStats(t, st, "nothing pending", func(x outbox.Stats) bool { return x.Pending == 0 })
+	CheckOnceInOrder(t, sink.Deliveries(), 10)
+	_ = got
+	if rs := r.Stats(); rs.Published != 10 || rs.Retried != 5 {
+		t.Errorf("relay stats %+v, want 10 published after 5 retried", rs)
 	}
 }
 
