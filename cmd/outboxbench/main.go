@@ -68,15 +68,16 @@ func (OrderPlaced) EventName() string { return "bench.order_placed" }
 func (e OrderPlaced) OrderingKey() string { return e.Customer }
 
 type config struct {
-	dsn         string
-	writers     int
-	duration    time.Duration
-	drain       int
-	claimRows   int
-	phases      map[string]bool
-	snsEndpoint string
-	snsEvents   int
-	out         *os.File
+	dsn          string
+	writers      int
+	duration     time.Duration
+	drain        int
+	claimRows    int
+	phases       map[string]bool
+	snsEndpoint  string
+	claimPending int
+	snsEvents    int
+	out          *os.File
 }
 
 func main() {
@@ -89,6 +90,7 @@ func main() {
 	flag.IntVar(&c.claimRows, "claimrows", 1000000, "published rows in the large table of the claim phase")
 	flag.StringVar(&phases, "phases", "write,relay,claim", "phases to run (write, relay, claim, sns)")
 	flag.StringVar(&c.snsEndpoint, "sns-endpoint", "http://127.0.0.1:4566", "SNS/SQS emulator for the sns phase (scripts/emulator.sh up)")
+	flag.IntVar(&c.claimPending, "claimpending", 5000, "pending rows drained in the claim phase")
 	flag.IntVar(&c.snsEvents, "sns-events", 3000, "events relayed per variant in the sns phase")
 	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the client to this file")
 	flag.Parse()
@@ -573,13 +575,13 @@ func (b *bench) claims(ctx context.Context) error {
 			return err
 		}
 		fill := time.Since(t0)
-		const pending, batch = 5000, 100
+		pending, batch := b.c.claimPending, 100
 		if err := b.fillEda(ctx, pending); err != nil {
 			return err
 		}
 		sink := newSink(pending)
 		var lat []time.Duration
-		for sink.n.Load() < pending {
+		for sink.n.Load() < int64(pending) {
 			t := time.Now()
 			n, err := b.store.Claim(ctx, batch, func(_ context.Context, recs []outbox.Record) []outbox.Result {
 				res := make([]outbox.Result, len(recs))
