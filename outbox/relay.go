@@ -235,7 +235,7 @@ func (r *Relay) work(ctx context.Context, wake *broadcast) {
 		woken := wake.C() // before the claim, so a wake-up during it is not lost
 		var progressed bool
 		n, err := r.cfg.Store.Claim(ctx, r.cfg.BatchSize, func(ctx context.Context, batch []Record) []Result {
-			res := r.publish(batch)
+			res := r.publish(ctx, batch)
 			for _, x := range res {
 				if x.Outcome == OutcomePublished {
 					progressed = true
@@ -276,7 +276,7 @@ func wait(ctx context.Context, ch <-chan struct{}, d time.Duration) {
 // A key whose records span several topics in one batch is cut at the first
 // topic change (the rest waits for the next claim), so that each topic's
 // records can be published in one call without reordering a key.
-func (r *Relay) publish(batch []Record) []Result {
+func (r *Relay) publish(ctx context.Context, batch []Record) []Result {
 	keyTopic := map[string]string{}
 	cut := map[string]bool{}
 	groups := map[string][]Record{}
@@ -299,7 +299,7 @@ func (r *Relay) publish(batch []Record) []Result {
 	}
 	results := make([]Result, 0, len(batch))
 	for _, topic := range topics {
-		results = r.publishTopic(topic, groups[topic], results)
+		results = r.publishTopic(ctx, topic, groups[topic], results)
 	}
 	var pub, failed, retried uint64
 	for _, x := range results {
@@ -319,10 +319,11 @@ func (r *Relay) publish(batch []Record) []Result {
 	return results
 }
 
-func (r *Relay) publishTopic(topic string, recs []Record, results []Result) []Result {
+func (r *Relay) publishTopic(ctx context.Context, topic string, recs []Record, results []Result) []Result {
 	msgs := make([]*message.Message, len(recs))
 	for i, rec := range recs {
 		msgs[i] = rec.Message()
+		msgs[i].SetContext(ctx) // publishers that honour it stop on shutdown
 	}
 	err := r.cfg.Publisher.Publish(topic, msgs...)
 	if err == nil {
