@@ -18,7 +18,7 @@ import (
 
 // Defaults of RelayConfig.
 const (
-	DefaultBatchSize       = 200
+	DefaultBatchSize       = 500
 	DefaultPollInterval    = time.Second
 	DefaultMinBackoff      = 100 * time.Millisecond
 	DefaultMaxBackoff      = 30 * time.Second
@@ -128,6 +128,10 @@ func (c *RelayConfig) setDefaults() {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
 }
+
+// blockedRetry is how soon a worker whose claim found only held-back
+// records looks again (plus up to as much jitter).
+const blockedRetry = 10 * time.Millisecond
 
 // DefaultPermanent classifies the errors no retry can fix: the transport's
 // ErrMessageTooLarge, ErrUnknownTopic, ErrInvalidConfig and
@@ -255,10 +259,22 @@ func (r *Relay) work(ctx context.Context, wake *broadcast) {
 			continue
 		}
 		storeErrs = 0
-		if n == r.cfg.BatchSize && progressed {
-			continue // more may be waiting
+		if progressed && r.cfg.Workers > 1 {
+			// Records this claim settled may have been holding back later
+			// records of their keys that another worker found blocked.
+			wake.Fire()
 		}
-		wait(ctx, woken, r.cfg.PollInterval)
+		switch {
+		case n == r.cfg.BatchSize && progressed:
+			continue // more may be waiting
+		case n > 0 && !progressed:
+			// Everything found was held back behind records another claim
+			// holds (or failed transiently and now backs off): look again
+			// soon rather than after a whole poll interval.
+			wait(ctx, woken, min(r.cfg.PollInterval, blockedRetry+time.Duration(rand.Int64N(int64(blockedRetry)))))
+		default:
+			wait(ctx, woken, r.cfg.PollInterval)
+		}
 	}
 }
 

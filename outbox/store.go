@@ -17,7 +17,9 @@ type Store interface {
 	// A record is publishable when it is Pending, not waiting for a retry,
 	// and every older record of its ordering key is either Published,
 	// Discarded or in this same batch (before it). Claim returns the number
-	// of records passed to publish (0: nothing to do).
+	// of records it found: those passed to publish plus those held back
+	// because an older record of their key is claimed elsewhere (0: nothing
+	// to do).
 	Claim(ctx context.Context, limit int, publish func(ctx context.Context, batch []Record) []Result) (int, error)
 
 	// Stats reports the backlog.

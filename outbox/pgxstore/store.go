@@ -95,18 +95,21 @@ func New(pool *pgxpool.Pool, cfg Config) (*Store, error) {
 	}
 	t := cfg.Schema + "." + cfg.Table
 	s := &Store{pool: pool, cfg: cfg, table: t, channel: cfg.Schema + "_" + cfg.Table}
-	notify := ""
+	// The insert is a data-modifying CTE so that one statement also
+	// notifies (delivered at commit); the main SELECT must call pg_notify
+	// itself, since an unreferenced SELECT CTE would never run.
+	notify := " SELECT 1"
 	if !cfg.DisableNotify {
-		notify = fmt.Sprintf(", n AS (SELECT pg_notify('%s', ''))", s.channel)
+		notify = fmt.Sprintf(" SELECT pg_notify('%s', '')", s.channel)
 	}
 	s.notify = fmt.Sprintf("SELECT pg_notify('%s', '')", s.channel)
 	const cols = "event_id, topic, payload, metadata, ordering_key, dedup_id"
-	s.insertOne = fmt.Sprintf(`WITH i AS (INSERT INTO %s (%s) VALUES ($1, $2, $3, $4, $5, $6))%s SELECT 1`, t, cols, notify)
+	s.insertOne = fmt.Sprintf(`WITH i AS (INSERT INTO %s (%s) VALUES ($1, $2, $3, $4, $5, $6))%s`, t, cols, notify)
 	if cfg.DisableNotify {
 		s.insertOne = fmt.Sprintf(`INSERT INTO %s (%s) VALUES ($1, $2, $3, $4, $5, $6)`, t, cols)
 	}
 	s.insertMany = fmt.Sprintf(`WITH i AS (INSERT INTO %s (%s)
-		SELECT a, b, c, d, e, f FROM unnest($1::text[], $2::text[], $3::bytea[], $4::jsonb[], $5::text[], $6::text[]) WITH ORDINALITY AS x(a, b, c, d, e, f, o) ORDER BY o)%s SELECT 1`,
+		SELECT a, b, c, d, e, f FROM unnest($1::text[], $2::text[], $3::bytea[], $4::jsonb[], $5::text[], $6::text[]) WITH ORDINALITY AS x(a, b, c, d, e, f, o) ORDER BY o)%s`,
 		t, cols, notify)
 	// The claim takes pending records whose key has no older record that
 	// must wait (failed, or backing off), locks them with SKIP LOCKED so
@@ -345,7 +348,9 @@ func (s *Store) Claim(ctx context.Context, limit int, publish func(context.Conte
 		return 0, s.wrap("claim", err)
 	}
 	var batch []outbox.Record
+	found := 0
 	for rows.Next() {
+		found++
 		var r outbox.Record
 		var md string
 		var isBlocked bool
@@ -367,7 +372,7 @@ func (s *Store) Claim(ctx context.Context, limit int, publish func(context.Conte
 		return 0, s.wrap("claim", err)
 	}
 	if len(batch) == 0 {
-		return 0, nil
+		return found, nil
 	}
 	var results []outbox.Result
 	var corrupt []outbox.Result
@@ -389,7 +394,7 @@ func (s *Store) Claim(ctx context.Context, limit int, publish func(context.Conte
 	if err := tx.Commit(context.WithoutCancel(ctx)); err != nil {
 		return 0, s.wrap("claim commit", err)
 	}
-	return len(batch), nil
+	return found, nil
 }
 
 func (s *Store) apply(ctx context.Context, tx pgx.Tx, results []outbox.Result) error {

@@ -251,9 +251,9 @@ func (s *Store) Claim(ctx context.Context, limit int, publish func(context.Conte
 	if limit <= 0 {
 		return 0, fmt.Errorf("%w: sqlitestore: claim limit %d", outbox.ErrInvalidConfig, limit)
 	}
-	batch, err := s.take(ctx, limit)
+	batch, held, err := s.take(ctx, limit)
 	if err != nil || len(batch) == 0 {
-		return 0, err
+		return held, err
 	}
 	defer s.release(batch)
 	var results []outbox.Result
@@ -271,25 +271,28 @@ func (s *Store) Claim(ctx context.Context, limit int, publish func(context.Conte
 	if err := s.apply(context.WithoutCancel(ctx), results); err != nil {
 		return 0, err
 	}
-	return len(batch), nil
+	return len(batch) + held, nil
 }
 
-func (s *Store) take(ctx context.Context, limit int) ([]outbox.Record, error) {
+// take returns the records to publish and how many it held back behind
+// records of their keys claimed by another Claim.
+func (s *Store) take(ctx context.Context, limit int) ([]outbox.Record, int, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	rows, err := s.db.QueryContext(ctx, s.claim, time.Now().UnixNano(), limit+len(s.inflight))
 	if err != nil {
-		return nil, s.wrap("claim", err)
+		return nil, 0, s.wrap("claim", err)
 	}
 	defer rows.Close()
 	var batch []outbox.Record
+	held := 0
 	blocked := map[string]bool{}
 	for rows.Next() && len(batch) < limit {
 		var r outbox.Record
 		var md string
 		var created int64
 		if err := rows.Scan(&r.Seq, &r.EventID, &r.Topic, &r.Payload, &md, &r.OrderingKey, &r.DedupID, &created, &r.Attempts); err != nil {
-			return nil, s.wrap("claim", err)
+			return nil, 0, s.wrap("claim", err)
 		}
 		if s.inflight[r.Seq] {
 			continue
@@ -298,6 +301,7 @@ func (s *Store) take(ctx context.Context, limit int) ([]outbox.Record, error) {
 		// skipped above): this one waits.
 		if k := r.OrderingKey; k != "" && (s.keys[k] > 0 || blocked[k]) {
 			blocked[k] = true
+			held++
 			continue
 		}
 		r.CreatedAt = time.Unix(0, created).UTC()
@@ -305,7 +309,7 @@ func (s *Store) take(ctx context.Context, limit int) ([]outbox.Record, error) {
 		batch = append(batch, r)
 	}
 	if err := rows.Err(); err != nil {
-		return nil, s.wrap("claim", err)
+		return nil, 0, s.wrap("claim", err)
 	}
 	for _, r := range batch {
 		s.inflight[r.Seq] = true
@@ -313,7 +317,7 @@ func (s *Store) take(ctx context.Context, limit int) ([]outbox.Record, error) {
 			s.keys[r.OrderingKey]++
 		}
 	}
-	return batch, nil
+	return batch, held, nil
 }
 
 func (s *Store) release(batch []outbox.Record) {
