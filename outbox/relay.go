@@ -133,6 +133,10 @@ func (c *RelayConfig) setDefaults() {
 // records looks again (plus up to as much jitter).
 const blockedRetry = 10 * time.Millisecond
 
+// followUp is how soon a worker that published records claims again when
+// its batch was not full.
+const followUp = 20 * time.Millisecond
+
 // DefaultPermanent classifies the errors no retry can fix: the transport's
 // ErrMessageTooLarge, ErrUnknownTopic, ErrInvalidConfig and
 // ErrMissingGroupID, and errors marked eda.Permanent. Everything else
@@ -272,6 +276,10 @@ func (r *Relay) work(ctx context.Context, wake *broadcast) {
 			// holds (or failed transiently and now backs off): look again
 			// soon rather than after a whole poll interval.
 			wait(ctx, woken, min(r.cfg.PollInterval, blockedRetry+time.Duration(rand.Int64N(int64(blockedRetry)))))
+		case progressed:
+			// Writers skip some notifications under load (see
+			// pgxstore.Config.NotifyInterval): look once more shortly.
+			wait(ctx, woken, min(r.cfg.PollInterval, followUp))
 		default:
 			wait(ctx, woken, r.cfg.PollInterval)
 		}

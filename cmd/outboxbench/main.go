@@ -328,7 +328,7 @@ func (b *bench) writes(ctx context.Context, stNoNotify *pgxstore.Store) error {
 		fn   func(context.Context) error
 	}{
 		{"bare insert (no outbox)", bare},
-		{"eda outbox (pgxstore, NOTIFY)", edaWrite(b.store)},
+		{"eda outbox (pgxstore, NOTIFY at most every 5ms)", edaWrite(b.store)},
 		{"eda outbox (pgxstore, DisableNotify)", edaWrite(stNoNotify)},
 		{"stock watermill-sql " + stockSchemas[0].name + " + forwarder", stock(stockSchemas[0].schema, stockSchemas[0].topic)},
 		{"stock watermill-sql " + stockSchemas[1].name + " + forwarder", stock(stockSchemas[1].schema, stockSchemas[1].topic)},

@@ -28,7 +28,7 @@ func TestSmoke(t *testing.T) {
 		t.Fatal(err)
 	}
 	out, _ := os.ReadFile(f.Name())
-	for _, want := range []string{"eda outbox (pgxstore, NOTIFY)", "stock forwarder, DefaultPostgreSQLSchema", "published rows in the table"} {
+	for _, want := range []string{"eda outbox (pgxstore, NOTIFY", "stock forwarder, DefaultPostgreSQLSchema", "published rows in the table"} {
 		if !bytes.Contains(out, []byte(want)) {
 			t.Errorf("output lacks %q:\n%s", want, out)
 		}

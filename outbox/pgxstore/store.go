@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"regexp"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -19,8 +20,9 @@ import (
 
 // Defaults of Config.
 const (
-	DefaultSchema = "public"
-	DefaultTable  = "eda_outbox"
+	DefaultSchema         = "public"
+	DefaultTable          = "eda_outbox"
+	DefaultNotifyInterval = 5 * time.Millisecond
 )
 
 // Config configures a Store.
@@ -30,10 +32,19 @@ type Config struct {
 	// Table name. Default DefaultTable. Schema and Table are lower-case SQL
 	// identifiers ([a-z_][a-z0-9_]*), at most 40 characters.
 	Table string
-	// DisableNotify stops writes from sending a NOTIFY. By default every
-	// write transaction notifies the relays when it commits, so they wake
-	// at once; without it relays find new records at their next poll.
+	// DisableNotify stops writes from sending a NOTIFY. By default writes
+	// notify the relays (delivered at commit), so they wake at once;
+	// without it relays find new records at their next poll.
 	DisableNotify bool
+	// NotifyInterval is the least time between two writes of this Store
+	// that send a NOTIFY; the writes in between do not. Postgres serialises
+	// the commits of notifying transactions (a database-wide lock held
+	// through the commit), which would cap write throughput; one
+	// notification per interval wakes the relays just as well under load. A
+	// write that skipped it is found by the relay's next claim (relays claim
+	// again shortly after every batch) or, after a lull, its next poll.
+	// Default DefaultNotifyInterval; negative notifies on every write.
+	NotifyInterval time.Duration
 	// DeletePublished deletes records as soon as they are published instead
 	// of marking them and keeping them for the relay's retention cleanup.
 	// It makes relaying several times cheaper for the database (a delete
@@ -67,6 +78,9 @@ type Store struct {
 	channel string
 
 	insertOne, insertMany, claim, stats, failed, retry, discard, cleanup, notify string
+	// the same inserts without NOTIFY, for writes within NotifyInterval
+	insertOneQuiet, insertManyQuiet string
+	lastNotify                      atomic.Int64 // unix nanoseconds
 }
 
 var _ outbox.Store = (*Store)(nil)
@@ -93,24 +107,26 @@ func New(pool *pgxpool.Pool, cfg Config) (*Store, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
+	if cfg.NotifyInterval == 0 {
+		cfg.NotifyInterval = DefaultNotifyInterval
+	}
 	t := cfg.Schema + "." + cfg.Table
 	s := &Store{pool: pool, cfg: cfg, table: t, channel: cfg.Schema + "_" + cfg.Table}
 	// The insert is a data-modifying CTE so that one statement also
 	// notifies (delivered at commit); the main SELECT must call pg_notify
 	// itself, since an unreferenced SELECT CTE would never run.
-	notify := " SELECT 1"
-	if !cfg.DisableNotify {
-		notify = fmt.Sprintf(" SELECT pg_notify('%s', '')", s.channel)
-	}
-	s.notify = fmt.Sprintf("SELECT pg_notify('%s', '')", s.channel)
 	const cols = "event_id, topic, payload, metadata, ordering_key, dedup_id"
-	s.insertOne = fmt.Sprintf(`WITH i AS (INSERT INTO %s (%s) VALUES ($1, $2, $3, $4, $5, $6))%s`, t, cols, notify)
-	if cfg.DisableNotify {
-		s.insertOne = fmt.Sprintf(`INSERT INTO %s (%s) VALUES ($1, $2, $3, $4, $5, $6)`, t, cols)
+	one := func(tail string) string {
+		return fmt.Sprintf(`WITH i AS (INSERT INTO %s (%s) VALUES ($1, $2, $3, $4, $5, $6))%s`, t, cols, tail)
 	}
-	s.insertMany = fmt.Sprintf(`WITH i AS (INSERT INTO %s (%s)
+	many := func(tail string) string {
+		return fmt.Sprintf(`WITH i AS (INSERT INTO %s (%s)
 		SELECT a, b, c, d, e, f FROM unnest($1::text[], $2::text[], $3::bytea[], $4::jsonb[], $5::text[], $6::text[]) WITH ORDINALITY AS x(a, b, c, d, e, f, o) ORDER BY o)%s`,
-		t, cols, notify)
+			t, cols, tail)
+	}
+	notify := fmt.Sprintf(" SELECT pg_notify('%s', '')", s.channel)
+	s.insertOne, s.insertMany = one(notify), many(notify)
+	s.insertOneQuiet, s.insertManyQuiet = one(" SELECT 1"), many(" SELECT 1")
 	// The claim takes pending records whose key has no older record that
 	// must wait (failed, or backing off), locks them with SKIP LOCKED so
 	// concurrent relays take disjoint sets, and reports for each the first
@@ -274,7 +290,11 @@ func (s *Store) insertArgs(recs []outbox.Record) (string, []any, error) {
 		if err != nil {
 			return "", nil, fmt.Errorf("%w: %w", outbox.ErrInvalidEvent, err)
 		}
-		return s.insertOne, []any{r.EventID, r.Topic, r.Payload, md, r.OrderingKey, r.DedupID}, nil
+		q := s.insertOneQuiet
+		if s.shouldNotify() {
+			q = s.insertOne
+		}
+		return q, []any{r.EventID, r.Topic, r.Payload, md, r.OrderingKey, r.DedupID}, nil
 	}
 	ids, topics, keys, dedups := make([]string, len(recs)), make([]string, len(recs)), make([]string, len(recs)), make([]string, len(recs))
 	payloads, mds := make([][]byte, len(recs)), make([]string, len(recs))
@@ -285,7 +305,11 @@ func (s *Store) insertArgs(recs []outbox.Record) (string, []any, error) {
 		}
 		ids[i], topics[i], payloads[i], mds[i], keys[i], dedups[i] = r.EventID, r.Topic, r.Payload, string(md), r.OrderingKey, r.DedupID
 	}
-	return s.insertMany, []any{ids, topics, payloads, mds, keys, dedups}, nil
+	q := s.insertManyQuiet
+	if s.shouldNotify() {
+		q = s.insertMany
+	}
+	return q, []any{ids, topics, payloads, mds, keys, dedups}, nil
 }
 
 // SQLExecer is what WriteSQL needs of a database/sql transaction (*sql.Tx).
@@ -308,11 +332,29 @@ func (s *Store) WriteSQL(ctx context.Context, tx SQLExecer, enc outbox.Encoder, 
 		if err != nil {
 			return fmt.Errorf("%w: %w", outbox.ErrInvalidEvent, err)
 		}
-		if _, err := tx.ExecContext(ctx, s.insertOne, r.EventID, r.Topic, r.Payload, string(md), r.OrderingKey, r.DedupID); err != nil {
+		q := s.insertOneQuiet
+		if s.shouldNotify() {
+			q = s.insertOne
+		}
+		if _, err := tx.ExecContext(ctx, q, r.EventID, r.Topic, r.Payload, string(md), r.OrderingKey, r.DedupID); err != nil {
 			return s.wrap("write", err)
 		}
 	}
 	return nil
+}
+
+// shouldNotify reports whether this write sends the NOTIFY: not when
+// disabled, nor within NotifyInterval of the last one that did.
+func (s *Store) shouldNotify() bool {
+	if s.cfg.DisableNotify {
+		return false
+	}
+	if s.cfg.NotifyInterval < 0 {
+		return true
+	}
+	now := time.Now().UnixNano()
+	last := s.lastNotify.Load()
+	return now-last >= int64(s.cfg.NotifyInterval) && s.lastNotify.CompareAndSwap(last, now)
 }
 
 // wrap maps "relation does not exist" to ErrNotMigrated.
