@@ -46,6 +46,12 @@
 //   - Run returns nil once its context is cancelled and the claim in
 //     progress is settled.
 //
+// Several relays are safe, not faster per key: a key's records go out one
+// claim at a time, so when every batch spans most keys (a few hundred busy
+// customers, say), extra relays or workers mostly take turns (in
+// cmd/outboxbench 4 workers drain no faster than 1). One relay with a large
+// batch is the fastest; run a second one for availability.
+//
 // Where it departs from Watermill's components/forwarder, which this
 // package does not build on: the forwarder consumes a watermill-sql
 // subscription and forwards messages one at a time, so several forwarders
