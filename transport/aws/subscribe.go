@@ -110,8 +110,9 @@ type subscription struct {
 }
 
 type held struct {
-	raw    sqstypes.Message
-	handed bool // given to a handler; guarded by subscription.mu
+	raw       sqstypes.Message
+	handed    bool // given to a handler; guarded by subscription.mu
+	slotFreed bool // acked, its slot given back, waiting for its delete; guarded by subscription.mu
 }
 
 type verdict int
@@ -404,7 +405,7 @@ func (s *subscription) deliver(h *held) verdict {
 	select {
 	case <-msg.Acked():
 		cancel()
-		s.forget(h)
+		s.freeSlot(h) // the acker forgets h once deleted: until then the heartbeat keeps it invisible
 		s.acks <- h
 		return acked
 	case <-msg.Nacked():
@@ -489,8 +490,23 @@ func (s *subscription) forget(h *held) {
 	s.mu.Lock()
 	_, ok := s.held[h]
 	delete(s.held, h)
+	free := ok && !h.slotFreed
 	s.mu.Unlock()
-	if ok {
+	if free {
+		<-s.slots
+	}
+}
+
+// freeSlot gives h's slot to the next message while h stays held: an acked
+// message is heartbeated until its delete is done, so a slow delete cannot
+// let it reappear.
+func (s *subscription) freeSlot(h *held) {
+	s.mu.Lock()
+	_, ok := s.held[h]
+	free := ok && !h.slotFreed
+	h.slotFreed = true
+	s.mu.Unlock()
+	if free {
 		<-s.slots
 	}
 }
@@ -532,6 +548,9 @@ func (s *subscription) acker() {
 		ctx, cancel := context.WithTimeout(context.WithoutCancel(s.ctx), settleTimeout)
 		s.deleteBatch(ctx, batch)
 		cancel()
+		for _, h := range batch {
+			s.forget(h)
+		}
 	}
 }
 
