@@ -1,7 +1,7 @@
 # The README's test command is `make test`; .ci/run calls it.
 GO ?= go
 
-.PHONY: test services vet bench bench-aws
+.PHONY: test services vet bench bench-smoke bench-aws bench-postgres bench-middleware bench-outbox
 test: services vet
 	$(GO) test -race -count=1 -timeout 20m ./...
 
@@ -26,3 +26,24 @@ bench-aws:
 	scripts/emulator.sh up
 	@mkdir -p bench
 	$(GO) test -run '^$$' -bench . -benchtime 2000x -count 3 ./transport/aws/ | tee bench/aws.txt
+
+# Every benchmark once: proves they still run (CI runs this after the tests).
+bench-smoke: services
+	$(GO) test -run '^$$' -bench . -benchtime 1x ./...
+
+# Postgres transport vs watermill-sql, same database, same run.
+bench-postgres: services
+	@mkdir -p bench
+	$(GO) test -run '^$$' -bench . -benchtime 3000x ./transport/postgres/ | tee bench/postgres.txt
+
+# Per-message cost of the default middleware stack vs none vs the Watermill
+# equivalent; the Postgres inbox's cost inside the handler's transaction.
+bench-middleware: services
+	@mkdir -p bench
+	$(GO) test -run '^$$' -bench 'Handle|Chain' -benchmem -count 5 ./middleware/ | tee bench/middleware.txt
+	$(GO) test -run '^$$' -bench . -benchmem ./middleware/inbox/pgstore/ | tee bench/inbox.txt
+
+# The outbox vs the stock Watermill outbox (watermill-sql + forwarder): write
+# path, relay into a no-op sink and into SNS on the emulator, claim cost.
+bench-outbox: services
+	$(GO) run ./cmd/outboxbench -dsn postgres://postgres@127.0.0.1:5432/test
