@@ -2,12 +2,14 @@ package pgxstore_test
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	_ "github.com/jackc/pgx/v5/stdlib"
 
 	"github.com/edaproject/eda/outbox"
 	"github.com/edaproject/eda/outbox/internal/pgtest"
@@ -91,3 +93,45 @@ func TestConfigValidate(t *testing.T) {
 }
 
 func contains(s, sub string) bool { return strings.Contains(s, sub) }
+
+func TestWriteSQL(t *testing.T) {
+	ctx := context.Background()
+	st, _ := newStore(t)
+	db, err := sql.Open("pgx", pgtest.DSN())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	app := outboxtest.NewApp(t)
+	for _, commit := range []bool{false, true} {
+		tx, err := db.BeginTx(ctx, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := st.WriteSQL(ctx, tx, app, outboxtest.Event{Key: "s", N: 1}, outboxtest.Event{Key: "s", N: 2}); err != nil {
+			t.Fatal(err)
+		}
+		if commit {
+			err = tx.Commit()
+		} else {
+			err = tx.Rollback()
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	stats, err := st.Stats(ctx)
+	if err != nil || stats.Pending != 2 {
+		t.Fatalf("stats = %+v, %v; want the 2 committed events pending, none of the rolled-back ones", stats, err)
+	}
+	var got []outbox.Record
+	if _, err := st.Claim(ctx, 10, func(_ context.Context, b []outbox.Record) []outbox.Result { got = b; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 2 || got[0].OrderingKey != "s" || got[0].Metadata.Get("ce_type") != "outboxtest.event" {
+		t.Fatalf("claimed %+v", got)
+	}
+	if err := st.WriteSQL(ctx, nil, app, outboxtest.Event{}); !errors.Is(err, outbox.ErrInvalidConfig) {
+		t.Errorf("WriteSQL(nil tx) = %v, want ErrInvalidConfig", err)
+	}
+}
