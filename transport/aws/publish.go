@@ -153,6 +153,10 @@ func (e *PublishError) Error() string {
 
 func (e *PublishError) Unwrap() error { return e.Err }
 
+// NotSent lists the UUIDs of the messages not sent (outbox.PartialError):
+// the outbox relay resends only those.
+func (e *PublishError) NotSent() []string { return e.Failed }
+
 // prepare checks and encodes every message; the claim check stores payloads
 // only once all messages passed the checks.
 func (t *Transport) prepare(ctx context.Context, topic string, info topicInfo, msgs []*message.Message) ([]outgoing, error) {
