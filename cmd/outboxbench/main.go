@@ -622,7 +622,7 @@ func (b *bench) sns(ctx context.Context) error {
 	n := b.c.snsEvents
 	awsCfg := awssdk.Config{Region: "us-east-1", Credentials: credentials.NewStaticCredentialsProvider("test", "test", "")}
 	const account = "000000000000"
-	tr, err := edaaws.New(edaaws.Config{AWS: awsCfg, Endpoint: b.c.snsEndpoint, AutoCreate: true, AccountID: account})
+	tr, err := edaaws.New(edaaws.Config{AWS: awsCfg, Endpoint: b.c.snsEndpoint, AutoCreate: true, AccountID: account, PublishConcurrency: 16})
 	if err != nil {
 		return err
 	}
@@ -638,7 +638,7 @@ func (b *bench) sns(ctx context.Context) error {
 	for _, v := range []struct {
 		name           string
 		workers, batch int
-	}{{"eda relay (1 worker, batch 200) -> eda aws transport", 1, 200}, {"eda relay (4 workers, batch 500) -> eda aws transport", 4, 500}} {
+	}{{"eda relay (1 worker, batch 200) -> eda aws transport", 1, 200}, {"eda relay (1 worker, batch 1000) -> eda aws transport", 1, 1000}, {"eda relay (4 workers, batch 500) -> eda aws transport", 4, 500}} {
 		if _, err := b.pool.Exec(ctx, "TRUNCATE "+b.store.Table()); err != nil {
 			return err
 		}
