@@ -105,10 +105,12 @@ func (d *duplicating) Publish(topic string, msgs ...*message.Message) error {
 // effect happens once although every event is delivered twice, and the
 // poison message ends in the poison queue with its reason.
 func TestOrdersEndToEnd(t *testing.T) {
-	for _, stack := range []string{"memory", "postgres", "aws"} {
+	for _, stack := range []string{"memory", "postgres", "aws", "memory-fifo", "postgres-fifo", "aws-fifo"} {
 		t.Run(stack, func(t *testing.T) {
 			t.Parallel()
-			o := scenario(t, stack)
+			base, fifo := strings.CutSuffix(stack, "-fifo")
+			o := scenario(t, base)
+			o.FIFO = fifo
 			dup := &duplicating{}
 			o.WrapPublisher = func(p message.Publisher) message.Publisher { dup.Publisher = p; return dup }
 			s, err := start(context.Background(), o)
