@@ -11,6 +11,8 @@ import (
 
 	"github.com/edaproject/eda/eda"
 	"github.com/edaproject/eda/transport"
+
+	"github.com/edaproject/eda/internal/poll"
 )
 
 type listedQueue struct {
@@ -45,24 +47,15 @@ func dlqShow(t *testing.T, args ...string) []deadMessage {
 	return msgs
 }
 
-// waitShow polls dlq show until it lists n messages.
+// waitShow polls dlq show until it lists n messages (on SQS each show also
+// waits up to a second for messages).
 func waitShow(t *testing.T, n int, args ...string) []deadMessage {
 	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		msgs := dlqShow(t, args...)
-		if len(msgs) >= n {
-			return msgs
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("dlq show %v: %d message(s) after 30s, want %d", args, len(msgs), n)
-		}
-		// dlq show on SQS waits up to a second for messages; on Postgres
-		// wait here, lightly.
-		if strings.Contains(strings.Join(args, " "), "postgres") {
-			time.Sleep(50 * time.Millisecond) // polling a database table for an effect, with a deadline
-		}
+	var msgs []deadMessage
+	if !poll.Until(30*time.Second, func() bool { msgs = dlqShow(t, args...); return len(msgs) >= n }) {
+		t.Fatalf("dlq show %v: %d message(s) after 30s, want %d", args, len(msgs), n)
 	}
+	return msgs
 }
 
 // poisonAndRedrive runs the dead-letter scenario on a transport: a message

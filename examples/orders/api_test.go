@@ -12,6 +12,7 @@ import (
 
 	"github.com/ThreeDotsLabs/watermill/message"
 
+	"github.com/edaproject/eda/internal/poll"
 	"github.com/edaproject/eda/transport"
 )
 
@@ -138,14 +139,7 @@ func waitStatus(t *testing.T, s *system, id, want string) {
 // eventually polls cond until it holds or the deadline passes.
 func eventually(t *testing.T, within time.Duration, what string, cond func() bool) {
 	t.Helper()
-	tick := time.NewTicker(10 * time.Millisecond)
-	defer tick.Stop()
-	deadline := time.After(within)
-	for !cond() {
-		select {
-		case <-tick.C:
-		case <-deadline:
-			t.Fatalf("timed out after %s waiting until %s", within, what)
-		}
+	if !poll.Until(within, cond) {
+		t.Fatalf("timed out after %s waiting until %s", within, what)
 	}
 }

@@ -12,6 +12,7 @@ import (
 	dto "github.com/prometheus/client_model/go"
 	_ "modernc.org/sqlite"
 
+	"github.com/edaproject/eda/internal/poll"
 	"github.com/edaproject/eda/outbox"
 	"github.com/edaproject/eda/outbox/outboxprom"
 	"github.com/edaproject/eda/outbox/outboxtest"
@@ -87,17 +88,12 @@ func TestCollector(t *testing.T) {
 	go func() { done <- relay.Run(rctx) }()
 	defer func() { cancel(); <-done }()
 	sink.WaitFor(t, 10*time.Second, "two healthy events", func(ds []outboxtest.Delivery) bool { return len(ds) == 2 })
-	deadline := time.Now().Add(10 * time.Second)
 	var after map[string]float64
-	for {
+	if !poll.Until(10*time.Second, func() bool {
 		after = gather(t, reg)
-		if after["eda_outbox_failed"] == 1 && after["eda_outbox_pending"] == 0 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("after relaying: %v", after)
-		}
-		time.Sleep(10 * time.Millisecond)
+		return after["eda_outbox_failed"] == 1 && after["eda_outbox_pending"] == 0
+	}) {
+		t.Fatalf("after relaying: %v", after)
 	}
 	if after["eda_outbox_published_total"] != 2 || after["eda_outbox_failures_total"] != 1 || after["eda_outbox_oldest_pending_age_seconds"] != 0 {
 		t.Errorf("after relaying: %v", after)

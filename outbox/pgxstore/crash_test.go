@@ -15,6 +15,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/edaproject/eda/eda"
+	"github.com/edaproject/eda/internal/poll"
 	"github.com/edaproject/eda/outbox"
 	"github.com/edaproject/eda/outbox/internal/pgtest"
 	"github.com/edaproject/eda/outbox/outboxtest"
@@ -130,12 +131,8 @@ func TestRelayKilledMidway(t *testing.T) {
 	}
 	child := startChild(t, schema)
 	writeRange(perKey/2, perKey) // committed while the relay runs
-	deadline := time.Now().Add(30 * time.Second)
-	for count("sink") < total/5 {
-		if time.Now().After(deadline) {
-			t.Fatalf("the relay child published %d of %d in 30s", count("sink"), total)
-		}
-		time.Sleep(5 * time.Millisecond) // polling the sink table
+	if !poll.Until(30*time.Second, func() bool { return count("sink") >= total/5 }) {
+		t.Fatalf("the relay child published %d of %d in 30s", count("sink"), total)
 	}
 	if err := child.Process.Signal(syscall.SIGKILL); err != nil {
 		t.Fatal(err)
@@ -148,18 +145,15 @@ func TestRelayKilledMidway(t *testing.T) {
 	t.Logf("killed the relay with %d of %d events in the sink", atKill, total)
 
 	startChild(t, schema)
-	deadline = time.Now().Add(60 * time.Second)
-	for count("sink") < total {
-		if time.Now().After(deadline) {
-			t.Fatalf("after restart: %d of %d events in the sink", count("sink"), total)
-		}
-		time.Sleep(10 * time.Millisecond)
+	if !poll.Until(60*time.Second, func() bool { return count("sink") >= total }) {
+		t.Fatalf("after restart: %d of %d events in the sink", count("sink"), total)
 	}
-	stats, err := st.Stats(ctx)
-	for err == nil && stats.Pending != 0 && time.Now().Before(deadline) {
-		time.Sleep(10 * time.Millisecond)
+	var stats outbox.Stats
+	var err error
+	poll.Until(30*time.Second, func() bool {
 		stats, err = st.Stats(ctx)
-	}
+		return err != nil || stats.Pending == 0
+	})
 	if err != nil || stats.Pending != 0 || stats.Failed != 0 {
 		t.Fatalf("stats %+v, %v; want nothing pending or failed", stats, err)
 	}

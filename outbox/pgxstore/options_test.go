@@ -11,6 +11,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	_ "github.com/jackc/pgx/v5/stdlib"
 
+	"github.com/edaproject/eda/internal/poll"
 	"github.com/edaproject/eda/outbox"
 	"github.com/edaproject/eda/outbox/internal/pgtest"
 	"github.com/edaproject/eda/outbox/outboxtest"
@@ -47,19 +48,14 @@ func TestDeletePublished(t *testing.T) {
 	go func() { done <- r.Run(rctx) }()
 	defer func() { cancel(); <-done }()
 	sink.WaitFor(t, 10*time.Second, "the healthy event", func(ds []outboxtest.Delivery) bool { return len(ds) == 1 })
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		var rows, failed int
+	var rows, failed int
+	if !poll.Until(10*time.Second, func() bool {
 		if err := pool.QueryRow(ctx, "SELECT count(*), count(*) FILTER (WHERE state = 2) FROM "+st.Table()).Scan(&rows, &failed); err != nil {
 			t.Fatal(err)
 		}
-		if rows == 1 && failed == 1 {
-			break // the published row is gone, the failed one kept
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%d rows, %d failed; want only the failed row left", rows, failed)
-		}
-		time.Sleep(10 * time.Millisecond)
+		return rows == 1 && failed == 1 // the published row is gone, the failed one kept
+	}) {
+		t.Fatalf("%d rows, %d failed; want only the failed row left", rows, failed)
 	}
 }
 

@@ -12,6 +12,7 @@ import (
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/jackc/pgx/v5"
 
+	"github.com/edaproject/eda/internal/poll"
 	"github.com/edaproject/eda/transport"
 	"github.com/edaproject/eda/transport/postgres"
 )
@@ -36,19 +37,16 @@ func receive(t *testing.T, ch <-chan *message.Message, what string) *message.Mes
 // consumer after Ack returns).
 func waitEmpty(t *testing.T, tr *postgres.Transport, queue string) {
 	t.Helper()
-	deadline := time.Now().Add(wait)
-	for {
-		visible, inFlight, err := tr.Depth(context.Background(), queue)
+	var visible, inFlight int
+	if !poll.Until(wait, func() bool {
+		var err error
+		visible, inFlight, err = tr.Depth(context.Background(), queue)
 		if err != nil {
 			t.Fatalf("Depth: %v", err)
 		}
-		if visible+inFlight == 0 {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("queue %s still holds %d visible and %d in-flight messages after %s", queue, visible, inFlight, wait)
-		}
-		time.Sleep(10 * time.Millisecond) // polling interval, not a wait for an effect
+		return visible+inFlight == 0
+	}) {
+		t.Fatalf("queue %s still holds %d visible and %d in-flight messages after %s", queue, visible, inFlight, wait)
 	}
 }
 
@@ -459,16 +457,11 @@ func TestNotifyWakesConsumersAfterReconnect(t *testing.T) {
 		return pid
 	}
 	waitListener := func(not int) int {
-		deadline := time.Now().Add(wait)
-		for {
-			if pid := listener(); pid != 0 && pid != not {
-				return pid
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("no LISTEN connection (other than %d) after %s", not, wait)
-			}
-			time.Sleep(10 * time.Millisecond) // polling interval
+		var pid int
+		if !poll.Until(wait, func() bool { pid = listener(); return pid != 0 && pid != not }) {
+			t.Fatalf("no LISTEN connection (other than %d) after %s", not, wait)
 		}
+		return pid
 	}
 	pid := waitListener(0)
 	// The consumer is idle for an hour unless notified.
