@@ -383,11 +383,11 @@ func (a *awsDLQ) send(ctx context.Context, t target, m sqstypes.Message, md mess
 		}
 		urls[t.queue] = url
 	}
-	attrs, err := stripSQS(attrsOf(m))
+	body, attrs, err := stripSQS(awssdk.ToString(m.Body), attrsOf(m))
 	if err != nil {
 		return err
 	}
-	in := &sqs.SendMessageInput{QueueUrl: &url, MessageBody: m.Body, MessageAttributes: map[string]sqstypes.MessageAttributeValue{}}
+	in := &sqs.SendMessageInput{QueueUrl: &url, MessageBody: &body, MessageAttributes: map[string]sqstypes.MessageAttributeValue{}}
 	for k, v := range attrs {
 		in.MessageAttributes[k] = sqstypes.MessageAttributeValue{DataType: awssdk.String("String"), StringValue: awssdk.String(v)}
 	}

@@ -1,6 +1,8 @@
 package main
 
 import (
+	"fmt"
+	"maps"
 	"reflect"
 	"strings"
 	"testing"
@@ -9,6 +11,7 @@ import (
 
 	"github.com/edaproject/eda/middleware"
 	"github.com/edaproject/eda/transport"
+	edaaws "github.com/edaproject/eda/transport/aws"
 )
 
 // Redrive strips the poison middleware's keys by their prefix: every key
@@ -42,19 +45,32 @@ func TestPGMetadataRoundTrip(t *testing.T) {
 }
 
 func TestStripSQS(t *testing.T) {
-	attrs := map[string]string{
-		"ce_id": "1", "eda_poison_reason": "permanent",
-		awsAttrOverflow: `{"eda_poison_error":"boom","ce_correlationid":"c"}`,
+	msg := message.NewMessage("1", []byte(`{"order_id":"o-1"}`))
+	msg.Metadata = message.Metadata{"ce_id": "1", "ce_correlationid": "c", "eda_poison_reason": "permanent",
+		"eda_poison_error": "boom", transport.MetadataReceiveCount: "3"}
+	for i := range 12 { // more keys than SQS attribute slots: some travel in the overflow attribute
+		msg.Metadata[fmt.Sprintf("x-%02d", i)] = "v"
 	}
-	got, err := stripSQS(attrs)
+	body, attrs, err := edaaws.EncodeSQS(msg, "")
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := map[string]string{"ce_id": "1", awsAttrOverflow: `{"ce_correlationid":"c"}`}
-	if !reflect.DeepEqual(got, want) {
-		t.Errorf("stripSQS: %v, want %v", got, want)
+	body, attrs, err = stripSQS(body, attrs)
+	if err != nil {
+		t.Fatal(err)
 	}
-	if _, err := stripSQS(map[string]string{awsAttrOverflow: "{"}); err == nil {
+	md, payload, _, err := decodeSQS(body, attrs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := maps.Clone(msg.Metadata)
+	delete(want, "eda_poison_reason")
+	delete(want, "eda_poison_error")
+	delete(want, transport.MetadataReceiveCount)
+	if !reflect.DeepEqual(md, want) || string(payload) != string(msg.Payload) {
+		t.Errorf("after stripping: %v %q, want %v %q", md, payload, want, msg.Payload)
+	}
+	if _, _, err := stripSQS("x", map[string]string{"eda_md": "{"}); err == nil {
 		t.Error("corrupt overflow attribute stripped without error")
 	}
 }

@@ -240,3 +240,26 @@ func validAttrName(name string) bool {
 	}
 	return true
 }
+
+// DecodeSQS reads an SQS message (its body and String message attributes) in
+// the form this transport sends, for tools that inspect queues without
+// consuming through a Transport (edactl's dlq commands). A claim-checked
+// message comes back with a nil payload and its blob key in claimKey.
+func DecodeSQS(body string, attrs map[string]string) (msg *message.Message, claimKey string, err error) {
+	d, err := decode(body, attrs, "")
+	if err != nil {
+		return nil, "", err
+	}
+	return d.msg, d.claimKey, nil
+}
+
+// EncodeSQS is the inverse of DecodeSQS: the body and String message
+// attributes this transport would send for msg (claimKey: the blob key of a
+// claim-checked payload, or "").
+func EncodeSQS(msg *message.Message, claimKey string) (body string, attrs map[string]string, err error) {
+	w, err := encode(msg, claimKey)
+	if err != nil {
+		return "", nil, err
+	}
+	return w.body, w.attrs, nil
+}

@@ -376,7 +376,7 @@ func (c *consumer) deadLetter(ctx context.Context, ids []int64, counts []int32) 
 }
 
 func (c *consumer) message(r received) (*message.Message, error) {
-	md, err := decodeMetadata(r.metadata)
+	md, err := DecodeMetadata(r.metadata)
 	if err != nil {
 		return nil, err
 	}

@@ -14,7 +14,10 @@ import (
 
 var errCorruptMetadata = errors.New("postgres transport: corrupt metadata column")
 
-func encodeMetadata(md message.Metadata) []byte {
+// EncodeMetadata encodes md as the transport stores it in the messages
+// table's metadata column. Tools that read or write that table directly
+// (edactl's dlq commands) use it and DecodeMetadata.
+func EncodeMetadata(md message.Metadata) []byte {
 	n := 0
 	for k, v := range md {
 		n += len(k) + len(v) + 2*binary.MaxVarintLen32
@@ -29,7 +32,8 @@ func encodeMetadata(md message.Metadata) []byte {
 	return b
 }
 
-func decodeMetadata(b []byte) (message.Metadata, error) {
+// DecodeMetadata decodes the metadata column; see EncodeMetadata.
+func DecodeMetadata(b []byte) (message.Metadata, error) {
 	md := message.Metadata{}
 	next := func() (string, error) {
 		n, w := binary.Uvarint(b)

@@ -381,7 +381,7 @@ func (t *Transport) publish(ctx context.Context, db DBTX, own bool, topic string
 		grouped  bool
 	)
 	for i, msg := range msgs {
-		uuids[i], payloads[i], metas[i], dedups[i] = msg.UUID, msg.Payload, encodeMetadata(msg.Metadata), transport.DedupID(msg)
+		uuids[i], payloads[i], metas[i], dedups[i] = msg.UUID, msg.Payload, EncodeMetadata(msg.Metadata), transport.DedupID(msg)
 		if g := msg.Metadata.Get(transport.MetadataGroupID); g != "" {
 			groups[i], grouped = &g, true
 		}
