@@ -87,8 +87,23 @@ func (d *db) Close() error {
 	return err
 }
 
-// migrate creates the services' tables and the outbox.
-func (d *db) migrate(ctx context.Context) error {
+// migrate creates the services' tables and the outbox, then runs more
+// (the inbox's migration). Services started at once as separate processes on
+// one Postgres take turns: CREATE TABLE IF NOT EXISTS is not safe to run
+// concurrently.
+func (d *db) migrate(ctx context.Context, more ...func(context.Context) error) error {
+	if d.postgres {
+		conn, err := d.Conn(ctx)
+		if err != nil {
+			return err
+		}
+		defer conn.Close()
+		const lockID = 0x0eda0de5 // any constant shared by the example's processes
+		if _, err := conn.ExecContext(ctx, `SELECT pg_advisory_lock($1)`, lockID); err != nil {
+			return err
+		}
+		defer conn.ExecContext(context.WithoutCancel(ctx), `SELECT pg_advisory_unlock($1)`, lockID) //nolint:errcheck // released with the session anyway
+	}
 	type migrator interface{ Migrate(context.Context) error }
 	if err := d.outbox.(migrator).Migrate(ctx); err != nil {
 		return fmt.Errorf("outbox migration: %w", err)
@@ -96,6 +111,11 @@ func (d *db) migrate(ctx context.Context) error {
 	for _, stmt := range schema {
 		if _, err := d.ExecContext(ctx, stmt); err != nil {
 			return fmt.Errorf("schema: %w\n%s", err, stmt)
+		}
+	}
+	for _, m := range more {
+		if err := m(ctx); err != nil {
+			return err
 		}
 	}
 	return nil

@@ -46,6 +46,8 @@ func main() {
 	flag.StringVar(&o.Role, "role", "all", "which service this process runs: all, orders, inventory or notification")
 	flag.StringVar(&o.Addr, "addr", "", "HTTP address of the order service (default 127.0.0.1:8080 with -serve, else a free port)")
 	flag.BoolVar(&o.FIFO, "fifo", false, "FIFO queues: each customer's orders are handled in order")
+	flag.StringVar(&o.Schema, "schema", "eda_orders", "Postgres schema of the services' tables and outbox (the transport uses <schema>_transport)")
+	flag.StringVar(&o.Prefix, "prefix", "", "prefix of every topic and queue name (environments sharing a broker)")
 	flag.IntVar(&orders, "orders", 40, "demo orders to place (orders role); 0 places none")
 	flag.BoolVar(&serve, "serve", false, "keep serving HTTP after the demo, until interrupted")
 	flag.BoolVar(&verbose, "v", false, "log what the services do")
@@ -77,7 +79,7 @@ func run(ctx context.Context, o options, orders int, serve bool, timeout time.Du
 		defer os.RemoveAll(dir)
 		o.DB = filepath.Join(dir, "orders.db")
 	}
-	o.MaxDelivery, o.Visibility, o.Schema = 3, 30*time.Second, "eda_orders"
+	o.MaxDelivery, o.Visibility = 3, 30*time.Second
 	s, err := start(ctx, o)
 	if err != nil {
 		return err

@@ -82,9 +82,6 @@ func start(ctx context.Context, o options) (*system, error) {
 	}
 	closers = append(closers, func() { d.Close() })
 	s.db = d
-	if err := d.migrate(ctx); err != nil {
-		return fail(err)
-	}
 	dialect := sqlstore.SQLite
 	if d.postgres {
 		dialect = sqlstore.Postgres
@@ -93,7 +90,7 @@ func start(ctx context.Context, o options) (*system, error) {
 	if err != nil {
 		return fail(err)
 	}
-	if err := inbox.Migrate(ctx); err != nil {
+	if err := d.migrate(ctx, inbox.Migrate); err != nil {
 		return fail(err)
 	}
 
@@ -175,10 +172,15 @@ func start(ctx context.Context, o options) (*system, error) {
 	wg.Add(1)
 	go func() { defer wg.Done(); _ = relay.Run(runCtx) }()
 
-	deadQueues := []string{o.name(queuePoison)}
-	for _, q := range app.Queues() {
-		if q.DeadLetterQueue != "" {
-			deadQueues = append(deadQueues, q.DeadLetterQueue)
+	// The order service's process reports dead letters (as separate
+	// processes, the others would compete for them).
+	var deadQueues []string
+	if o.has("orders") {
+		deadQueues = append(deadQueues, o.name(queuePoison))
+		for _, q := range app.Queues() {
+			if q.DeadLetterQueue != "" {
+				deadQueues = append(deadQueues, q.DeadLetterQueue)
+			}
 		}
 	}
 	s.dead, err = watchDeadLetters(runCtx, tr, deadQueues, &wg)
