@@ -43,6 +43,7 @@ import (
 	awssdk "github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/credentials"
 	awssns "github.com/aws/aws-sdk-go-v2/service/sns"
+	"github.com/aws/aws-sdk-go-v2/service/sqs"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
@@ -631,6 +632,16 @@ func (b *bench) sns(ctx context.Context) error {
 	if err := tr.Declare(ctx, transport.Queue{Name: topic + "-q", Topics: []string{topic}}); err != nil {
 		return fmt.Errorf("declare on the emulator at %s (start it with scripts/emulator.sh up): %w", b.c.snsEndpoint, err)
 	}
+	// Every variant starts with an empty queue: the emulator keeps what it
+	// receives in memory and slows down as it grows.
+	qurl, err := tr.SQS().GetQueueUrl(ctx, &sqs.GetQueueUrlInput{QueueName: awssdk.String(topic + "-q")})
+	if err != nil {
+		return err
+	}
+	purge := func() error {
+		_, err := tr.SQS().PurgeQueue(ctx, &sqs.PurgeQueueInput{QueueUrl: qurl.QueueUrl})
+		return err
+	}
 	fmt.Fprintf(b.c.out, "\n== relay %d events into SNS on the emulator (%s) ==\n", n, b.c.snsEndpoint)
 	fmt.Fprintf(b.c.out, "%-68s %10s %12s\n", "variant", "time", "events/s")
 	rates := map[string]float64{}
@@ -640,6 +651,9 @@ func (b *bench) sns(ctx context.Context) error {
 		workers, batch int
 	}{{"eda relay (1 worker, batch 200) -> eda aws transport", 1, 200}, {"eda relay (1 worker, batch 1000) -> eda aws transport", 1, 1000}, {"eda relay (4 workers, batch 500) -> eda aws transport", 4, 500}} {
 		if _, err := b.pool.Exec(ctx, "TRUNCATE "+b.store.Table()); err != nil {
+			return err
+		}
+		if err := purge(); err != nil {
 			return err
 		}
 		if err := b.fillEdaTopic(ctx, n, topic); err != nil {
@@ -672,6 +686,9 @@ func (b *bench) sns(ctx context.Context) error {
 		return err
 	}
 	if _, err := b.pool.Exec(ctx, "TRUNCATE watermill_"+s.topic); err != nil {
+		return err
+	}
+	if err := purge(); err != nil {
 		return err
 	}
 	if err := b.fillStockTopic(ctx, n, s.schema, s.topic, topic); err != nil {
