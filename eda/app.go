@@ -355,17 +355,43 @@ func (a *App) NewMessage(ctx context.Context, e Event) (topic string, msg *messa
 	return et.topic, msg, nil
 }
 
-// Publish encodes and publishes events, each to its registered topic, in
-// order. It returns the first error; events before it were published.
+// Publish encodes events and publishes each to its registered topic, in
+// order. Consecutive events for one topic go in one Publish call, which
+// batching transports (SNS PublishBatch) send together. Nothing is published
+// if an event cannot be encoded; on a publish error, the events of earlier
+// calls were published.
 func (a *App) Publish(ctx context.Context, events ...Event) error {
-	for _, e := range events {
-		topic, msg, err := a.NewMessage(ctx, e)
+	if len(events) == 1 { // the common case, without the run bookkeeping
+		topic, msg, err := a.NewMessage(ctx, events[0])
 		if err != nil {
 			return err
 		}
-		if err := a.cfg.Publisher.Publish(topic, msg); err != nil {
-			return fmt.Errorf("eda: publish %s to %q: %w", msg.Metadata.Get(MetadataType), topic, err)
+		return a.publish(topic, msg)
+	}
+	topics := make([]string, len(events))
+	msgs := make([]*message.Message, len(events))
+	for i, e := range events {
+		var err error
+		if topics[i], msgs[i], err = a.NewMessage(ctx, e); err != nil {
+			return err
 		}
+	}
+	for start := 0; start < len(msgs); {
+		end := start + 1
+		for end < len(msgs) && topics[end] == topics[start] {
+			end++
+		}
+		if err := a.publish(topics[start], msgs[start:end]...); err != nil {
+			return err
+		}
+		start = end
+	}
+	return nil
+}
+
+func (a *App) publish(topic string, msgs ...*message.Message) error {
+	if err := a.cfg.Publisher.Publish(topic, msgs...); err != nil {
+		return fmt.Errorf("eda: publish %d event(s) (%s...) to %q: %w", len(msgs), msgs[0].Metadata.Get(MetadataType), topic, err)
 	}
 	return nil
 }

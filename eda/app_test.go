@@ -3,8 +3,11 @@ package eda_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"testing"
 	"time"
+
+	"github.com/ThreeDotsLabs/watermill/message"
 
 	"github.com/edaproject/eda/eda"
 	"github.com/edaproject/eda/transport/memory"
@@ -109,3 +112,46 @@ func must(t *testing.T, err error) {
 		t.Fatal(err)
 	}
 }
+
+func TestPublishGroupsConsecutiveEventsPerTopic(t *testing.T) {
+	tr, err := memory.New(memory.Config{})
+	must(t, err)
+	defer tr.Close()
+	rec := &recordingPublisher{next: tr}
+	app, err := eda.New(eda.Config{Transport: tr, Publisher: rec})
+	must(t, err)
+	must(t, eda.Register[orderPlaced](app, "orders"))
+	must(t, eda.Register[orderShipped](app, "shipping"))
+	ctx := context.Background()
+	must(t, app.Publish(ctx, orderPlaced{"1"}, orderPlaced{"2"}, orderShipped{"1"}, orderPlaced{"3"}))
+	want := []string{"orders:2", "shipping:1", "orders:1"}
+	if len(rec.calls) != len(want) {
+		t.Fatalf("publish calls %v, want %v", rec.calls, want)
+	}
+	for i := range want {
+		if rec.calls[i] != want[i] {
+			t.Fatalf("publish calls %v, want %v", rec.calls, want)
+		}
+	}
+	// An event that cannot be encoded stops everything before publishing.
+	rec.calls = nil
+	if err := app.Publish(ctx, orderPlaced{"4"}, unregistered{}); !errors.Is(err, eda.ErrUnregisteredEvent) || len(rec.calls) != 0 {
+		t.Fatalf("got %v after %v calls, want ErrUnregisteredEvent and no publish", err, rec.calls)
+	}
+}
+
+type unregistered struct{}
+
+func (unregistered) EventName() string { return "test.Unregistered" }
+
+type recordingPublisher struct {
+	next  message.Publisher
+	calls []string
+}
+
+func (p *recordingPublisher) Publish(topic string, msgs ...*message.Message) error {
+	p.calls = append(p.calls, fmt.Sprintf("%s:%d", topic, len(msgs)))
+	return p.next.Publish(topic, msgs...)
+}
+
+func (p *recordingPublisher) Close() error { return nil }
