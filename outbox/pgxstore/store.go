@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"regexp"
 	"sync/atomic"
 	"time"
 
@@ -16,6 +15,8 @@ import (
 
 	"github.com/edaproject/eda/eda"
 	"github.com/edaproject/eda/outbox"
+
+	"github.com/edaproject/eda/internal/sqlident"
 )
 
 // Defaults of Config.
@@ -56,15 +57,13 @@ type Config struct {
 	Logger *slog.Logger
 }
 
-var identRe = regexp.MustCompile(`^[a-z_][a-z0-9_]{0,39}$`)
-
 // Validate reports every problem with c, joined.
 func (c Config) Validate() error {
 	var errs []error
-	if c.Schema != "" && !identRe.MatchString(c.Schema) {
+	if c.Schema != "" && !sqlident.Valid(c.Schema, 40) {
 		errs = append(errs, fmt.Errorf("%w: pgxstore: Schema %q is not a lower-case identifier of at most 40 characters", outbox.ErrInvalidConfig, c.Schema))
 	}
-	if c.Table != "" && !identRe.MatchString(c.Table) {
+	if c.Table != "" && !sqlident.Valid(c.Table, 40) {
 		errs = append(errs, fmt.Errorf("%w: pgxstore: Table %q is not a lower-case identifier of at most 40 characters", outbox.ErrInvalidConfig, c.Table))
 	}
 	return errors.Join(errs...)

@@ -6,13 +6,14 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"regexp"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/edaproject/eda/eda"
 	"github.com/edaproject/eda/outbox"
+
+	"github.com/edaproject/eda/internal/sqlident"
 )
 
 // Defaults of Config.
@@ -33,12 +34,10 @@ type Config struct {
 	Logger *slog.Logger
 }
 
-var identRe = regexp.MustCompile(`^[a-z_][a-z0-9_]{0,39}$`)
-
 // Validate reports every problem with c, joined.
 func (c Config) Validate() error {
 	var errs []error
-	if c.Table != "" && !identRe.MatchString(c.Table) {
+	if c.Table != "" && !sqlident.Valid(c.Table, 40) {
 		errs = append(errs, fmt.Errorf("%w: sqlitestore: Table %q is not a lower-case identifier of at most 40 characters", outbox.ErrInvalidConfig, c.Table))
 	}
 	if c.WakeupInterval < 0 {

@@ -15,6 +15,8 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/edaproject/eda/transport"
+
+	"github.com/edaproject/eda/internal/sqlident"
 )
 
 // Defaults of Config.
@@ -82,7 +84,7 @@ func (c Config) Validate() error {
 			errs = append(errs, fmt.Errorf("%w: postgres: DSN: %v", errInvalid, err))
 		}
 	}
-	if c.Schema != "" && !schemaName.MatchString(c.Schema) {
+	if c.Schema != "" && !sqlident.Valid(c.Schema, sqlident.MaxLen) {
 		errs = append(errs, fmt.Errorf("%w: postgres: schema name %q (want lower-case letters, digits, _; at most 63)", errInvalid, c.Schema))
 	}
 	if c.PollInterval < 0 {

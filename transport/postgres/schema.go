@@ -5,12 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"hash/fnv"
-	"regexp"
 	"strings"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/edaproject/eda/internal/sqlident"
 )
 
 // ErrSchemaVersion: the database schema is missing or at another version than
@@ -95,13 +96,11 @@ $$;
 // SchemaVersion is the schema version this package needs.
 var SchemaVersion = len(migrations)
 
-var schemaName = regexp.MustCompile(`^[a-z_][a-z0-9_]{0,62}$`)
-
 // SchemaSQL returns the SQL that creates the transport's tables in schema
 // and records SchemaVersion, for users who apply migrations with their own
 // tool. It is what Migrate runs on an empty schema, without Migrate's lock.
 func SchemaSQL(schema string) (string, error) {
-	if !schemaName.MatchString(schema) {
+	if !sqlident.Valid(schema, sqlident.MaxLen) {
 		return "", fmt.Errorf("%w: schema name %q (want lower-case letters, digits, _; at most 63)", errInvalid, schema)
 	}
 	var b strings.Builder

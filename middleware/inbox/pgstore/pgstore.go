@@ -5,7 +5,6 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
-	"regexp"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -14,6 +13,8 @@ import (
 
 	"github.com/edaproject/eda/eda"
 	"github.com/edaproject/eda/middleware/inbox"
+
+	"github.com/edaproject/eda/internal/sqlident"
 )
 
 // DB is what the store needs of a database handle; *pgxpool.Pool has it.
@@ -42,15 +43,13 @@ type Config struct {
 	Table string
 }
 
-var identRE = regexp.MustCompile(`^[a-z_][a-z0-9_]{0,62}$`)
-
 // Validate reports every problem with c, joined.
 func (c Config) Validate() error {
 	var errs []error
-	if c.Schema != "" && !identRE.MatchString(c.Schema) {
+	if c.Schema != "" && !sqlident.Valid(c.Schema, sqlident.MaxLen) {
 		errs = append(errs, fmt.Errorf("%w: pgstore: schema %q is not a lower-case SQL identifier", inbox.ErrInvalidConfig, c.Schema))
 	}
-	if c.Table != "" && !identRE.MatchString(c.Table) {
+	if c.Table != "" && !sqlident.Valid(c.Table, sqlident.MaxLen) {
 		errs = append(errs, fmt.Errorf("%w: pgstore: table %q is not a lower-case SQL identifier", inbox.ErrInvalidConfig, c.Table))
 	}
 	return errors.Join(errs...)

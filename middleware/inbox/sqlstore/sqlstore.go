@@ -5,12 +5,13 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
-	"regexp"
 	"strings"
 	"time"
 
 	"github.com/edaproject/eda/eda"
 	"github.com/edaproject/eda/middleware/inbox"
+
+	"github.com/edaproject/eda/internal/sqlident"
 )
 
 // Dialect is the SQL flavour of the database.
@@ -33,15 +34,13 @@ type Config struct {
 	Table string
 }
 
-var identRe = regexp.MustCompile(`^[a-z_][a-z0-9_]{0,62}$`)
-
 // Validate reports every problem with c, joined.
 func (c Config) Validate() error {
 	var errs []error
 	if c.Dialect != SQLite && c.Dialect != Postgres {
 		errs = append(errs, fmt.Errorf("%w: sqlstore: Dialect must be SQLite or Postgres", inbox.ErrInvalidConfig))
 	}
-	if c.Table != "" && !identRe.MatchString(c.Table) {
+	if c.Table != "" && !sqlident.Valid(c.Table, sqlident.MaxLen) {
 		errs = append(errs, fmt.Errorf("%w: sqlstore: Table %q is not a lower-case identifier", inbox.ErrInvalidConfig, c.Table))
 	}
 	return errors.Join(errs...)
