@@ -9,6 +9,7 @@ import (
 	"github.com/ThreeDotsLabs/watermill/message"
 
 	"github.com/edaproject/eda/eda"
+	"github.com/edaproject/eda/eda/edatest"
 	"github.com/edaproject/eda/transport"
 	"github.com/edaproject/eda/transport/memory"
 )
@@ -61,27 +62,7 @@ func newApp(t testing.TB, tr transport.Transport, pub message.Publisher, mw ...m
 // it is running.
 func start(t testing.TB, app *eda.App) (stop func()) {
 	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- app.Run(ctx) }()
-	var once sync.Once
-	stop = func() {
-		once.Do(func() {
-			cancel()
-			if err := <-done; err != nil {
-				t.Errorf("app.Run: %v", err)
-			}
-		})
-	}
-	t.Cleanup(stop)
-	select {
-	case <-app.Running():
-	case err := <-done:
-		t.Fatalf("app.Run: %v", err)
-	case <-time.After(waitTimeout):
-		t.Fatal("app not running")
-	}
-	return stop
+	return edatest.Run(t, app)
 }
 
 // subscribe declares queue on topic and returns its messages, acking none.

@@ -20,6 +20,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/edaproject/eda/eda"
+	"github.com/edaproject/eda/eda/edatest"
 	"github.com/edaproject/eda/middleware"
 	"github.com/edaproject/eda/transport"
 	edaaws "github.com/edaproject/eda/transport/aws"
@@ -247,19 +248,6 @@ func startScenario(t *testing.T, tr transport.Transport, prefix string) *scenari
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- app.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("app: %v", err)
-		}
-	})
-	select {
-	case <-app.Running():
-	case err := <-done:
-		t.Fatalf("app: %v", err)
-	}
+	edatest.Run(t, app)
 	return s
 }

@@ -88,21 +88,8 @@ func New(t testing.TB, cfg Config) *Harness {
 func (h *Harness) Start() {
 	h.t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- h.App.Run(ctx) }()
-	h.t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			h.t.Errorf("edatest: app.Run: %v", err)
-		}
-	})
-	select {
-	case <-h.App.Running():
-	case err := <-done:
-		h.t.Fatalf("edatest: app.Run: %v", err)
-	case <-time.After(h.timeout):
-		h.t.Fatalf("edatest: app not running after %s", h.timeout)
-	}
+	h.t.Cleanup(cancel) // registered first, so it runs after the app stopped: ends the DLQ watchers
+	Run(h.t, h.App)
 	for _, q := range h.App.Queues() {
 		if q.DeadLetterQueue == "" {
 			continue

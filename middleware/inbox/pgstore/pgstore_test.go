@@ -17,6 +17,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/edaproject/eda/eda"
+	"github.com/edaproject/eda/eda/edatest"
 	"github.com/edaproject/eda/middleware/inbox"
 	"github.com/edaproject/eda/middleware/inbox/inboxtest"
 	"github.com/edaproject/eda/middleware/inbox/pgstore"
@@ -346,25 +347,7 @@ func TestTxNeedsHandlerContext(t *testing.T) {
 
 func start(t *testing.T, app *eda.App) (stop func()) {
 	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- app.Run(ctx) }()
-	var once sync.Once
-	stop = func() {
-		once.Do(func() {
-			cancel()
-			if err := <-done; err != nil {
-				t.Errorf("app.Run: %v", err)
-			}
-		})
-	}
-	t.Cleanup(stop)
-	select {
-	case <-app.Running():
-	case err := <-done:
-		t.Fatalf("app.Run: %v", err)
-	}
-	return stop
+	return edatest.Run(t, app)
 }
 
 func waitFor(ctx context.Context, cond func() bool) bool {
