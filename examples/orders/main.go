@@ -18,7 +18,9 @@
 //	go run ./examples/orders -transport aws -aws-endpoint http://127.0.0.1:4566   # scripts/emulator.sh up
 //
 // and as separate processes, one per service (-role orders|inventory|
-// notification) sharing a Postgres or SNS/SQS transport.
+// notification) sharing a Postgres or SNS/SQS transport. Start the consumers
+// first (or apply the topology with edactl): a topic delivers only to the
+// queues subscribed when a message is published, as SNS does.
 package main
 
 import (

@@ -6,6 +6,9 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/edaproject/eda/internal/poll"
+	"github.com/edaproject/eda/transport/postgres"
 )
 
 // The services as separate processes on one Postgres: the inventory and
@@ -32,6 +35,15 @@ func TestServicesAsSeparateProcesses(t *testing.T) {
 	s, err := start(ctx, o)
 	must(t, err)
 	defer s.stop()
+	// A topic delivers only to the queues subscribed when a message is
+	// published (SNS semantics): orders go out once both services have
+	// declared theirs, as a deployment applies its topology first.
+	tr := s.tr.(*postgres.Transport)
+	for _, q := range []string{queueInventory, queueNotification} {
+		if !poll.Until(60*time.Second, func() bool { _, _, err := tr.Depth(ctx, o.name(q)); return err == nil }) {
+			t.Fatalf("the %s service did not declare its queue within 60s", q)
+		}
+	}
 	dctx, dcancel := context.WithTimeout(ctx, 90*time.Second)
 	defer dcancel()
 	sum, err := s.demo(dctx, 20, testWriter{t})
