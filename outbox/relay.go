@@ -213,17 +213,8 @@ func (r *Relay) Run(ctx context.Context) error {
 	wake := newBroadcast()
 	var wg sync.WaitGroup
 	wg.Go(func() {
-		ch := r.cfg.Store.Wakeup(ctx)
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case _, ok := <-ch:
-				if !ok {
-					return
-				}
-				wake.Fire()
-			}
+		for range r.cfg.Store.Wakeup(ctx) { // closed by the store after ctx is done
+			wake.Fire()
 		}
 	})
 	for range r.cfg.Workers {

@@ -44,7 +44,9 @@ type Store interface {
 
 	// Wakeup returns a channel that receives (coalesced) when new records
 	// may have been committed. It may never fire; the relay polls too. The
-	// channel is valid until ctx is done.
+	// store closes the channel once it has stopped watching, after ctx is
+	// done and every resource it used for watching (a connection) is
+	// released: the relay's Run waits for that before it returns.
 	Wakeup(ctx context.Context) <-chan struct{}
 }
 

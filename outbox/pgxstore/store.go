@@ -568,6 +568,7 @@ func (s *Store) Wakeup(ctx context.Context) <-chan struct{} {
 		}
 	}
 	go func() {
+		defer close(ch) // after the connection is released
 		backoff := 100 * time.Millisecond
 		for ctx.Err() == nil {
 			err := s.listen(ctx, fire)

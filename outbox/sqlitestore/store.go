@@ -446,6 +446,7 @@ func (s *Store) Cleanup(ctx context.Context, before time.Time, limit int) (int64
 func (s *Store) Wakeup(ctx context.Context) <-chan struct{} {
 	ch := make(chan struct{}, 1)
 	go func() {
+		defer close(ch) // after the connection is released
 		conn, err := s.db.Conn(ctx)
 		if err != nil {
 			if ctx.Err() == nil {
