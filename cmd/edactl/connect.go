@@ -21,12 +21,22 @@ import (
 // (environment, shared config, IAM role), or an emulator endpoint.
 type awsFlags struct {
 	endpoint, region, account string
+	attributes                []string // nil: edaaws.DefaultAttributes
 }
 
 func (a *awsFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&a.endpoint, "aws-endpoint", os.Getenv("EDA_AWS_ENDPOINT"), "SNS/SQS endpoint, e.g. the emulator's http://127.0.0.1:4566 (env EDA_AWS_ENDPOINT); empty: AWS")
 	fs.StringVar(&a.region, "region", "", "AWS region (default: the AWS chain's, us-east-1 with -aws-endpoint)")
 	fs.StringVar(&a.account, "account", os.Getenv("EDA_AWS_ACCOUNT_ID"), "AWS account id of the ARNs (env EDA_AWS_ACCOUNT_ID; default: ask STS)")
+	fs.Func("attributes", "metadata the publishers send as message attributes, comma separated, * for all: their aws.Config.Attributes (default "+strings.Join(edaaws.DefaultAttributes, ",")+"); filter policies may match only these", func(s string) error {
+		a.attributes = []string{}
+		for _, f := range strings.Split(s, ",") {
+			if f = strings.TrimSpace(f); f != "" {
+				a.attributes = append(a.attributes, f)
+			}
+		}
+		return nil
+	})
 }
 
 // transport returns an AWS transport; autoCreate lets it create queues
@@ -36,7 +46,7 @@ func (a *awsFlags) transport(ctx context.Context, autoCreate bool) (*edaaws.Tran
 	if err != nil {
 		return nil, err
 	}
-	return edaaws.New(edaaws.Config{AWS: cfg, Endpoint: a.endpoint, AccountID: a.account, AutoCreate: autoCreate})
+	return edaaws.New(edaaws.Config{AWS: cfg, Endpoint: a.endpoint, AccountID: a.account, AutoCreate: autoCreate, Attributes: a.attributes})
 }
 
 // config loads the SDK configuration.

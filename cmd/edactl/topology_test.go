@@ -88,6 +88,16 @@ func TestTopologyFilterPolicy(t *testing.T) {
 	if !strings.Contains(out, "update-subscription") || !strings.Contains(out, "OrderCancelled") {
 		t.Errorf("changed policy:\n%s", out)
 	}
+	// A policy on metadata the publishers do not send as an attribute would
+	// match nothing: refused unless -attributes says they send it.
+	tenant := write(`{"tenant": ["acme"]}`)
+	if out, errs, code := edactl(t, "topology", "plan", "-f", tenant, "-prefix", prefix, "-aws-endpoint", ep); code == exitOK || !strings.Contains(errs, `"tenant"`) || !strings.Contains(errs, "Config.Attributes") {
+		t.Errorf("policy on tenant with the default attributes: exit %d\n%s%s", code, out, errs)
+	}
+	out = mustRun(t, "topology", "plan", "-f", tenant, "-prefix", prefix, "-aws-endpoint", ep, "-attributes", "ce_type,tenant")
+	if !strings.Contains(out, "update-subscription") || !strings.Contains(out, "tenant") {
+		t.Errorf("policy on tenant with -attributes ce_type,tenant:\n%s", out)
+	}
 }
 
 // iam prints one least-privilege policy per service of the file.

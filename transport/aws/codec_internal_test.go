@@ -26,21 +26,29 @@ func TestCodecRoundTrip(t *testing.T) {
 		md          message.Metadata
 		wantAttrs   []string // attributes that must be there
 		wantNoAttrs []string // metadata that must not be an attribute
+		attrs       []string // Config.Attributes; nil: DefaultAttributes
 	}{
-		{"plain", "id-1", []byte(`{"a":1}`), message.Metadata{transport.MetadataEventID: "id-1", "ce_type": "t"}, []string{"ce_type", "ce_id"}, []string{attrUUID, attrOverflow}},
-		{"uuid differs from event id", "u-1", []byte("x"), message.Metadata{transport.MetadataEventID: "id-1"}, []string{attrUUID}, nil},
-		{"empty payload", "id-1", []byte{}, message.Metadata{transport.MetadataEventID: "id-1"}, []string{attrEncoding}, nil},
-		{"binary payload", "id-1", []byte{0, 1, 2, 0xff, 0xfe}, message.Metadata{transport.MetadataEventID: "id-1"}, []string{attrEncoding}, nil},
-		{"control character", "id-1", []byte("a\x01b"), message.Metadata{transport.MetadataEventID: "id-1"}, []string{attrEncoding}, nil},
-		{"empty value and bad names", "id-1", []byte("x"), message.Metadata{transport.MetadataEventID: "id-1", "empty": "", "with space": "v", "AWS.x": "v", "ctl": "a\x02"}, []string{attrOverflow}, []string{"empty", "with space", "AWS.x", "ctl"}},
-		{"over ten attributes", "id-1", []byte("x"), many, []string{"ce_type", "ce_id", attrOverflow}, []string{"k14"}},
-		{"reserved names", "id-1", []byte("x"), message.Metadata{transport.MetadataEventID: "id-1", attrOverflow: "mine", attrUUID: "theirs"}, []string{attrOverflow}, nil},
+		{"plain", "id-1", []byte(`{"a":1}`), message.Metadata{transport.MetadataEventID: "id-1", "ce_type": "t", "ce_source": "s", "ce_time": "now"}, []string{"ce_type", "ce_source", attrOverflow}, []string{attrUUID, "ce_id", "ce_time"}, nil},
+		{"plain, all attributes", "id-1", []byte(`{"a":1}`), message.Metadata{transport.MetadataEventID: "id-1", "ce_type": "t"}, []string{"ce_type", "ce_id"}, []string{attrUUID, attrOverflow}, AllAttributes},
+		{"no attributes of their own", "id-1", []byte(`{"a":1}`), message.Metadata{transport.MetadataEventID: "id-1", "ce_type": "t"}, []string{attrOverflow}, []string{"ce_type", "ce_id"}, []string{}},
+		{"named attributes", "id-1", []byte(`{"a":1}`), message.Metadata{transport.MetadataEventID: "id-1", "ce_type": "t", "tenant": "acme"}, []string{"tenant", attrOverflow}, []string{"ce_type", "ce_id"}, []string{"tenant", "absent"}},
+		{"uuid differs from event id", "u-1", []byte("x"), message.Metadata{transport.MetadataEventID: "id-1"}, []string{attrUUID}, nil, nil},
+		{"empty payload", "id-1", []byte{}, message.Metadata{transport.MetadataEventID: "id-1"}, []string{attrEncoding}, nil, nil},
+		{"binary payload", "id-1", []byte{0, 1, 2, 0xff, 0xfe}, message.Metadata{transport.MetadataEventID: "id-1"}, []string{attrEncoding}, nil, nil},
+		{"control character", "id-1", []byte("a\x01b"), message.Metadata{transport.MetadataEventID: "id-1"}, []string{attrEncoding}, nil, nil},
+		{"empty value and bad names", "id-1", []byte("x"), message.Metadata{transport.MetadataEventID: "id-1", "empty": "", "with space": "v", "AWS.x": "v", "ctl": "a\x02"}, []string{attrOverflow}, []string{"empty", "with space", "AWS.x", "ctl"}, AllAttributes},
+		{"over ten attributes", "id-1", []byte("x"), many, []string{"ce_type", "ce_id", attrOverflow}, []string{"k14"}, AllAttributes},
+		{"reserved names", "id-1", []byte("x"), message.Metadata{transport.MetadataEventID: "id-1", attrOverflow: "mine", attrUUID: "theirs"}, []string{attrOverflow}, nil, nil},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			msg := message.NewMessage(tc.uuid, tc.payload)
 			msg.Metadata = tc.md
-			w, err := encode(msg, "")
+			attrs := tc.attrs
+			if attrs == nil {
+				attrs = DefaultAttributes
+			}
+			w, err := encode(msg, "", attrs)
 			if err != nil {
 				t.Fatal(err)
 			}

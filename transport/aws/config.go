@@ -31,6 +31,16 @@ const (
 	DefaultPartition = "aws"
 )
 
+// DefaultAttributes are the metadata sent as message attributes of their
+// own when Config.Attributes is nil: the event type and source, what
+// subscription filter policies usually match on.
+var DefaultAttributes = []string{"ce_type", "ce_source"}
+
+// AllAttributes as Config.Attributes sends every metadata entry as its own
+// message attribute, as many as SQS delivers (10, the eda envelope first),
+// the way watermill-aws does; the rest travels in the JSON attribute.
+var AllAttributes = []string{"*"}
+
 // Limits of SNS and SQS.
 const (
 	// MaxWireSize is the SNS/SQS limit on body plus message attributes
@@ -91,6 +101,15 @@ type Config struct {
 	// PublishConcurrency is how many PublishBatch calls of one Publish run at
 	// once on a standard topic. Default DefaultPublishConcurrency.
 	PublishConcurrency int
+	// Attributes names the metadata (eda envelope keys such as "ce_type")
+	// sent as SNS/SQS message attributes of their own, which subscription
+	// filter policies can match on; all other metadata travels in one JSON
+	// attribute, since every attribute costs SNS and SQS work per message.
+	// At most 9 names; AllAttributes sends as many as fit. Plan and Apply
+	// refuse a filter policy on a key not sent as an attribute (it would
+	// never match, and SNS would drop the messages silently). Default
+	// DefaultAttributes. Consumers decode either layout.
+	Attributes []string
 	// ClaimCheck, when set, stores the payload of a message too large for
 	// SNS/SQS in this store and sends a pointer; subscribers fetch it back.
 	// Nil means messages over the limit fail with
@@ -119,6 +138,14 @@ func (c Config) Validate() error {
 	if c.PublishConcurrency < 0 {
 		errs = append(errs, fmt.Errorf("%w: aws: negative PublishConcurrency %d", transport.ErrInvalidConfig, c.PublishConcurrency))
 	}
+	if len(c.Attributes) > MaxAttributes-1 {
+		errs = append(errs, fmt.Errorf("%w: aws: %d Attributes: SQS delivers %d, one is kept for the rest of the metadata", transport.ErrInvalidConfig, len(c.Attributes), MaxAttributes))
+	}
+	for _, a := range c.Attributes {
+		if a != allAttributes && !validAttrName(a) {
+			errs = append(errs, fmt.Errorf("%w: aws: Attributes: %q is not a name SQS accepts for a message attribute", transport.ErrInvalidConfig, a))
+		}
+	}
 	return errors.Join(errs...)
 }
 
@@ -135,6 +162,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.PublishConcurrency == 0 {
 		c.PublishConcurrency = DefaultPublishConcurrency
+	}
+	if c.Attributes == nil {
+		c.Attributes = DefaultAttributes
 	}
 	if c.Partition == "" {
 		c.Partition = DefaultPartition

@@ -1,6 +1,8 @@
 // Package aws is eda's production transport: SNS topics fanning out to SQS
 // queues, standard and FIFO, on aws-sdk-go-v2 (with watermill-aws's
-// attribute names, so plain Watermill consumers read the same messages).
+// attribute names, so plain Watermill consumers read the same messages;
+// with Config.Attributes = AllAttributes they also see every metadata
+// entry as its own attribute).
 //
 // A service publishes an event to an SNS topic; SNS delivers a copy to every
 // SQS queue subscribed to it (raw message delivery, the eda envelope in the
@@ -30,10 +32,14 @@
 //     Each queue's policy lets only its topics send to it (aws:SourceArn).
 //     ServicePolicy writes the least-privilege IAM policy of a service.
 //   - Messages: the payload is the SQS body (base64 when it is not valid
-//     SQS text), metadata are message attributes (SQS delivers 10; the rest,
-//     empty values and names SQS refuses travel as one JSON attribute). A
-//     message the transport cannot decode is delivered raw with
-//     MetadataTransportError, so the poison middleware can route it.
+//     SQS text). The metadata named in Config.Attributes (default: ce_type
+//     and ce_source) are message attributes, for subscription filter
+//     policies; the rest of the envelope travels as one JSON attribute,
+//     since SNS and SQS work per attribute (AllAttributes sends as many as
+//     SQS delivers, 10, the way watermill-aws does). Plan and Apply refuse
+//     a filter policy on metadata that is not an attribute. A message the
+//     transport cannot decode is delivered raw with MetadataTransportError,
+//     so the poison middleware can route it.
 //   - Typed errors: ErrMissingRegion; transport.ErrUnavailable when the
 //     endpoint cannot be reached; transport.ErrUnknownTopic and
 //     transport.ErrUnknownQueue when AutoCreate is off and something is

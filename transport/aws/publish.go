@@ -174,7 +174,7 @@ func (t *Transport) prepare(ctx context.Context, topic string, info topicInfo, m
 			o.group = fifoID(o.group)
 			o.dedup = fifoID(transport.DedupID(msg))
 		}
-		w, err := encode(msg, "")
+		w, err := encode(msg, "", t.cfg.Attributes)
 		if err != nil {
 			return nil, err
 		}
@@ -191,7 +191,7 @@ func (t *Transport) prepare(ctx context.Context, topic string, info topicInfo, m
 	for _, i := range claim {
 		msg := out[i].msg
 		key := uuid.NewString()
-		w, err := encode(msg, key)
+		w, err := encode(msg, key, t.cfg.Attributes)
 		if err != nil {
 			return nil, err
 		}

@@ -135,6 +135,52 @@ func validateQueue(q Queue) error {
 	return errors.Join(errs...)
 }
 
+// checkFilterKeys refuses filter policies on metadata this transport does
+// not send as message attributes (Config.Attributes): SNS would match
+// nothing and drop every message for the subscription without a word.
+func (t *Transport) checkFilterKeys(topo Topology) error {
+	if slices.Contains(t.cfg.Attributes, allAttributes) {
+		return nil
+	}
+	var errs []error
+	for _, q := range topo.Queues {
+		for topic, policy := range q.FilterPolicies {
+			var v any
+			if err := json.Unmarshal([]byte(policy), &v); err != nil {
+				continue // Validate reported it
+			}
+			for _, k := range policyKeys(v) {
+				if !slices.Contains(t.cfg.Attributes, k) {
+					errs = append(errs, fmt.Errorf("%w: aws: queue %q: filter policy for %q matches on %q, which this transport does not send as a message attribute (add it to Config.Attributes)", transport.ErrInvalidConfig, q.Name, topic, k))
+				}
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// policyKeys returns the attribute names a filter policy matches on: the
+// keys of its object, and of the objects under "$or".
+func policyKeys(v any) []string {
+	var keys []string
+	switch v := v.(type) {
+	case map[string]any:
+		for k, sub := range v {
+			if k == "$or" {
+				keys = append(keys, policyKeys(sub)...)
+				continue
+			}
+			keys = append(keys, k)
+		}
+	case []any:
+		for _, sub := range v {
+			keys = append(keys, policyKeys(sub)...)
+		}
+	}
+	slices.Sort(keys)
+	return slices.Compact(keys)
+}
+
 func validName(kind, name string, maxLen int) error {
 	base := strings.TrimSuffix(name, fifoSuffix)
 	ok := base != "" && len(name) <= maxLen
@@ -279,6 +325,9 @@ func (t *Transport) remember(topo Topology, st *planState) {
 
 func (t *Transport) plan(ctx context.Context, topo Topology) (*planState, Plan, error) {
 	if err := topo.Validate(); err != nil {
+		return nil, Plan{}, err
+	}
+	if err := t.checkFilterKeys(topo); err != nil {
 		return nil, Plan{}, err
 	}
 	topics, _ := topo.topics()

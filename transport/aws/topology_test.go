@@ -199,6 +199,52 @@ func TestTopologyPlanApply(t *testing.T) {
 	}
 }
 
+// TestFilterPolicyKeys: a filter policy can match only metadata sent as a
+// message attribute (Config.Attributes). One on other metadata is refused
+// before anything is created; one on a configured attribute filters.
+func TestFilterPolicyKeys(t *testing.T) {
+	ctx := testContext(t)
+	topic, queue := uniq("topic"), uniq("queue")
+	topo := edaaws.Topology{Queues: []edaaws.Queue{{
+		Queue:          transport.Queue{Name: queue, Topics: []string{topic}},
+		FilterPolicies: map[string]string{topic: `{"$or": [{"tenant": ["acme"]}, {"ce_type": ["x"]}]}`},
+	}}}
+	def := newTransport(t, testConfig(t))
+	_, err := def.Apply(ctx, topo)
+	if !errors.Is(err, transport.ErrInvalidConfig) || !strings.Contains(fmt.Sprint(err), `"tenant"`) || strings.Contains(fmt.Sprint(err), `"ce_type"`) {
+		t.Fatalf("filter on tenant with the default attributes: %v, want ErrInvalidConfig naming tenant only", err)
+	}
+	if _, err := def.SQS().GetQueueUrl(ctx, &sqs.GetQueueUrlInput{QueueName: awssdk.String(queue)}); err == nil {
+		t.Error("the refused topology created its queue")
+	}
+	all := testConfig(t)
+	all.Attributes = edaaws.AllAttributes
+	if _, err := newTransport(t, all).Plan(ctx, topo); err != nil {
+		t.Errorf("AllAttributes: %v", err)
+	}
+
+	cfg := testConfig(t)
+	cfg.Attributes = []string{"ce_type", "tenant"}
+	tr := newTransport(t, cfg)
+	if _, err := tr.Apply(ctx, topo); err != nil {
+		t.Fatal(err)
+	}
+	ch, err := tr.Subscribe(ctx, queue)
+	if err != nil {
+		t.Fatal(err)
+	}
+	other := newMsg("other", map[string]string{"tenant": "globex", "ce_type": "y"})
+	acme := newMsg("acme", map[string]string{"tenant": "acme", "ce_type": "y"})
+	if err := tr.Publish(topic, other, acme); err != nil {
+		t.Fatal(err)
+	}
+	m := receive(t, ch, queue)
+	if m.UUID != acme.UUID || m.Metadata.Get("tenant") != "acme" || m.Metadata.Get(transport.MetadataEventID) != acme.UUID {
+		t.Errorf("received %q %v, want only the acme message with its metadata", m.Payload, m.Metadata)
+	}
+	m.Ack()
+}
+
 // TestDeclareAddsTopics declares a queue twice with different topics: it
 // receives from both, and the queue policy allows both.
 func TestDeclareAddsTopics(t *testing.T) {

@@ -70,6 +70,14 @@ func TestConfigValidate(t *testing.T) {
 	if err := (edaaws.Config{AWS: awsConfig()}).Validate(); err != nil {
 		t.Errorf("minimal config: %v", err)
 	}
+	err = edaaws.Config{AWS: awsConfig(), Attributes: []string{"a", "b", "c", "d", "e", "f", "g", "h", "i", "j"}}.Validate()
+	if !errors.Is(err, transport.ErrInvalidConfig) || !strings.Contains(fmt.Sprint(err), "10 Attributes") {
+		t.Errorf("10 attributes: %v, want ErrInvalidConfig", err)
+	}
+	err = edaaws.Config{AWS: awsConfig(), Attributes: []string{"ce_type", "has space", "AWS.x"}}.Validate()
+	if !errors.Is(err, transport.ErrInvalidConfig) || !strings.Contains(fmt.Sprint(err), `"has space"`) || !strings.Contains(fmt.Sprint(err), `"AWS.x"`) {
+		t.Errorf("bad attribute names: %v, want ErrInvalidConfig naming both", err)
+	}
 }
 
 func TestUnreachableEndpoint(t *testing.T) {
