@@ -28,11 +28,13 @@ import (
 	"fmt"
 	"log"
 	"os"
+	"regexp"
 	"runtime/pprof"
 	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill"
@@ -78,6 +80,7 @@ type config struct {
 	snsEndpoint  string
 	claimPending int
 	snsEvents    int
+	only         *regexp.Regexp // write variants to run; nil: all
 	out          *os.File
 }
 
@@ -94,6 +97,10 @@ func main() {
 	flag.IntVar(&c.claimPending, "claimpending", 5000, "pending rows drained in the claim phase")
 	flag.IntVar(&c.snsEvents, "sns-events", 3000, "events relayed per variant in the sns phase")
 	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the client to this file")
+	flag.Func("only", "run only the write variants whose name matches this regexp (the ratios need them all)", func(s string) (err error) {
+		c.only, err = regexp.Compile(s)
+		return err
+	})
 	flag.Parse()
 	if *cpuprofile != "" {
 		f, err := os.Create(*cpuprofile)
@@ -324,22 +331,25 @@ func (b *bench) writes(ctx context.Context, stNoNotify *pgxstore.Store) error {
 			return pub.Publish(topic, msg)
 		})
 	}
-	variants := []struct {
-		name string
-		fn   func(context.Context) error
-	}{
-		{"bare insert (no outbox)", bare},
-		{"eda outbox (pgxstore, NOTIFY at most every 5ms)", edaWrite(b.store)},
-		{"eda outbox (pgxstore, DisableNotify)", edaWrite(stNoNotify)},
-		{"stock watermill-sql " + stockSchemas[0].name + " + forwarder", stock(stockSchemas[0].schema, stockSchemas[0].topic)},
-		{"stock watermill-sql " + stockSchemas[1].name + " + forwarder", stock(stockSchemas[1].schema, stockSchemas[1].topic)},
-		{"bare insert, one batch (implicit tx, 1 round trip)", func(ctx context.Context) error {
+	variants := []variant{
+		{"bare", "bare insert (no outbox)", bare},
+		{"write", "eda outbox (pgxstore, NOTIFY at most every 5ms)", edaWrite(b.store)},
+		{"write-quiet", "eda outbox (pgxstore, DisableNotify)", edaWrite(stNoNotify)},
+		{"stock", "stock watermill-sql " + stockSchemas[0].name + " + forwarder", stock(stockSchemas[0].schema, stockSchemas[0].topic)},
+		{"stock-queue", "stock watermill-sql " + stockSchemas[1].name + " + forwarder", stock(stockSchemas[1].schema, stockSchemas[1].topic)},
+		{"bare-batch", "bare insert, one batch (implicit tx, 1 round trip)", func(ctx context.Context) error {
 			e := b.event()
 			bt := &pgx.Batch{}
 			bt.Queue("INSERT INTO orders (customer, amount) VALUES ($1, $2)", e.Customer, e.Amount)
 			return b.pool.SendBatch(ctx, bt).Close()
 		}},
-		{"eda outbox via Store.Queue, one batch (implicit tx, 1 round trip)", func(ctx context.Context) error {
+		{"bare-begin", "bare insert via Store.Begin (BEGIN sent with it, 2 round trips)", func(ctx context.Context) error {
+			return b.pipelined(ctx, false)
+		}},
+		{"begin", "eda outbox via Store.Begin (events sent with COMMIT, 2 round trips)", func(ctx context.Context) error {
+			return b.pipelined(ctx, true)
+		}},
+		{"queue", "eda outbox via Store.Queue, one batch (implicit tx, 1 round trip)", func(ctx context.Context) error {
 			e := b.event()
 			bt := &pgx.Batch{}
 			bt.Queue("INSERT INTO orders (customer, amount) VALUES ($1, $2)", e.Customer, e.Amount)
@@ -356,41 +366,95 @@ func (b *bench) writes(ctx context.Context, stNoNotify *pgxstore.Store) error {
 	// on the machine hits them all alike.
 	const rounds = 5
 	fmt.Fprintf(b.c.out, "\n== insert+outbox transactions, %d writers, %s per variant in %d interleaved slices ==\n", b.c.writers, b.c.duration, rounds)
-	fmt.Fprintf(b.c.out, "%-68s %8s %10s %10s %10s\n", "variant", "tx", "tx/s", "p50", "p99")
+	fmt.Fprintf(b.c.out, "%-68s %8s %8s %9s %9s %9s\n", "variant", "tx", "tx/s", "p50", "p99", "CPU/tx")
 	results := map[string]writeResult{}
 	lats := map[string][]time.Duration{}
 	elapsed := map[string]time.Duration{}
+	cpu := map[string]time.Duration{}
+	if b.c.only != nil {
+		variants = slices.DeleteFunc(variants, func(v variant) bool { return !b.c.only.MatchString(v.name) })
+	}
 	for range rounds {
 		for _, v := range variants {
+			c0 := processCPU()
 			t0 := time.Now()
 			r, err := b.runWriters(ctx, v.name, b.c.duration/rounds, v.fn)
 			if err != nil {
 				return err
 			}
-			elapsed[v.name] += time.Since(t0)
-			lats[v.name] = append(lats[v.name], r.lat...)
+			elapsed[v.key] += time.Since(t0)
+			cpu[v.key] += processCPU() - c0
+			lats[v.key] = append(lats[v.key], r.lat...)
 		}
 	}
 	for _, v := range variants {
-		lat := lats[v.name]
+		lat := lats[v.key]
 		slices.Sort(lat)
-		r := writeResult{name: v.name, txs: len(lat), perSec: float64(len(lat)) / elapsed[v.name].Seconds()}
+		r := writeResult{name: v.name, txs: len(lat), perSec: float64(len(lat)) / elapsed[v.key].Seconds()}
 		if len(lat) > 0 {
 			r.p50, r.p99 = lat[len(lat)/2], lat[len(lat)*99/100]
 		}
-		results[v.name] = r
-		fmt.Fprintf(b.c.out, "%-68s %8d %10.0f %10s %10s\n", r.name, r.txs, r.perSec, r.p50.Round(time.Microsecond), r.p99.Round(time.Microsecond))
+		results[v.key] = r
+		fmt.Fprintf(b.c.out, "%-68s %8d %8.0f %9s %9s %9s\n", r.name, r.txs, r.perSec, r.p50.Round(time.Microsecond), r.p99.Round(time.Microsecond),
+			(cpu[v.key] / time.Duration(max(r.txs, 1))).Round(time.Microsecond))
 	}
-	bareR, edaR := results[variants[0].name], results[variants[1].name]
-	bare1R, eda1R := results[variants[5].name], results[variants[6].name]
-	bestStock := max(results[variants[3].name].perSec, results[variants[4].name].perSec)
-	fmt.Fprintf(b.c.out, "eda Write in tx / best stock: %.2fx tx/s; p50 vs bare insert in tx: %.2fx\n", edaR.perSec/bestStock, float64(edaR.p50)/float64(bareR.p50))
-	fmt.Fprintf(b.c.out, "eda Queue batch / best stock: %.2fx tx/s; p50 vs bare insert in tx: %.2fx, vs bare one-batch insert: %.2fx\n",
-		eda1R.perSec/bestStock, float64(eda1R.p50)/float64(bareR.p50), float64(eda1R.p50)/float64(bare1R.p50))
+	fmt.Fprintln(b.c.out, "(CPU/tx: this process's CPU time, client side only)")
+	ratios := func(label, key string, bare ...string) {
+		eda, ok := results[key]
+		_, ok1 := results["stock"]
+		_, ok2 := results["stock-queue"]
+		if !ok || !ok1 || !ok2 {
+			return
+		}
+		fmt.Fprintf(b.c.out, "%-24s %.2fx best stock tx/s; p50", label, eda.perSec/max(results["stock"].perSec, results["stock-queue"].perSec))
+		for _, k := range bare {
+			if b2, ok := results[k]; ok {
+				fmt.Fprintf(b.c.out, " %.2fx %s,", float64(eda.p50)/float64(b2.p50), b2.name[:strings.Index(b2.name, " (")])
+			}
+		}
+		fmt.Fprintln(b.c.out)
+	}
+	ratios("eda Write in tx:", "write", "bare")
+	ratios("eda Store.Begin:", "begin", "bare", "bare-begin")
+	ratios("eda Store.Queue batch:", "queue", "bare", "bare-batch")
 	fmt.Fprintf(b.c.out, "(targets: >= 1.5x stock tx/s, p50 <= 1.3x the same insert without outbox)\n")
 	// Leave the outbox tables empty for the next phases.
 	_, err := b.pool.Exec(ctx, "TRUNCATE "+b.store.Table()+`, orders, watermill_forwarder, watermill_forwarder_queue`)
 	return err
+}
+
+type variant struct {
+	key, name string
+	fn        func(context.Context) error
+}
+
+// processCPU is the CPU time this process used so far.
+func processCPU() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// pipelined inserts an order through a pgxstore.Tx, with its event when
+// withEvent: BEGIN goes with the insert, the event with COMMIT.
+func (b *bench) pipelined(ctx context.Context, withEvent bool) error {
+	tx, err := b.store.Begin(ctx)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback(ctx)
+	e := b.event()
+	if _, err := tx.Exec(ctx, "INSERT INTO orders (customer, amount) VALUES ($1, $2)", e.Customer, e.Amount); err != nil {
+		return err
+	}
+	if withEvent {
+		if err := tx.Write(ctx, b.app, e); err != nil {
+			return err
+		}
+	}
+	return tx.Commit(ctx)
 }
 
 // countingSink is the no-op sink: it counts and signals when want arrive.
@@ -642,6 +706,13 @@ func (b *bench) sns(ctx context.Context) error {
 		_, err := tr.SQS().PurgeQueue(ctx, &sqs.PurgeQueueInput{QueueUrl: qurl.QueueUrl})
 		return err
 	}
+	// Leave nothing behind: the emulator would keep the last variant's
+	// messages, and a fuller emulator slows the next run down.
+	defer func() {
+		ctx := context.WithoutCancel(ctx)
+		_, _ = tr.SQS().DeleteQueue(ctx, &sqs.DeleteQueueInput{QueueUrl: qurl.QueueUrl})
+		_, _ = tr.SNS().DeleteTopic(ctx, &awssns.DeleteTopicInput{TopicArn: awssdk.String("arn:aws:sns:" + awsCfg.Region + ":" + account + ":" + topic)})
+	}()
 	fmt.Fprintf(b.c.out, "\n== relay %d events into SNS on the emulator (%s) ==\n", n, b.c.snsEndpoint)
 	fmt.Fprintf(b.c.out, "%-68s %10s %12s\n", "variant", "time", "events/s")
 	rates := map[string]float64{}

@@ -2,7 +2,9 @@
 //
 // Events are written in the caller's own transaction (pgx.Tx, a pgxpool
 // transaction, a database/sql transaction via WriteSQL, or the caller's
-// pgx.Batch via Queue) with one statement, which also NOTIFYs the relays on
+// pgx.Batch via Queue) with one statement, or in a Tx from Store.Begin,
+// which sends them with its COMMIT and its BEGIN with its first statement,
+// so the outbox adds no round trip. The insert also NOTIFYs the relays on
 // commit (at most once per Config.NotifyInterval, because Postgres
 // serialises notifying commits). An outbox.Relay drains
 // the Store: each claim locks a batch with FOR UPDATE SKIP LOCKED, so any

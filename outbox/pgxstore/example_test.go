@@ -102,3 +102,51 @@ func Example() {
 	// orders.placed {"order_id":"o-2","total":7}
 	// pending: 0 failed: 0
 }
+
+// Store.Begin is a transaction that sends BEGIN with its first statement
+// and the events with COMMIT: the order and its event take two round trips.
+func ExampleStore_Begin() {
+	ctx := context.Background()
+	pool, err := pgxpool.New(ctx, pgtest.DSN())
+	if err != nil {
+		panic(err)
+	}
+	defer pool.Close()
+	const schema = "outbox_example_begin"
+	_, _ = pool.Exec(ctx, "DROP SCHEMA IF EXISTS "+schema+" CASCADE")
+	defer pool.Exec(ctx, "DROP SCHEMA IF EXISTS "+schema+" CASCADE")
+	store, err := pgxstore.New(pool, pgxstore.Config{Schema: schema})
+	if err != nil {
+		panic(err)
+	}
+	if err := store.Migrate(ctx); err != nil {
+		panic(err)
+	}
+	if _, err := pool.Exec(ctx, "CREATE TABLE "+schema+".orders (id bigserial PRIMARY KEY, total int)"); err != nil {
+		panic(err)
+	}
+	tr, _ := memory.New(memory.Config{})
+	defer tr.Close()
+	app, _ := eda.New(eda.Config{Transport: tr, Source: "orders"})
+	_ = eda.Register[OrderPlaced](app, "orders")
+
+	tx, err := store.Begin(ctx)
+	if err != nil {
+		panic(err)
+	}
+	defer tx.Rollback(ctx) // no-op after Commit
+	var id int64
+	if err := tx.QueryRow(ctx, "INSERT INTO "+schema+".orders (total) VALUES ($1) RETURNING id", 42).Scan(&id); err != nil {
+		panic(err) // round trip 1: BEGIN and the insert
+	}
+	if err := tx.Write(ctx, app, OrderPlaced{OrderID: fmt.Sprint(id), Total: 42}); err != nil {
+		panic(err) // queued: nothing sent
+	}
+	if err := tx.Commit(ctx); err != nil {
+		panic(err) // round trip 2: the outbox insert and COMMIT
+	}
+	stats, _ := store.Stats(ctx)
+	fmt.Println("order", id, "pending events:", stats.Pending)
+	// Output:
+	// order 1 pending events: 1
+}
