@@ -46,4 +46,5 @@ bench-middleware: services
 # The outbox vs the stock Watermill outbox (watermill-sql + forwarder): write
 # path, relay into a no-op sink and into SNS on the emulator, claim cost.
 bench-outbox: services
-	$(GO) run ./cmd/outboxbench -dsn postgres://postgres@127.0.0.1:5432/test
+	$(GO) run ./cmd/outboxbench -dsn postgres://postgres@127.0.0.1:5432/test \
+		-phases write,relay,sns,claim -duration 10s -drain 20000 -claimrows 1000000 -sns-events 10000
