@@ -263,8 +263,8 @@ func DecodeSQS(body string, attrs map[string]string) (msg *message.Message, clai
 }
 
 // EncodeSQS is the inverse of DecodeSQS: the body and String message
-// attributes this transport would send for msg with DefaultAttributes (claimKey: the blob key of a
-// claim-checked payload, or "").
+// attributes a transport with DefaultAttributes would send for msg
+// (claimKey: the blob key of a claim-checked payload, or "").
 func EncodeSQS(msg *message.Message, claimKey string) (body string, attrs map[string]string, err error) {
 	w, err := encode(msg, claimKey, DefaultAttributes)
 	if err != nil {
