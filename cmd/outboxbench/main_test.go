@@ -21,14 +21,14 @@ func TestSmoke(t *testing.T) {
 		t.Fatal(err)
 	}
 	c := config{
-		dsn: dsn, writers: 2, duration: 500 * time.Millisecond, drain: 300, claimRows: 2000, claimPending: 300,
+		dsn: dsn, writers: 2, duration: 500 * time.Millisecond, drain: 300, claimRows: 2000, claimPending: 300, claimBacklog: 1000,
 		phases: map[string]bool{"write": true, "relay": true, "claim": true}, out: f,
 	}
 	if err := run(context.Background(), c); err != nil {
 		t.Fatal(err)
 	}
 	out, _ := os.ReadFile(f.Name())
-	for _, want := range []string{"eda outbox (pgxstore, NOTIFY", "stock forwarder, DefaultPostgreSQLSchema", "published rows in the table"} {
+	for _, want := range []string{"eda outbox (pgxstore, NOTIFY", "stock forwarder, DefaultPostgreSQLSchema", "pending rows in the table"} {
 		if !bytes.Contains(out, []byte(want)) {
 			t.Errorf("output lacks %q:\n%s", want, out)
 		}

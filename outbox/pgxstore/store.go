@@ -368,6 +368,22 @@ func (s *Store) wrap(op string, err error) error {
 	return fmt.Errorf("pgxstore: %s on %s: %w", op, s.table, err)
 }
 
+// claimBegin starts a claim's transaction.
+//
+// The claim's commit only records that records were published. Losing it
+// in a database crash means publishing them again, which at-least-once
+// delivery allows, so it need not wait for the WAL flush; the caller's
+// writes stay fully durable.
+//
+// The claim must walk the pending index in id order and stop after limit
+// rows, whatever the backlog. With statistics from a moment the table was
+// small (empty after a drain, or never analyzed), the planner instead reads
+// every pending row through a bitmap scan and sorts them, so each claim
+// costs as much as the whole backlog: after an outage, draining slows down
+// exactly when the backlog is largest (TestClaimPlanWithStaleStatistics).
+// Without seq and bitmap scans the only plan left is the ordered one.
+const claimBegin = "BEGIN; SET LOCAL synchronous_commit = off; SET LOCAL enable_seqscan = off; SET LOCAL enable_bitmapscan = off"
+
 // Claim implements outbox.Store. The records stay row-locked (FOR UPDATE
 // SKIP LOCKED) in one transaction while publish runs; if the process dies,
 // the transaction aborts and the records are claimed again.
@@ -375,11 +391,7 @@ func (s *Store) Claim(ctx context.Context, limit int, publish func(context.Conte
 	if limit <= 0 {
 		return 0, fmt.Errorf("%w: pgxstore: claim limit %d", outbox.ErrInvalidConfig, limit)
 	}
-	// The claim's commit only records that records were published. Losing
-	// it in a database crash means publishing them again, which
-	// at-least-once delivery allows, so it need not wait for the WAL
-	// flush; the caller's writes stay fully durable.
-	tx, err := s.pool.BeginTx(ctx, pgx.TxOptions{BeginQuery: "BEGIN; SET LOCAL synchronous_commit = off"})
+	tx, err := s.pool.BeginTx(ctx, pgx.TxOptions{BeginQuery: claimBegin})
 	if err != nil {
 		return 0, s.wrap("claim", err)
 	}
