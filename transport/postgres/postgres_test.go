@@ -521,6 +521,7 @@ func TestDedupWindowExpires(t *testing.T) {
 // messages arrive in its order, and never two of the group at once.
 func TestFIFOConcurrentPublishersOneGroup(t *testing.T) {
 	ctx := context.Background()
+	pool, schema := testPool(t)
 	tr := newTransport(t, postgres.Config{})
 	topic, queue := names(t)
 	if err := tr.Declare(ctx, transport.Queue{Name: queue, Topics: []string{topic}, FIFO: true}); err != nil {
@@ -551,8 +552,16 @@ func TestFIFOConcurrentPublishersOneGroup(t *testing.T) {
 				}
 				next[p] = seq + 1
 				mu.Unlock()
-				time.Sleep(time.Millisecond) // handler work: a second in-flight message of the group would show
+				// The handler's work: the database must show this message
+				// as the group's only lease.
+				var leased int
+				err := pool.QueryRow(ctx, "SELECT count(*) FROM "+schema+".messages WHERE queue = $1 AND visible_at > now()", queue).Scan(&leased)
 				mu.Lock()
+				if err != nil {
+					problems = append(problems, err.Error())
+				} else if leased != 1 {
+					problems = append(problems, strconv.Itoa(leased)+" messages of the group leased at once")
+				}
 				inFlight--
 				total++
 				if total == publishers*each {
