@@ -517,56 +517,6 @@ func (s *countingSink) wait(ctx context.Context, timeout time.Duration) error {
 	}
 }
 
-func (b *bench) fillEda(ctx context.Context, n int) error {
-	for i := 0; i < n; i += 100 {
-		evs := make([]eda.Event, 0, 100)
-		for j := i; j < min(i+100, n); j++ {
-			evs = append(evs, b.event())
-		}
-		tx, err := b.pool.Begin(ctx)
-		if err != nil {
-			return err
-		}
-		if err := b.store.Write(ctx, tx, b.app, evs...); err != nil {
-			tx.Rollback(ctx)
-			return err
-		}
-		if err := tx.Commit(ctx); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-func (b *bench) fillStock(ctx context.Context, n int, schema wsql.SchemaAdapter, ftopic string) error {
-	for i := 0; i < n; i += 100 {
-		tx, err := b.pool.Begin(ctx)
-		if err != nil {
-			return err
-		}
-		pub, err := stockPublisher(tx, schema, ftopic)
-		if err != nil {
-			return err
-		}
-		msgs := make([]*message.Message, 0, 100)
-		for j := i; j < min(i+100, n); j++ {
-			_, msg, err := b.app.NewMessage(ctx, b.event())
-			if err != nil {
-				return err
-			}
-			msgs = append(msgs, msg)
-		}
-		if err := pub.Publish("orders", msgs...); err != nil {
-			tx.Rollback(ctx)
-			return err
-		}
-		if err := tx.Commit(ctx); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
 func (b *bench) relays(ctx context.Context) error {
 	n := b.c.drain
 	fmt.Fprintf(b.c.out, "\n== relay %d pre-written events into a no-op sink ==\n", n)
@@ -588,7 +538,7 @@ func (b *bench) relays(ctx context.Context) error {
 		{"eda relay (4 workers, batch 500)", 4, 500, b.store},
 		{"eda relay (1 worker, batch 1000, DeletePublished)", 1, 1000, stDelete},
 	} {
-		if err := b.fillEda(ctx, n); err != nil {
+		if err := b.fillEda(ctx, n, "orders"); err != nil {
 			return err
 		}
 		sink := newSink(n)
@@ -617,7 +567,7 @@ func (b *bench) relays(ctx context.Context) error {
 		if _, err := b.pool.Exec(ctx, "TRUNCATE watermill_"+s.topic); err != nil {
 			return err
 		}
-		if err := b.fillStock(ctx, n, s.schema, s.topic); err != nil {
+		if err := b.fillStock(ctx, n, s.schema, s.topic, "orders"); err != nil {
 			return err
 		}
 		sink := newSink(n)
@@ -678,7 +628,7 @@ func (b *bench) claims(ctx context.Context) error {
 		}
 		fill := time.Since(t0)
 		pending, batch := b.c.claimPending, 100
-		if err := b.fillEda(ctx, pending); err != nil {
+		if err := b.fillEda(ctx, pending, "orders"); err != nil {
 			return err
 		}
 		sink := newSink(pending)
@@ -763,7 +713,7 @@ func (b *bench) sns(ctx context.Context) error {
 		if err := purge(); err != nil {
 			return err
 		}
-		if err := b.fillEdaTopic(ctx, n, topic); err != nil {
+		if err := b.fillEda(ctx, n, topic); err != nil {
 			return err
 		}
 		counted := &countingPublisher{next: tr, sink: newSink(n)}
@@ -798,7 +748,7 @@ func (b *bench) sns(ctx context.Context) error {
 	if err := purge(); err != nil {
 		return err
 	}
-	if err := b.fillStockTopic(ctx, n, s.schema, s.topic, topic); err != nil {
+	if err := b.fillStock(ctx, n, s.schema, s.topic, topic); err != nil {
 		return err
 	}
 	resolver, err := wsns.NewGenerateArnTopicResolver(account, awsCfg.Region)
@@ -856,7 +806,7 @@ func (p *countingPublisher) Publish(topic string, msgs ...*message.Message) erro
 
 func (p *countingPublisher) Close() error { return nil }
 
-func (b *bench) fillEdaTopic(ctx context.Context, n int, topic string) error {
+func (b *bench) fillEda(ctx context.Context, n int, topic string) error {
 	for i := 0; i < n; i += 100 {
 		var recs []outbox.Record
 		for j := i; j < min(i+100, n); j++ {
@@ -877,7 +827,7 @@ func (b *bench) fillEdaTopic(ctx context.Context, n int, topic string) error {
 	return nil
 }
 
-func (b *bench) fillStockTopic(ctx context.Context, n int, schema wsql.SchemaAdapter, ftopic, topic string) error {
+func (b *bench) fillStock(ctx context.Context, n int, schema wsql.SchemaAdapter, ftopic, topic string) error {
 	for i := 0; i < n; i += 100 {
 		err := pgx.BeginFunc(ctx, b.pool, func(tx pgx.Tx) error {
 			pub, err := stockPublisher(tx, schema, ftopic)
