@@ -331,7 +331,9 @@ func (a *App) NewMessage(ctx context.Context, e Event) (topic string, msg *messa
 	text := string(b)
 	ids, now := text[:36], text[36:]
 	msg = message.NewMessage(ids, payload)
-	md := msg.Metadata
+	// Sized for the envelope (up to 11 keys), so that it never grows.
+	md := make(message.Metadata, 12)
+	msg.Metadata = md
 	md[MetadataSpecVersion] = SpecVersion
 	md[MetadataID] = ids
 	md[MetadataSource] = a.cfg.Source

@@ -49,4 +49,16 @@ func TestClaimPlanWithStaleStatistics(t *testing.T) {
 	if !strings.Contains(plan, pending) || strings.Contains(plan, "Bitmap") || strings.Contains(plan, "Seq Scan") {
 		t.Errorf("the claim does not walk the pending index and stop at its limit; want %q in:\n%s", pending, plan)
 	}
+	// The search for older records of the claimed keys that the claim does
+	// not hold walks the pending index only up to the newest claimed id:
+	// the 499 older claimed ones, not the 19500 behind them.
+	for _, want := range []string{
+		"Index Scan using " + s.cfg.Table + "_pending on " + s.cfg.Table + " (actual rows=0 loops=1)",
+		"Index Cond: (id < $",
+		"Rows Removed by Filter: 499",
+	} {
+		if !strings.Contains(plan, want) {
+			t.Errorf("the blocker search is not a bounded walk of the pending index; want %q in:\n%s", want, plan)
+		}
+	}
 }

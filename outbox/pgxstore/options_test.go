@@ -39,14 +39,7 @@ func TestDeletePublished(t *testing.T) {
 	}
 	sink := outboxtest.NewSink()
 	sink.SetReject(true)
-	r, err := outbox.NewRelay(outbox.RelayConfig{Store: st, Publisher: sink, PollInterval: 20 * time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
-	rctx, cancel := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() { done <- r.Run(rctx) }()
-	defer func() { cancel(); <-done }()
+	runRelay(t, st, sink)
 	sink.WaitFor(t, 10*time.Second, "the healthy event", func(ds []outboxtest.Delivery) bool { return len(ds) == 1 })
 	var rows, failed int
 	if !poll.Until(10*time.Second, func() bool {
@@ -130,4 +123,61 @@ func TestWriteSQL(t *testing.T) {
 	if err := st.WriteSQL(ctx, nil, app, outboxtest.Event{}); !errors.Is(err, outbox.ErrInvalidConfig) {
 		t.Errorf("WriteSQL(nil tx) = %v, want ErrInvalidConfig", err)
 	}
+}
+
+// A database at schema version 1 moves to the latest version, and the
+// records written under version 1 are still published, in key order.
+func TestMigrateFromVersion1(t *testing.T) {
+	ctx := context.Background()
+	pool := pgtest.Pool(t, 6)
+	st, err := pgxstore.New(pool, pgxstore.Config{Schema: pgtest.Schema(t, pool)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	v1 := st.MigrationSQL()[0]
+	if _, err := pool.Exec(ctx, v1.SQL+`;
+		CREATE TABLE `+st.Table()+`_migrations (version integer PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now());
+		INSERT INTO `+st.Table()+`_migrations (version, name) VALUES (1, 'create outbox table')`); err != nil {
+		t.Fatal(err)
+	}
+	app := outboxtest.NewApp(t)
+	if err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
+		return st.Write(ctx, tx, app, outboxtest.Event{Key: "a", N: 1}, outboxtest.Event{Key: "a", N: 2}, outboxtest.Event{Key: "b", N: 1})
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Migrate(ctx); err != nil {
+		t.Fatal(err)
+	}
+	var version int
+	var indexes []string
+	var checks int
+	table := st.Table()[strings.Index(st.Table(), ".")+1:]
+	if err := pool.QueryRow(ctx, `SELECT (SELECT max(version) FROM `+st.Table()+`_migrations),
+		(SELECT array_agg(indexname ORDER BY indexname) FROM pg_indexes WHERE schemaname || '.' || tablename = $1),
+		(SELECT count(*) FROM pg_constraint WHERE conrelid = $1::regclass AND contype = 'c')`, st.Table()).Scan(&version, &indexes, &checks); err != nil {
+		t.Fatal(err)
+	}
+	want := []string{table + "_done", table + "_key_blocked", table + "_pending", table + "_pkey"}
+	if version != len(pgxstore.Migrations) || strings.Join(indexes, ",") != strings.Join(want, ",") || checks != 0 {
+		t.Errorf("after Migrate: version %d, indexes %v, %d check constraints; want version %d, indexes %v, none",
+			version, indexes, checks, len(pgxstore.Migrations), want)
+	}
+	sink := outboxtest.NewSink()
+	runRelay(t, st, sink)
+	ds := sink.WaitFor(t, 10*time.Second, "the three events written under version 1", func(ds []outboxtest.Delivery) bool { return len(ds) >= 3 })
+	outboxtest.CheckOnceInOrder(t, ds, 3)
+}
+
+// runRelay runs a relay from st to sink until the test ends.
+func runRelay(t *testing.T, st *pgxstore.Store, sink *outboxtest.Sink) {
+	t.Helper()
+	r, err := outbox.NewRelay(outbox.RelayConfig{Store: st, Publisher: sink, PollInterval: 20 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- r.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
 }

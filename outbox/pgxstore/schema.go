@@ -15,16 +15,25 @@ type Migration struct {
 // database lacks; to run them with your own migration tool instead, render
 // them with Store.MigrationSQL.
 //
-// Version 1 creates the table and four partial indexes. Each index covers
-// only the rows one query needs, so claiming stays as cheap with 10^6
-// published rows as with none:
-//   - pending: state = 0 (pending), by id: the claim scan;
-//   - key_open: pending and failed rows with an ordering key, by (key, id):
-//     the "older record of the same key" checks;
-//   - key_blocked: failed rows and pending rows that already failed once:
-//     the keys that must wait (tiny in normal operation);
+// Version 1 creates the table and its partial indexes; version 2 drops what
+// every insert paid for and no query needs. The remaining indexes each
+// cover only the rows one query needs, so claiming stays as cheap with
+// 10^6 published rows as with none:
+//   - pending: state = 0 (pending), by id: the claim scan, and the check
+//     for older pending records of a claimed record's key that the claim
+//     does not hold;
+//   - key_blocked: failed rows and pending rows that already failed once,
+//     by (key, id): the keys that must wait, and the failed list (tiny in
+//     normal operation);
 //   - done: published and discarded rows by published_at: the retention
 //     cleanup.
+//
+// Postgres opens every index of the table, and prepares the predicate of
+// every partial one and every CHECK, on each INSERT statement, whether the
+// row goes into the index or not; the order's transaction pays that.
+// Version 2 removes key_open (pending and failed rows by key: the pending
+// index serves that check now), failed (key_blocked holds those rows) and
+// the CHECK on state (only this package writes it).
 var Migrations = []Migration{{
 	Version: 1,
 	Name:    "create outbox table",
@@ -51,6 +60,14 @@ CREATE INDEX {{name}}_key_open ON {{table}} (ordering_key, id) WHERE state IN (0
 CREATE INDEX {{name}}_key_blocked ON {{table}} (ordering_key, id) WHERE state = 2 OR (state = 0 AND attempts > 0);
 CREATE INDEX {{name}}_done ON {{table}} (published_at) WHERE state IN (1, 3);
 CREATE INDEX {{name}}_failed ON {{table}} (id) WHERE state = 2;
+`,
+}, {
+	Version: 2,
+	Name:    "drop indexes and check that inserts paid for",
+	SQL: `
+DROP INDEX IF EXISTS {{schema}}.{{name}}_key_open;
+DROP INDEX IF EXISTS {{schema}}.{{name}}_failed;
+ALTER TABLE {{table}} DROP CONSTRAINT IF EXISTS {{name}}_state_check;
 `,
 }}
 

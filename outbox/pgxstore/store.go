@@ -128,11 +128,12 @@ func New(pool *pgxpool.Pool, cfg Config) (*Store, error) {
 	s.insertOneQuiet, s.insertManyQuiet = one(" SELECT 1"), many(" SELECT 1")
 	// The claim takes pending records whose key has no older record that
 	// must wait (failed, or backing off), locks them with SKIP LOCKED so
-	// concurrent relays take disjoint sets, and reports for each the first
-	// older open record of its key that this claim does not hold (locked by
-	// another relay or not yet taken): such a record is a "blocker" and the
+	// concurrent relays take disjoint sets, and reports for each whether an
+	// older pending record of its key is not in this claim (locked by
+	// another relay, or waiting): such a record is a "blocker" and the
 	// claimed record is left alone, so a key is never published out of
-	// order.
+	// order. The blockers are found in one walk of the pending index up to
+	// the newest claimed id, which is about as long as the claim's own walk.
 	s.claim = fmt.Sprintf(`WITH c AS (
 	SELECT id, event_id, topic, payload, metadata, ordering_key, dedup_id, created_at, attempts
 	FROM %[1]s o
@@ -144,13 +145,15 @@ func New(pool *pgxpool.Pool, cfg Config) (*Store, error) {
 	ORDER BY id
 	LIMIT $1
 	FOR UPDATE SKIP LOCKED
+), other AS (
+	SELECT ordering_key, min(id) AS id FROM %[1]s
+	WHERE state = 0 AND id < (SELECT max(id) FROM c) AND ordering_key <> '' AND id NOT IN (SELECT id FROM c)
+	GROUP BY ordering_key
 )
 SELECT c.id, c.event_id, c.topic, c.payload, c.metadata::text, c.ordering_key, c.dedup_id, c.created_at, c.attempts,
-	c.ordering_key <> '' AND EXISTS (
-		SELECT 1 FROM %[1]s b
-		WHERE b.ordering_key = c.ordering_key AND b.ordering_key <> '' AND b.state IN (0, 2) AND b.id < c.id
-		  AND b.id NOT IN (SELECT id FROM c))
-FROM c ORDER BY c.id`, t)
+	coalesce(other.id < c.id, false)
+FROM c LEFT JOIN other ON other.ordering_key = c.ordering_key
+ORDER BY c.id`, t)
 	s.stats = fmt.Sprintf(`SELECT
 	(SELECT count(*) FROM %[1]s WHERE state = 0),
 	(SELECT created_at FROM %[1]s WHERE state = 0 ORDER BY id LIMIT 1),
