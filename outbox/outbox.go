@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"time"
 	"unicode/utf8"
@@ -16,7 +17,8 @@ import (
 )
 
 // Encoder turns a typed event into its topic and a message carrying the eda
-// envelope. *eda.App implements it.
+// envelope. *eda.App implements it. Each call returns a new message, which
+// the outbox then owns (it keeps the metadata map without copying it).
 type Encoder interface {
 	NewMessage(ctx context.Context, e eda.Event) (topic string, msg *message.Message, err error)
 }
@@ -81,22 +83,28 @@ type Record struct {
 
 // NewRecord builds the record of msg published to topic.
 func NewRecord(topic string, msg *message.Message) (Record, error) {
+	return toRecord(topic, msg, true)
+}
+
+// toRecord is NewRecord, sharing msg's metadata unless clone.
+func toRecord(topic string, msg *message.Message, clone bool) (Record, error) {
 	if msg == nil {
 		return Record{}, fmt.Errorf("%w: nil message", ErrInvalidEvent)
 	}
 	if topic == "" {
 		return Record{}, fmt.Errorf("%w: message %s has no topic", ErrInvalidEvent, msg.UUID)
 	}
-	id := msg.Metadata.Get(transport.MetadataEventID)
+	md := msg.Metadata
+	if clone || md == nil {
+		md = make(message.Metadata, len(md))
+		maps.Copy(md, msg.Metadata)
+	}
+	id := md.Get(transport.MetadataEventID)
 	if id == "" {
 		id = msg.UUID
 	}
 	if id == "" {
 		return Record{}, fmt.Errorf("%w: message to %q has neither %s nor UUID", ErrInvalidEvent, topic, transport.MetadataEventID)
-	}
-	md := make(message.Metadata, len(msg.Metadata))
-	for k, v := range msg.Metadata {
-		md[k] = v
 	}
 	return Record{
 		EventID:     id,
@@ -120,7 +128,7 @@ func Encode(ctx context.Context, enc Encoder, events ...eda.Event) ([]Record, er
 		if err != nil {
 			return nil, fmt.Errorf("%w: event %d (%T): %w", ErrInvalidEvent, i, e, err)
 		}
-		r, err := NewRecord(topic, msg)
+		r, err := toRecord(topic, msg, false) // the message is new and ours
 		if err != nil {
 			return nil, err
 		}
