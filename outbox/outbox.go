@@ -2,13 +2,10 @@ package outbox
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"maps"
-	"slices"
 	"time"
-	"unicode/utf8"
 
 	"github.com/ThreeDotsLabs/watermill/message"
 
@@ -144,90 +141,6 @@ func (r Record) Message() *message.Message {
 		msg.Metadata[k] = v
 	}
 	return msg
-}
-
-// MarshalMetadata encodes metadata as a JSON object with sorted keys (the
-// stores' column format). Invalid UTF-8 becomes U+FFFD, as with
-// encoding/json, whose output it decodes to; it runs on every outbox write,
-// without reflection.
-func MarshalMetadata(md message.Metadata) ([]byte, error) {
-	if len(md) == 0 {
-		return []byte("{}"), nil
-	}
-	var kbuf [16]string
-	keys := kbuf[:0]
-	n := 2
-	for k, v := range md {
-		keys = append(keys, k)
-		n += len(k) + len(v) + 6
-	}
-	slices.Sort(keys)
-	b := make([]byte, 0, n)
-	b = append(b, '{')
-	for i, k := range keys {
-		if i > 0 {
-			b = append(b, ',')
-		}
-		b = appendJSONString(b, k)
-		b = append(b, ':')
-		b = appendJSONString(b, md[k])
-	}
-	return append(b, '}'), nil
-}
-
-// appendJSONString appends s as a JSON string.
-func appendJSONString(b []byte, s string) []byte {
-	const hex = "0123456789abcdef"
-	b = append(b, '"')
-	start := 0
-	for i := 0; i < len(s); {
-		c := s[i]
-		if c >= utf8.RuneSelf {
-			r, size := utf8.DecodeRuneInString(s[i:])
-			if r == utf8.RuneError && size == 1 {
-				b = append(b, s[start:i]...)
-				b = append(b, `\ufffd`...)
-				i += size
-				start = i
-				continue
-			}
-			i += size
-			continue
-		}
-		if c >= 0x20 && c != '"' && c != '\\' {
-			i++
-			continue
-		}
-		b = append(b, s[start:i]...)
-		switch c {
-		case '"', '\\':
-			b = append(b, '\\', c)
-		case '\n':
-			b = append(b, '\\', 'n')
-		case '\r':
-			b = append(b, '\\', 'r')
-		case '\t':
-			b = append(b, '\\', 't')
-		default:
-			b = append(b, '\\', 'u', '0', '0', hex[c>>4], hex[c&0xf])
-		}
-		i++
-		start = i
-	}
-	b = append(b, s[start:]...)
-	return append(b, '"')
-}
-
-// UnmarshalMetadata decodes a JSON object into metadata.
-func UnmarshalMetadata(b []byte) (message.Metadata, error) {
-	md := message.Metadata{}
-	if len(b) == 0 {
-		return md, nil
-	}
-	if err := json.Unmarshal(b, (*map[string]string)(&md)); err != nil {
-		return nil, fmt.Errorf("%w: metadata: %w", ErrCorruptRecord, err)
-	}
-	return md, nil
 }
 
 // Errors of the outbox; each is wrapped with context, match with errors.Is.
