@@ -234,12 +234,14 @@ type bench struct {
 	seq    atomic.Int64
 }
 
-var stockSchemas = []struct {
+type stockSchema struct {
 	name    string
 	topic   string // forwarder topic: each schema gets its own table
 	schema  wsql.SchemaAdapter
 	offsets wsql.OffsetsAdapter
-}{
+}
+
+var stockSchemas = []stockSchema{
 	{"DefaultPostgreSQLSchema", "forwarder", wsql.DefaultPostgreSQLSchema{}, wsql.DefaultPostgreSQLOffsetsAdapter{}},
 	{"PostgreSQLQueueSchema", "forwarder_queue", wsql.PostgreSQLQueueSchema{}, wsql.PostgreSQLQueueOffsetsAdapter{}},
 }
@@ -466,6 +468,30 @@ func (b *bench) writes(ctx context.Context, stNoNotify *pgxstore.Store) error {
 	return err
 }
 
+// forward drains the stock outbox table of s into out with Watermill's
+// forwarder and returns how long sink took to count every message.
+func (b *bench) forward(ctx context.Context, s stockSchema, out message.Publisher, sink *countingSink, timeout time.Duration) (time.Duration, error) {
+	sub, err := wsql.NewSubscriber(wsql.BeginnerFromPgx(b.pool), wsql.SubscriberConfig{
+		SchemaAdapter: s.schema, OffsetsAdapter: s.offsets, // no consumer group: PostgreSQLQueueSchema supports none
+	}, watermill.NopLogger{})
+	if err != nil {
+		return 0, err
+	}
+	defer sub.Close()
+	fwd, err := forwarder.NewForwarder(sub, out, watermill.NopLogger{}, forwarder.Config{ForwarderTopic: s.topic})
+	if err != nil {
+		return 0, err
+	}
+	start := time.Now()
+	done := make(chan error, 1)
+	go func() { done <- fwd.Run(ctx) }()
+	err = sink.wait(ctx, timeout)
+	d := time.Since(start)
+	_ = fwd.Close()
+	<-done
+	return d, err
+}
+
 type variant struct {
 	key, name string
 	fn        func(context.Context) error
@@ -586,24 +612,7 @@ func (b *bench) relays(ctx context.Context) error {
 			return err
 		}
 		sink := newSink(n)
-		sub, err := wsql.NewSubscriber(wsql.BeginnerFromPgx(b.pool), wsql.SubscriberConfig{
-			SchemaAdapter: s.schema, OffsetsAdapter: s.offsets, // no consumer group: PostgreSQLQueueSchema supports none
-		}, watermill.NopLogger{})
-		if err != nil {
-			return err
-		}
-		fwd, err := forwarder.NewForwarder(sub, sink, watermill.NopLogger{}, forwarder.Config{ForwarderTopic: s.topic})
-		if err != nil {
-			return err
-		}
-		start := time.Now()
-		done := make(chan error, 1)
-		go func() { done <- fwd.Run(ctx) }()
-		err = sink.wait(ctx, 3*time.Minute)
-		d := time.Since(start)
-		_ = fwd.Close()
-		<-done
-		_ = sub.Close()
+		d, err := b.forward(ctx, s, sink, sink, 3*time.Minute)
 		if err != nil {
 			return fmt.Errorf("stock %s: %w", s.name, err)
 		}
@@ -781,22 +790,7 @@ func (b *bench) sns(ctx context.Context) error {
 		return err
 	}
 	stockOut := &countingPublisher{next: snsPub, sink: newSink(n)}
-	sub, err := wsql.NewSubscriber(wsql.BeginnerFromPgx(b.pool), wsql.SubscriberConfig{SchemaAdapter: s.schema, OffsetsAdapter: s.offsets}, watermill.NopLogger{})
-	if err != nil {
-		return err
-	}
-	fwd, err := forwarder.NewForwarder(sub, stockOut, watermill.NopLogger{}, forwarder.Config{ForwarderTopic: s.topic})
-	if err != nil {
-		return err
-	}
-	start := time.Now()
-	fdone := make(chan error, 1)
-	go func() { fdone <- fwd.Run(ctx) }()
-	err = stockOut.sink.wait(ctx, 10*time.Minute)
-	d := time.Since(start)
-	_ = fwd.Close()
-	<-fdone
-	_ = sub.Close()
+	d, err := b.forward(ctx, s, stockOut, stockOut.sink, 10*time.Minute)
 	if err != nil {
 		return fmt.Errorf("stock forwarder into SNS: %w", err)
 	}
