@@ -48,9 +48,11 @@
 //
 // Several relays are safe, not faster per key: a key's records go out one
 // claim at a time, so when every batch spans most keys (a few hundred busy
-// customers, say), extra relays or workers mostly take turns (in
-// cmd/outboxbench 4 workers drain no faster than 1). One relay with a large
-// batch is the fastest; run a second one for availability.
+// customers, say), separate relays mostly take turns. The workers of one
+// relay do not (RelayConfig.Workers): with a PartitionedStore (pgxstore)
+// each claims its own share of the keys, so they publish side by side; in
+// cmd/outboxbench 4 workers keep up with 1 into a no-op sink and overlap
+// their round trips into SNS. Run a second relay for availability.
 //
 // Where it departs from Watermill's components/forwarder, which this
 // package does not build on: the forwarder consumes a watermill-sql

@@ -41,7 +41,10 @@ type RelayConfig struct {
 	// DefaultBatchSize.
 	BatchSize int
 	// Workers is how many claim loops this relay runs; they share the work
-	// like separate relays do. Default DefaultWorkers.
+	// like separate relays do. With a PartitionedStore each worker claims
+	// its own share of the ordering keys (and any record without a key),
+	// so that workers do not hold back each other's keys. Default
+	// DefaultWorkers.
 	Workers int
 	// PollInterval is how often the relay looks for records when no wake-up
 	// arrives: a lost notification costs at most this. Default
@@ -217,8 +220,8 @@ func (r *Relay) Run(ctx context.Context) error {
 			wake.Fire()
 		}
 	})
-	for range r.cfg.Workers {
-		wg.Go(func() { r.work(ctx, wake) })
+	for i := range r.cfg.Workers {
+		wg.Go(func() { r.work(ctx, wake, i) })
 	}
 	if r.cfg.Retention > 0 {
 		wg.Go(func() { r.cleanup(ctx) })
@@ -227,13 +230,22 @@ func (r *Relay) Run(ctx context.Context) error {
 	return nil
 }
 
-func (r *Relay) work(ctx context.Context, wake *broadcast) {
+// work is one worker's claim loop. With several workers and a
+// PartitionedStore, worker i claims partition i only.
+func (r *Relay) work(ctx context.Context, wake *broadcast, worker int) {
 	log := r.cfg.Logger
+	claim := r.cfg.Store.Claim
+	if ps, ok := r.cfg.Store.(PartitionedStore); ok && r.cfg.Workers > 1 {
+		p := Partition{Index: worker, Of: r.cfg.Workers}
+		claim = func(ctx context.Context, limit int, publish func(context.Context, []Record) []Result) (int, error) {
+			return ps.ClaimPartition(ctx, p, limit, publish)
+		}
+	}
 	storeErrs := 0
 	for ctx.Err() == nil {
 		woken := wake.C() // before the claim, so a wake-up during it is not lost
 		var progressed bool
-		n, err := r.cfg.Store.Claim(ctx, r.cfg.BatchSize, func(ctx context.Context, batch []Record) []Result {
+		n, err := claim(ctx, r.cfg.BatchSize, func(ctx context.Context, batch []Record) []Result {
 			res := r.publish(ctx, batch)
 			for _, x := range res {
 				if x.Outcome == OutcomePublished {

@@ -50,6 +50,22 @@ type Store interface {
 	Wakeup(ctx context.Context) <-chan struct{}
 }
 
+// Partition is one of Of disjoint sets of ordering keys, numbered from 0.
+// Records without an ordering key belong to every partition.
+type Partition struct{ Index, Of int }
+
+// PartitionedStore is a Store that can claim the records of one
+// partition. A relay with several workers gives each its own partition, so
+// that they never hold back each other's keys: with one shared claim, a
+// worker finds most of its batch behind keys another worker holds whenever
+// keys repeat within a batch. pgxstore implements it; a Store that does not
+// is claimed whole by every worker.
+type PartitionedStore interface {
+	Store
+	// ClaimPartition is Claim restricted to the records of p.
+	ClaimPartition(ctx context.Context, p Partition, limit int, publish func(ctx context.Context, batch []Record) []Result) (int, error)
+}
+
 // Outcome of publishing one record.
 type Outcome int
 

@@ -48,8 +48,9 @@ func Run(t *testing.T, h Harness) {
 		{"EnvelopeRoundTrip", s.envelope},
 		{"ClaimIsExclusive", s.claimExclusive},
 		{"UnsettledClaimStaysPending", s.unsettled},
-		{"TwoRelays", func(t *testing.T) { s.relays(t, 2) }},
-		{"FourRelays", func(t *testing.T) { s.relays(t, 4) }},
+		{"TwoRelays", func(t *testing.T) { s.relays(t, 2, 1) }},
+		{"FourRelays", func(t *testing.T) { s.relays(t, 4, 1) }},
+		{"TwoRelaysOfThreeWorkers", func(t *testing.T) { s.relays(t, 2, 3) }},
 		{"KeyOrderAcrossTopics", s.keyAcrossTopics},
 		{"BrokerDownThenUp", s.brokerDown},
 		{"PoisonRecordFails", s.poison},
@@ -488,13 +489,14 @@ func (s *suite) unsettled(t *testing.T) {
 
 // relays: n relays drain events written concurrently with them; every event
 // arrives once and each key in order.
-func (s *suite) relays(t *testing.T, n int) {
+// relays runs n relays of the given workers each on one store.
+func (s *suite) relays(t *testing.T, n, workers int) {
 	ctx := context.Background()
 	st, write := s.h.New(t)
 	app := NewApp(t)
 	sink := NewSink()
 	for range n {
-		s.relay(t, st, sink, outbox.RelayConfig{BatchSize: 7})
+		s.relay(t, st, sink, outbox.RelayConfig{BatchSize: 7, Workers: workers})
 	}
 	const keys, perKey, unkeyed = 12, 25, 30
 	var wg sync.WaitGroup

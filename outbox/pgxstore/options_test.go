@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -11,6 +12,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	_ "github.com/jackc/pgx/v5/stdlib"
 
+	"github.com/edaproject/eda/eda"
 	"github.com/edaproject/eda/internal/poll"
 	"github.com/edaproject/eda/outbox"
 	"github.com/edaproject/eda/outbox/internal/pgtest"
@@ -180,4 +182,71 @@ func runRelay(t *testing.T, st *pgxstore.Store, sink *outboxtest.Sink) {
 	done := make(chan error, 1)
 	go func() { done <- r.Run(ctx) }()
 	t.Cleanup(func() { cancel(); <-done })
+}
+
+// Partitions split the keyed records between them, each key whole in one
+// partition, and every partition also takes records without a key.
+func TestClaimPartition(t *testing.T) {
+	ctx := context.Background()
+	pool := pgtest.Pool(t, 4)
+	st, err := pgxstore.New(pool, pgxstore.Config{Schema: pgtest.Schema(t, pool)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Migrate(ctx); err != nil {
+		t.Fatal(err)
+	}
+	app := outboxtest.NewApp(t)
+	var evs []eda.Event
+	for i := range 40 {
+		evs = append(evs, outboxtest.Event{Key: fmt.Sprintf("k%d", i%20), N: i / 20})
+	}
+	evs = append(evs, outboxtest.Event{N: 100})
+	if err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error { return st.Write(ctx, tx, app, evs...) }); err != nil {
+		t.Fatal(err)
+	}
+	const parts = 3
+	owner := map[string]int{}
+	for i := range parts {
+		// Look without settling anything: every partition sees the unkeyed
+		// record, and its keys' records, oldest first.
+		var got []outbox.Record
+		if _, err := st.ClaimPartition(ctx, outbox.Partition{Index: i, Of: parts}, 100, func(_ context.Context, b []outbox.Record) []outbox.Result {
+			got = b
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+		unkeyed := 0
+		for _, r := range got {
+			if r.OrderingKey == "" {
+				unkeyed++
+				continue
+			}
+			if o, ok := owner[r.OrderingKey]; ok && o != i {
+				t.Errorf("key %s in partitions %d and %d", r.OrderingKey, o, i)
+			}
+			owner[r.OrderingKey] = i
+		}
+		if unkeyed != 1 {
+			t.Errorf("partition %d took %d records without a key, want 1", i, unkeyed)
+		}
+	}
+	if len(owner) != 20 {
+		t.Errorf("the partitions hold %d of the 20 keys", len(owner))
+	}
+	counts := make([]int, parts)
+	for _, p := range owner {
+		counts[p]++
+	}
+	for i, c := range counts {
+		if c == 0 {
+			t.Errorf("partition %d holds no key (%v)", i, counts)
+		}
+	}
+	for _, p := range []outbox.Partition{{Index: 0, Of: 0}, {Index: 3, Of: 3}, {Index: -1, Of: 2}} {
+		if _, err := st.ClaimPartition(ctx, p, 10, nil); !errors.Is(err, outbox.ErrInvalidConfig) {
+			t.Errorf("ClaimPartition(%+v) = %v, want ErrInvalidConfig", p, err)
+		}
+	}
 }

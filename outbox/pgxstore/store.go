@@ -76,13 +76,13 @@ type Store struct {
 	table   string // schema.table
 	channel string
 
-	insertOne, insertMany, claim, stats, failed, retry, discard, cleanup, notify string
+	insertOne, insertMany, claim, claimPart, stats, failed, retry, discard, cleanup, notify string
 	// the same inserts without NOTIFY, for writes within NotifyInterval
 	insertOneQuiet, insertManyQuiet string
 	lastNotify                      atomic.Int64 // unix nanoseconds
 }
 
-var _ outbox.Store = (*Store)(nil)
+var _ outbox.PartitionedStore = (*Store)(nil)
 
 // New returns a store on pool. It does not touch the database: call
 // Migrate once (at deploy or start-up) before writing.
@@ -134,14 +134,15 @@ func New(pool *pgxpool.Pool, cfg Config) (*Store, error) {
 	// claimed record is left alone, so a key is never published out of
 	// order. The blockers are found in one walk of the pending index up to
 	// the newest claimed id, which is about as long as the claim's own walk.
-	s.claim = fmt.Sprintf(`WITH c AS (
+	claim := func(part string) string {
+		return fmt.Sprintf(`WITH c AS (
 	SELECT id, event_id, topic, payload, metadata, ordering_key, dedup_id, created_at, attempts
 	FROM %[1]s o
 	WHERE state = 0 AND (attempts = 0 OR available_at <= now())
 	  AND (ordering_key = '' OR NOT EXISTS (
 		SELECT 1 FROM %[1]s b
 		WHERE b.ordering_key = o.ordering_key AND b.id < o.id
-		  AND (b.state = 2 OR (b.state = 0 AND b.attempts > 0 AND b.available_at > now()))))
+		  AND (b.state = 2 OR (b.state = 0 AND b.attempts > 0 AND b.available_at > now()))))%[2]s
 	ORDER BY id
 	LIMIT $1
 	FOR UPDATE SKIP LOCKED
@@ -153,7 +154,13 @@ func New(pool *pgxpool.Pool, cfg Config) (*Store, error) {
 SELECT c.id, c.event_id, c.topic, c.payload, c.metadata::text, c.ordering_key, c.dedup_id, c.created_at, c.attempts,
 	coalesce(other.id < c.id, false)
 FROM c LEFT JOIN other ON other.ordering_key = c.ordering_key
-ORDER BY c.id`, t)
+ORDER BY c.id`, t, part)
+	}
+	s.claim = claim("")
+	// A partition holds the keys whose hash is its index modulo the count,
+	// and every record without a key.
+	s.claimPart = claim(`
+	  AND (ordering_key = '' OR (hashtext(ordering_key) & 2147483647) % $2 = $3)`)
 	s.stats = fmt.Sprintf(`SELECT
 	(SELECT count(*) FROM %[1]s WHERE state = 0),
 	(SELECT created_at FROM %[1]s WHERE state = 0 ORDER BY id LIMIT 1),
@@ -391,6 +398,18 @@ const claimBegin = "BEGIN; SET LOCAL synchronous_commit = off; SET LOCAL enable_
 // SKIP LOCKED) in one transaction while publish runs; if the process dies,
 // the transaction aborts and the records are claimed again.
 func (s *Store) Claim(ctx context.Context, limit int, publish func(context.Context, []outbox.Record) []outbox.Result) (int, error) {
+	return s.claimWith(ctx, limit, publish, s.claim, limit)
+}
+
+// ClaimPartition implements outbox.PartitionedStore.
+func (s *Store) ClaimPartition(ctx context.Context, p outbox.Partition, limit int, publish func(context.Context, []outbox.Record) []outbox.Result) (int, error) {
+	if p.Of <= 0 || p.Index < 0 || p.Index >= p.Of {
+		return 0, fmt.Errorf("%w: pgxstore: partition %d of %d", outbox.ErrInvalidConfig, p.Index, p.Of)
+	}
+	return s.claimWith(ctx, limit, publish, s.claimPart, limit, p.Of, p.Index)
+}
+
+func (s *Store) claimWith(ctx context.Context, limit int, publish func(context.Context, []outbox.Record) []outbox.Result, q string, args ...any) (int, error) {
 	if limit <= 0 {
 		return 0, fmt.Errorf("%w: pgxstore: claim limit %d", outbox.ErrInvalidConfig, limit)
 	}
@@ -399,7 +418,7 @@ func (s *Store) Claim(ctx context.Context, limit int, publish func(context.Conte
 		return 0, s.wrap("claim", err)
 	}
 	defer tx.Rollback(context.WithoutCancel(ctx))
-	rows, err := tx.Query(ctx, s.claim, limit)
+	rows, err := tx.Query(ctx, q, args...)
 	if err != nil {
 		return 0, s.wrap("claim", err)
 	}
