@@ -57,6 +57,24 @@ type Features struct {
 	// MinVisibilityTimeout is the shortest visibility timeout the broker
 	// accepts (SQS: whole seconds). The suite uses it for crash tests.
 	MinVisibilityTimeout time.Duration
+	// Heartbeat is true when the subscriber extends the visibility of a
+	// message while its handler runs, so a handler that runs longer than the
+	// visibility timeout is not delivered to a competing consumer meanwhile.
+	Heartbeat bool
+	// DelayedRedelivery is true when a message nacked with a
+	// RedeliveryDelay (SetRedeliveryDelay) is not delivered again before
+	// that delay has passed, and is after it.
+	DelayedRedelivery bool
+	// MaxRedeliveryDelay is the longest RedeliveryDelay the transport
+	// honours (SQS: 12 hours of visibility); 0 means no limit.
+	MaxRedeliveryDelay time.Duration
+	// DelayedDelivery is true when Publish honours MetadataDeliverAt: the
+	// message is delivered no earlier than that time.
+	DelayedDelivery bool
+	// MaxDeliveryDelay is the longest delay from now that Publish honours
+	// (SQS DelaySeconds: 15 minutes); 0 means no limit. A longer one fails
+	// with ErrDelayUnsupported.
+	MaxDeliveryDelay time.Duration
 }
 
 // Queue declares a queue and its subscriptions.
@@ -137,7 +155,59 @@ const (
 	// MetadataDeadLetterSource is set on a message moved to a dead-letter
 	// queue by the transport: the queue it came from.
 	MetadataDeadLetterSource = "eda_dlqsource"
+	// MetadataDeliverAt asks Publish to deliver the message no earlier than
+	// this time (RFC 3339 with nanoseconds, UTC). Set it with SetDeliverAt.
+	MetadataDeliverAt = "eda_deliverat"
+	// MetadataRedeliveryDelay, set on a delivered message before it is
+	// nacked (SetRedeliveryDelay), makes the subscriber return it to the
+	// queue invisible for that long (a Go duration string). The transport
+	// removes it before the message is delivered again.
+	MetadataRedeliveryDelay = "eda_redeliverydelay"
 )
+
+// SetDeliverAt asks Publish to deliver msg no earlier than t.
+func SetDeliverAt(msg *message.Message, t time.Time) {
+	msg.Metadata.Set(MetadataDeliverAt, t.UTC().Format(time.RFC3339Nano))
+}
+
+// DeliverAt returns when msg is to be delivered: ok is false when it carries
+// no MetadataDeliverAt; a malformed value is an ErrInvalidConfig error.
+func DeliverAt(msg *message.Message) (t time.Time, ok bool, err error) {
+	v := msg.Metadata.Get(MetadataDeliverAt)
+	if v == "" {
+		return time.Time{}, false, nil
+	}
+	t, err = time.Parse(time.RFC3339Nano, v)
+	if err != nil {
+		return time.Time{}, false, fmt.Errorf("%w: message %s: metadata %s: %v", ErrInvalidConfig, msg.UUID, MetadataDeliverAt, err)
+	}
+	return t, true, nil
+}
+
+// SetRedeliveryDelay asks the subscriber to make msg visible again only after
+// d when it is nacked. Call it before the handler returns its error (the
+// router nacks then). d <= 0 removes the request.
+func SetRedeliveryDelay(msg *message.Message, d time.Duration) {
+	if d <= 0 {
+		delete(msg.Metadata, MetadataRedeliveryDelay)
+		return
+	}
+	msg.Metadata.Set(MetadataRedeliveryDelay, d.String())
+}
+
+// RedeliveryDelay returns the delay SetRedeliveryDelay asked for, 0 when none
+// (or when the value is malformed or negative).
+func RedeliveryDelay(msg *message.Message) time.Duration {
+	v := msg.Metadata.Get(MetadataRedeliveryDelay)
+	if v == "" {
+		return 0
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil || d < 0 {
+		return 0
+	}
+	return d
+}
 
 // DedupID returns the deduplication id of msg: MetadataDedupID, else the event
 // id, else the Watermill UUID.
@@ -181,6 +251,10 @@ var (
 	ErrClosed = errors.New("transport: closed")
 	// ErrUnavailable: the broker could not be reached; retrying may help.
 	ErrUnavailable = errors.New("transport: broker unavailable")
+	// ErrDelayUnsupported: a message asks for a delivery delay the
+	// transport cannot honour (none at all, longer than MaxDeliveryDelay,
+	// or to a FIFO topic on SNS/SQS). Nothing was published.
+	ErrDelayUnsupported = errors.New("transport: delivery delay not supported")
 )
 
 // TooLargeError builds the error for a message over the limit.
