@@ -8,12 +8,12 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/jackc/pgx/v5/stdlib"
 	_ "modernc.org/sqlite" // the embedded default database
 
 	"github.com/edaproject/eda/eda"
+	"github.com/edaproject/eda/internal/pgddl"
 	"github.com/edaproject/eda/outbox"
 	"github.com/edaproject/eda/outbox/pgxstore"
 	"github.com/edaproject/eda/outbox/sqlitestore"
@@ -48,9 +48,18 @@ func openDB(ctx context.Context, dsn, schema string) (*db, error) {
 		if err != nil {
 			return nil, fmt.Errorf("postgres: %w", err)
 		}
-		if _, err := pool.Exec(ctx, `CREATE SCHEMA IF NOT EXISTS `+pgx.Identifier{schema}.Sanitize()); err != nil {
+		if err := pool.Ping(ctx); err != nil {
 			pool.Close()
-			return nil, fmt.Errorf("postgres is not reachable (start it: scripts/postgres.sh): %w", err)
+			if pgddl.Unreachable(err) {
+				return nil, fmt.Errorf("postgres is not reachable (start it: scripts/postgres.sh): %w", err)
+			}
+			return nil, fmt.Errorf("postgres: %w", err)
+		}
+		// Services started together create the schema at the same
+		// moment; CreateSchema takes the lost race as done.
+		if err := pgddl.CreateSchema(ctx, pool, schema); err != nil {
+			pool.Close()
+			return nil, fmt.Errorf("postgres: %w", err)
 		}
 		store, err := pgxstore.New(pool, pgxstore.Config{Schema: schema})
 		if err != nil {

@@ -14,6 +14,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/edaproject/eda/eda"
+	"github.com/edaproject/eda/internal/pgddl"
 	"github.com/edaproject/eda/outbox"
 
 	"github.com/edaproject/eda/internal/sqlident"
@@ -194,6 +195,20 @@ func (s *Store) MigrationSQL() []Migration {
 // migrations in one transaction. Concurrent calls serialise on an advisory
 // lock. The applied versions are recorded in <table>_migrations.
 func (s *Store) Migrate(ctx context.Context) error {
+	// The schema first, outside the transaction: services started together
+	// on a fresh database create it at the same moment, and the one that
+	// loses that race must not abort its migration.
+	if err := pgddl.CreateSchema(ctx, s.pool, s.cfg.Schema); err != nil {
+		return fmt.Errorf("pgxstore: migrate: %w", err)
+	}
+	err := s.migrate(ctx)
+	if pgddl.Race(err) { // another process's DDL committed as ours ran: it is there now
+		err = s.migrate(ctx)
+	}
+	return err
+}
+
+func (s *Store) migrate(ctx context.Context) error {
 	tx, err := s.pool.Begin(ctx)
 	if err != nil {
 		return fmt.Errorf("pgxstore: migrate: %w", err)
@@ -202,7 +217,6 @@ func (s *Store) Migrate(ctx context.Context) error {
 	mt := s.table + "_migrations"
 	stmts := []string{
 		"SELECT pg_advisory_xact_lock(hashtext($1))",
-		"CREATE SCHEMA IF NOT EXISTS " + s.cfg.Schema,
 		"CREATE TABLE IF NOT EXISTS " + mt + " (version integer PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())",
 	}
 	for i, q := range stmts {

@@ -11,6 +11,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/edaproject/eda/internal/pgddl"
 	"github.com/edaproject/eda/internal/sqlident"
 )
 
@@ -163,6 +164,12 @@ func Migrate(ctx context.Context, cfg Config) error {
 			conn.Conn().PgConn().Close(unlockCtx) // do not return a connection holding the lock to the pool
 		}
 	}()
+	// The schema outside the transaction: another eda component (an outbox,
+	// an inbox) may create the same schema at this moment under its own
+	// lock, and the statement that loses that race would abort ours.
+	if err := pgddl.CreateSchema(ctx, conn, schema); err != nil {
+		return classify("migrate", err)
+	}
 	return pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
 		setup := versionTableSQL(schema)
 		if _, err := tx.Exec(ctx, setup); err != nil {

@@ -14,6 +14,7 @@ import (
 	"github.com/edaproject/eda/eda"
 	"github.com/edaproject/eda/middleware/inbox"
 
+	"github.com/edaproject/eda/internal/pgddl"
 	"github.com/edaproject/eda/internal/sqlident"
 )
 
@@ -110,10 +111,24 @@ ON CONFLICT (consumer, event_id) DO NOTHING`
 }
 
 // Migrate creates the schema, the table and its expiry index if they do not
-// exist.
+// exist. Processes started together take turns (an advisory lock per table).
 func (s *Store) Migrate(ctx context.Context) error {
+	if err := pgddl.CreateSchema(ctx, s.db, s.schema); err != nil {
+		return fmt.Errorf("%w: pgstore: migrate: %w", inbox.ErrStore, err)
+	}
+	err := s.migrate(ctx)
+	if pgddl.Race(err) { // another process's DDL committed as ours ran: it is there now
+		err = s.migrate(ctx)
+	}
+	if err != nil {
+		return fmt.Errorf("%w: pgstore: migrate: %w", inbox.ErrStore, err)
+	}
+	return nil
+}
+
+func (s *Store) migrate(ctx context.Context) error {
 	stmts := []string{
-		`CREATE SCHEMA IF NOT EXISTS ` + pgx.Identifier{s.schema}.Sanitize(),
+		`SELECT pg_advisory_xact_lock(hashtext('eda_inbox_migrate:' || $1))`,
 		`CREATE TABLE IF NOT EXISTS ` + s.table + ` (
 	consumer     text        NOT NULL,
 	event_id     text        NOT NULL,
@@ -123,12 +138,18 @@ func (s *Store) Migrate(ctx context.Context) error {
 	PRIMARY KEY (consumer, event_id))`,
 		`CREATE INDEX IF NOT EXISTS ` + pgx.Identifier{s.name + "_processed_at"}.Sanitize() + ` ON ` + s.table + ` (processed_at)`,
 	}
-	for _, q := range stmts {
-		if _, err := s.db.Exec(ctx, q); err != nil {
-			return fmt.Errorf("%w: pgstore: migrate: %w", inbox.ErrStore, err)
+	return pgx.BeginFunc(ctx, s.db, func(tx pgx.Tx) error {
+		for i, q := range stmts {
+			var args []any
+			if i == 0 {
+				args = []any{s.table}
+			}
+			if _, err := tx.Exec(ctx, q, args...); err != nil {
+				return err
+			}
 		}
-	}
-	return nil
+		return nil
+	})
 }
 
 // Claim implements inbox.Store.
