@@ -158,11 +158,9 @@ func (f *topologyFile) topicFIFO() map[string]bool {
 
 // resources returns the ARNs of every topic, and of every queue with its
 // dead-letter queue, sorted.
-func (f *topologyFile) resources(a arnBuilder) (topics, subscriptions, queues edaaws.StringList) {
+func (f *topologyFile) resources(a arnBuilder) (topics, queues edaaws.StringList) {
 	for t, fifo := range f.topicFIFO() {
-		arn := a.arn("sns", physicalName(t, fifo))
-		topics = append(topics, arn)
-		subscriptions = append(subscriptions, arn+":*") // subscription ARNs: topic ARN + ":" + id
+		topics = append(topics, a.arn("sns", physicalName(t, fifo)))
 	}
 	for _, q := range f.Queues {
 		d := q.queue()
@@ -171,24 +169,26 @@ func (f *topologyFile) resources(a arnBuilder) (topics, subscriptions, queues ed
 			queues = append(queues, a.arn("sqs", physicalName(d.DeadLetterQueue, d.FIFO)))
 		}
 	}
-	for _, l := range []*edaaws.StringList{&topics, &subscriptions, &queues} {
+	for _, l := range []*edaaws.StringList{&topics, &queues} {
 		slices.Sort(*l)
 		*l = slices.Compact(*l)
 	}
-	return topics, subscriptions, queues
+	return topics, queues
 }
 
 // deployPolicy is what edactl topology plan and apply (and
 // edaaws.Transport.Apply) call: create and inspect topics, queues and
 // subscriptions, set queue attributes (visibility, redrive, policy) and
 // subscription attributes (raw delivery, filter policy). Nothing is deleted.
+// IAM authorizes the subscription calls on the subscription's topic (the
+// service authorization reference gives Get/SetSubscriptionAttributes and
+// Unsubscribe the resource type topic), not on the subscription ARN.
 func deployPolicy(f *topologyFile, a arnBuilder) edaaws.PolicyDocument {
-	topics, subs, queues := f.resources(a)
+	topics, queues := f.resources(a)
 	return edaaws.PolicyDocument{Version: edaaws.PolicyVersion, Statement: []edaaws.Statement{
 		{Sid: "ManageTopics", Effect: "Allow", Resource: topics, Action: edaaws.StringList{
-			"sns:CreateTopic", "sns:GetTopicAttributes", "sns:ListSubscriptionsByTopic", "sns:Subscribe"}},
-		{Sid: "ManageSubscriptions", Effect: "Allow", Resource: subs, Action: edaaws.StringList{
-			"sns:GetSubscriptionAttributes", "sns:SetSubscriptionAttributes"}},
+			"sns:CreateTopic", "sns:GetSubscriptionAttributes", "sns:GetTopicAttributes", "sns:ListSubscriptionsByTopic",
+			"sns:SetSubscriptionAttributes", "sns:Subscribe"}},
 		{Sid: "ManageQueues", Effect: "Allow", Resource: queues, Action: edaaws.StringList{
 			"sqs:CreateQueue", "sqs:GetQueueAttributes", "sqs:GetQueueUrl", "sqs:SetQueueAttributes"}},
 	}}
@@ -199,7 +199,7 @@ func deployPolicy(f *topologyFile, a arnBuilder) edaaws.PolicyDocument {
 // publish a redriven message to its topic; and create, subscribe and delete
 // tail's temporary queues (named edactl-tail-*).
 func operatorPolicy(f *topologyFile, a arnBuilder) edaaws.PolicyDocument {
-	topics, subs, queues := f.resources(a)
+	topics, queues := f.resources(a)
 	tail := edaaws.StringList{a.arn("sqs", tailQueuePrefix+"*")}
 	return edaaws.PolicyDocument{Version: edaaws.PolicyVersion, Statement: []edaaws.Statement{
 		{Sid: "List", Effect: "Allow", Resource: edaaws.StringList{"*"}, Action: edaaws.StringList{
@@ -207,10 +207,11 @@ func operatorPolicy(f *topologyFile, a arnBuilder) edaaws.PolicyDocument {
 		{Sid: "DeadLetters", Effect: "Allow", Resource: queues, Action: edaaws.StringList{
 			"sqs:ChangeMessageVisibility", "sqs:DeleteMessage", "sqs:GetQueueAttributes", "sqs:GetQueueUrl",
 			"sqs:ListDeadLetterSourceQueues", "sqs:ReceiveMessage", "sqs:SendMessage"}},
+		// Tail subscribes its queue, reads the subscription and unsubscribes:
+		// IAM checks the subscription calls on the topic.
 		{Sid: "Topics", Effect: "Allow", Resource: topics, Action: edaaws.StringList{
-			"sns:GetTopicAttributes", "sns:ListSubscriptionsByTopic", "sns:Publish", "sns:Subscribe"}},
-		{Sid: "TailSubscriptions", Effect: "Allow", Resource: subs, Action: edaaws.StringList{
-			"sns:GetSubscriptionAttributes", "sns:Unsubscribe"}},
+			"sns:GetSubscriptionAttributes", "sns:GetTopicAttributes", "sns:ListSubscriptionsByTopic", "sns:Publish",
+			"sns:Subscribe", "sns:Unsubscribe"}},
 		{Sid: "TailQueues", Effect: "Allow", Resource: tail, Action: edaaws.StringList{
 			"sqs:ChangeMessageVisibility", "sqs:CreateQueue", "sqs:DeleteMessage", "sqs:DeleteQueue",
 			"sqs:GetQueueAttributes", "sqs:GetQueueUrl", "sqs:ReceiveMessage", "sqs:SetQueueAttributes"}},
