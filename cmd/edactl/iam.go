@@ -14,6 +14,7 @@ const (
 	roleServices = "services" // each service of the file: edaaws.ServicePolicy
 	roleDeploy   = "deploy"   // what edactl topology apply needs
 	roleOperator = "operator" // what edactl dlq and tail need
+	roleRelay    = "relay"    // an outbox relay draining the services' shared outbox
 )
 
 // tailQueuePrefix starts the name of every queue edactl tail creates.
@@ -28,7 +29,7 @@ func runIAM(ctx context.Context, c *cli, args []string) error {
 	fs := c.flagSet("iam", "-f topology.json [-role services|deploy|operator] [-service name] [flags]")
 	file := fs.String("f", "", "topology file (JSON); required")
 	prefix := fs.String("prefix", "", "prefix of every topic and queue name")
-	role := fs.String("role", roleServices, "services: each service's policy (the file's services section); deploy: what topology apply needs; operator: what dlq and tail need")
+	role := fs.String("role", roleServices, "services: each service's policy (the file's services section); deploy: what topology apply needs; operator: what dlq and tail need; relay: an outbox relay publishing for every service of the file (one outbox shared by the services)")
 	service := fs.String("service", "", "services: print only this service's policy")
 	var af awsFlags
 	af.register(fs)
@@ -42,19 +43,19 @@ func runIAM(ctx context.Context, c *cli, args []string) error {
 	}
 	switch *role {
 	case roleServices:
-	case roleDeploy, roleOperator:
+	case roleDeploy, roleOperator, roleRelay:
 		if *service != "" {
 			return usagef("-service goes with -role services")
 		}
 	default:
-		return usagef("-role %q: want services, deploy or operator", *role)
+		return usagef("-role %q: want services, deploy, operator or relay", *role)
 	}
 	f, err := loadTopology(*file, *prefix)
 	if err != nil {
 		return err
 	}
 	services := f.Services
-	if *role == roleServices {
+	if *role == roleServices || *role == roleRelay {
 		if len(services) == 0 {
 			return usagef("topology file %s has no services section: nothing to write policies for (see -role)", *file)
 		}
@@ -107,6 +108,19 @@ func runIAM(ctx context.Context, c *cli, args []string) error {
 			}
 			out = append(out, namedPolicy{s.Name, doc})
 		}
+	case roleRelay:
+		fifo := f.topicFIFO()
+		access := edaaws.ServiceAccess{Region: region, AccountID: account, Partition: *partition}
+		for _, s := range services {
+			for _, t := range s.Publishes {
+				access.Publishes = append(access.Publishes, edaaws.Topic{Name: t, FIFO: fifo[t]})
+			}
+		}
+		doc, err := edaaws.ServicePolicy(access)
+		if err != nil {
+			return fmt.Errorf("%w: relay: %w", errUsage, err)
+		}
+		out = append(out, namedPolicy{"relay", doc})
 	case roleDeploy:
 		out = append(out, namedPolicy{"deploy", deployPolicy(f, arns)})
 	case roleOperator:
