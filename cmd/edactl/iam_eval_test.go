@@ -69,6 +69,7 @@ func checkRecorded(t *testing.T, role string, policy any, rec *awscalls.Recorder
 // policy engine against every AWS call topology apply, dlq list/show/
 // redrive and tail make on the emulator; and what they must not do.
 func TestIAMRolesEvaluated(t *testing.T) {
+	awscalls.RequireEngine(t)
 	ep := requireEmulator(t)
 	prefix := uniq("iam") + "-"
 	file := filepath.Join(t.TempDir(), "topology.json")

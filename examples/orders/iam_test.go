@@ -92,6 +92,7 @@ func arnOf(service, name string) string {
 // and creating or deleting anything, must not; each queue policy lets SNS
 // deliver from its subscribed topic only.
 func TestIAMPoliciesAllowWhatTheServicesCall(t *testing.T) {
+	awscalls.RequireEngine(t)
 	o := scenario(t, "aws")
 	requirePostgres(t)
 	o.DB, o.Visibility = pgDSN, 30*time.Second // the file's; the services share one database, as separate processes do

