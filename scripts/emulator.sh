@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # SNS/SQS emulator (fauxqs) for the AWS transport's tests and benchmarks.
 #
+#   scripts/emulator.sh install  install only (Node and fauxqs)
 #   scripts/emulator.sh up       install (first time) and start; ok when already up
 #   scripts/emulator.sh down     stop it
 #   scripts/emulator.sh status   exit 0 when it answers GET /health
@@ -94,6 +95,7 @@ down() {
 }
 
 case "${1:-}" in
+install) install ;;
 up) up ;;
 down) down ;;
 status)
@@ -106,7 +108,7 @@ status)
 	;;
 endpoint) echo "$url" ;;
 *)
-	echo "usage: $0 up|down|status|endpoint" >&2
+	echo "usage: $0 install|up|down|status|endpoint" >&2
 	exit 2
 	;;
 esac

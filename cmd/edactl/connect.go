@@ -67,6 +67,9 @@ func (a *awsFlags) config(ctx context.Context) (awssdk.Config, error) {
 			cfg.Credentials = credentials.NewStaticCredentialsProvider("test", "test", "")
 		}
 	}
+	if hook, ok := ctx.Value(configHookKey{}).(func(*awssdk.Config)); ok {
+		hook(&cfg)
+	}
 	// The SDK warns on stderr about connections closed mid long-poll, which
 	// is how tail and dlq stop: keep the operator's terminal clean.
 	cfg.Logger = logging.Nop{}
@@ -75,6 +78,11 @@ func (a *awsFlags) config(ctx context.Context) (awssdk.Config, error) {
 	}
 	return cfg, nil
 }
+
+// configHookKey keys a func(*awssdk.Config) in the context of a command:
+// it edits the SDK configuration before any client is built from it (the
+// tests record the command's AWS calls with it).
+type configHookKey struct{}
 
 // pgFlags select the Postgres transport's tables.
 type pgFlags struct {

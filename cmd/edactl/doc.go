@@ -6,7 +6,7 @@
 //	edactl topology plan  -f topology.json [-aws-endpoint URL]
 //	edactl topology apply -f topology.json
 //	edactl iam -f topology.json [-service name] -account 123456789012 -region eu-west-1
-//	edactl iam -f topology.json -role deploy|operator
+//	edactl iam -f topology.json -role deploy|operator|relay
 //	edactl outbox status  -db postgres://... [-schema s -table t]   (or -db path/to/app.db for SQLite)
 //	edactl outbox failed | retry [seq...|-all] | discard [seq...|-all]
 //	edactl dlq list       -transport aws|postgres
@@ -48,9 +48,11 @@
 // (create and configure topics, queues, subscriptions; delete nothing);
 // -role operator what dlq and tail need (read, redrive and send on the
 // topology's queues, publish to its topics, and create and delete tail's
-// edactl-tail-* queues). Unsubscribe cannot be limited to tail's own
-// subscriptions (a subscription ARN does not name its queue), so the
-// operator role may unsubscribe any subscription of the topology's topics.
+// edactl-tail-* queues); -role relay what an outbox relay draining the
+// services' shared outbox needs (publish to every topic they publish to).
+// IAM authorizes Unsubscribe on the subscription's topic, so it cannot be
+// limited to tail's own subscriptions: the operator role may unsubscribe
+// any subscription of the topology's topics.
 //
 // # Dead letters
 //

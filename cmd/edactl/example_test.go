@@ -13,7 +13,7 @@ func Example_iam() {
 		"-account", "123456789012", "-region", "eu-west-1",
 	}, os.Stdout, os.Stderr)
 	// Output:
-	// # service notification (2 statement(s))
+	// # service notification (4 statement(s))
 	// {
 	//   "Version": "2012-10-17",
 	//   "Statement": [
@@ -22,6 +22,7 @@ func Example_iam() {
 	//       "Effect": "Allow",
 	//       "Action": [
 	//         "sns:GetTopicAttributes",
+	//         "sns:ListSubscriptionsByTopic",
 	//         "sns:Publish"
 	//       ],
 	//       "Resource": [
@@ -40,6 +41,29 @@ func Example_iam() {
 	//       ],
 	//       "Resource": [
 	//         "arn:aws:sqs:eu-west-1:123456789012:notification"
+	//       ]
+	//     },
+	//     {
+	//       "Sid": "VerifyDeadLetterQueues",
+	//       "Effect": "Allow",
+	//       "Action": [
+	//         "sqs:GetQueueAttributes",
+	//         "sqs:GetQueueUrl"
+	//       ],
+	//       "Resource": [
+	//         "arn:aws:sqs:eu-west-1:123456789012:notification-dlq"
+	//       ]
+	//     },
+	//     {
+	//       "Sid": "VerifySubscriptions",
+	//       "Effect": "Allow",
+	//       "Action": [
+	//         "sns:GetSubscriptionAttributes",
+	//         "sns:GetTopicAttributes",
+	//         "sns:ListSubscriptionsByTopic"
+	//       ],
+	//       "Resource": [
+	//         "arn:aws:sns:eu-west-1:123456789012:orders"
 	//       ]
 	//     }
 	//   ]

@@ -14,6 +14,7 @@ const (
 	roleServices = "services" // each service of the file: edaaws.ServicePolicy
 	roleDeploy   = "deploy"   // what edactl topology apply needs
 	roleOperator = "operator" // what edactl dlq and tail need
+	roleRelay    = "relay"    // an outbox relay draining the services' shared outbox
 )
 
 // tailQueuePrefix starts the name of every queue edactl tail creates.
@@ -28,7 +29,7 @@ func runIAM(ctx context.Context, c *cli, args []string) error {
 	fs := c.flagSet("iam", "-f topology.json [-role services|deploy|operator] [-service name] [flags]")
 	file := fs.String("f", "", "topology file (JSON); required")
 	prefix := fs.String("prefix", "", "prefix of every topic and queue name")
-	role := fs.String("role", roleServices, "services: each service's policy (the file's services section); deploy: what topology apply needs; operator: what dlq and tail need")
+	role := fs.String("role", roleServices, "services: each service's policy (the file's services section); deploy: what topology apply needs; operator: what dlq and tail need; relay: an outbox relay publishing for every service of the file (one outbox shared by the services)")
 	service := fs.String("service", "", "services: print only this service's policy")
 	var af awsFlags
 	af.register(fs)
@@ -42,19 +43,19 @@ func runIAM(ctx context.Context, c *cli, args []string) error {
 	}
 	switch *role {
 	case roleServices:
-	case roleDeploy, roleOperator:
+	case roleDeploy, roleOperator, roleRelay:
 		if *service != "" {
 			return usagef("-service goes with -role services")
 		}
 	default:
-		return usagef("-role %q: want services, deploy or operator", *role)
+		return usagef("-role %q: want services, deploy, operator or relay", *role)
 	}
 	f, err := loadTopology(*file, *prefix)
 	if err != nil {
 		return err
 	}
 	services := f.Services
-	if *role == roleServices {
+	if *role == roleServices || *role == roleRelay {
 		if len(services) == 0 {
 			return usagef("topology file %s has no services section: nothing to write policies for (see -role)", *file)
 		}
@@ -107,6 +108,19 @@ func runIAM(ctx context.Context, c *cli, args []string) error {
 			}
 			out = append(out, namedPolicy{s.Name, doc})
 		}
+	case roleRelay:
+		fifo := f.topicFIFO()
+		access := edaaws.ServiceAccess{Region: region, AccountID: account, Partition: *partition}
+		for _, s := range services {
+			for _, t := range s.Publishes {
+				access.Publishes = append(access.Publishes, edaaws.Topic{Name: t, FIFO: fifo[t]})
+			}
+		}
+		doc, err := edaaws.ServicePolicy(access)
+		if err != nil {
+			return fmt.Errorf("%w: relay: %w", errUsage, err)
+		}
+		out = append(out, namedPolicy{"relay", doc})
 	case roleDeploy:
 		out = append(out, namedPolicy{"deploy", deployPolicy(f, arns)})
 	case roleOperator:
@@ -158,11 +172,9 @@ func (f *topologyFile) topicFIFO() map[string]bool {
 
 // resources returns the ARNs of every topic, and of every queue with its
 // dead-letter queue, sorted.
-func (f *topologyFile) resources(a arnBuilder) (topics, subscriptions, queues edaaws.StringList) {
+func (f *topologyFile) resources(a arnBuilder) (topics, queues edaaws.StringList) {
 	for t, fifo := range f.topicFIFO() {
-		arn := a.arn("sns", physicalName(t, fifo))
-		topics = append(topics, arn)
-		subscriptions = append(subscriptions, arn+":*") // subscription ARNs: topic ARN + ":" + id
+		topics = append(topics, a.arn("sns", physicalName(t, fifo)))
 	}
 	for _, q := range f.Queues {
 		d := q.queue()
@@ -171,24 +183,26 @@ func (f *topologyFile) resources(a arnBuilder) (topics, subscriptions, queues ed
 			queues = append(queues, a.arn("sqs", physicalName(d.DeadLetterQueue, d.FIFO)))
 		}
 	}
-	for _, l := range []*edaaws.StringList{&topics, &subscriptions, &queues} {
+	for _, l := range []*edaaws.StringList{&topics, &queues} {
 		slices.Sort(*l)
 		*l = slices.Compact(*l)
 	}
-	return topics, subscriptions, queues
+	return topics, queues
 }
 
 // deployPolicy is what edactl topology plan and apply (and
 // edaaws.Transport.Apply) call: create and inspect topics, queues and
 // subscriptions, set queue attributes (visibility, redrive, policy) and
 // subscription attributes (raw delivery, filter policy). Nothing is deleted.
+// IAM authorizes the subscription calls on the subscription's topic (the
+// service authorization reference gives Get/SetSubscriptionAttributes and
+// Unsubscribe the resource type topic), not on the subscription ARN.
 func deployPolicy(f *topologyFile, a arnBuilder) edaaws.PolicyDocument {
-	topics, subs, queues := f.resources(a)
+	topics, queues := f.resources(a)
 	return edaaws.PolicyDocument{Version: edaaws.PolicyVersion, Statement: []edaaws.Statement{
 		{Sid: "ManageTopics", Effect: "Allow", Resource: topics, Action: edaaws.StringList{
-			"sns:CreateTopic", "sns:GetTopicAttributes", "sns:ListSubscriptionsByTopic", "sns:Subscribe"}},
-		{Sid: "ManageSubscriptions", Effect: "Allow", Resource: subs, Action: edaaws.StringList{
-			"sns:GetSubscriptionAttributes", "sns:SetSubscriptionAttributes"}},
+			"sns:CreateTopic", "sns:GetSubscriptionAttributes", "sns:GetTopicAttributes", "sns:ListSubscriptionsByTopic",
+			"sns:SetSubscriptionAttributes", "sns:Subscribe"}},
 		{Sid: "ManageQueues", Effect: "Allow", Resource: queues, Action: edaaws.StringList{
 			"sqs:CreateQueue", "sqs:GetQueueAttributes", "sqs:GetQueueUrl", "sqs:SetQueueAttributes"}},
 	}}
@@ -199,7 +213,7 @@ func deployPolicy(f *topologyFile, a arnBuilder) edaaws.PolicyDocument {
 // publish a redriven message to its topic; and create, subscribe and delete
 // tail's temporary queues (named edactl-tail-*).
 func operatorPolicy(f *topologyFile, a arnBuilder) edaaws.PolicyDocument {
-	topics, subs, queues := f.resources(a)
+	topics, queues := f.resources(a)
 	tail := edaaws.StringList{a.arn("sqs", tailQueuePrefix+"*")}
 	return edaaws.PolicyDocument{Version: edaaws.PolicyVersion, Statement: []edaaws.Statement{
 		{Sid: "List", Effect: "Allow", Resource: edaaws.StringList{"*"}, Action: edaaws.StringList{
@@ -207,10 +221,11 @@ func operatorPolicy(f *topologyFile, a arnBuilder) edaaws.PolicyDocument {
 		{Sid: "DeadLetters", Effect: "Allow", Resource: queues, Action: edaaws.StringList{
 			"sqs:ChangeMessageVisibility", "sqs:DeleteMessage", "sqs:GetQueueAttributes", "sqs:GetQueueUrl",
 			"sqs:ListDeadLetterSourceQueues", "sqs:ReceiveMessage", "sqs:SendMessage"}},
+		// Tail subscribes its queue, reads the subscription and unsubscribes:
+		// IAM checks the subscription calls on the topic.
 		{Sid: "Topics", Effect: "Allow", Resource: topics, Action: edaaws.StringList{
-			"sns:GetTopicAttributes", "sns:ListSubscriptionsByTopic", "sns:Publish", "sns:Subscribe"}},
-		{Sid: "TailSubscriptions", Effect: "Allow", Resource: subs, Action: edaaws.StringList{
-			"sns:GetSubscriptionAttributes", "sns:Unsubscribe"}},
+			"sns:GetSubscriptionAttributes", "sns:GetTopicAttributes", "sns:ListSubscriptionsByTopic", "sns:Publish",
+			"sns:Subscribe", "sns:Unsubscribe"}},
 		{Sid: "TailQueues", Effect: "Allow", Resource: tail, Action: edaaws.StringList{
 			"sqs:ChangeMessageVisibility", "sqs:CreateQueue", "sqs:DeleteMessage", "sqs:DeleteQueue",
 			"sqs:GetQueueAttributes", "sqs:GetQueueUrl", "sqs:ReceiveMessage", "sqs:SetQueueAttributes"}},

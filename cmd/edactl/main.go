@@ -57,10 +57,11 @@ Both are idempotent; apply deletes nothing. AWS comes from the standard chain (A
 or -aws-endpoint (an emulator). edactl topology plan -h lists the flags.`, runTopology},
 		{"iam", "-f topology.json [-service name]: print each service's least-privilege IAM policy", `
   edactl iam -f topology.json [-service name] [-account id] [-region r] [-prefix p]
-  edactl iam -f topology.json -role deploy|operator
+  edactl iam -f topology.json -role deploy|operator|relay
 Prints, per service of the file's "services" section, the IAM policy it needs: publish to its topics,
 consume its queues (and their DLQs with readDeadLetters). -role deploy: what topology apply needs;
--role operator: what dlq and tail need. Without -account, STS is asked.`, runIAM},
+-role operator: what dlq and tail need; -role relay: an outbox relay that publishes for every service
+(one outbox shared by the services). Without -account, STS is asked.`, runIAM},
 		{"outbox", "status|failed|retry|discard -db DSN-or-path: the outbox backlog and its failed records", `
   edactl outbox status  -db DB [-schema s] [-table t]   pending records, oldest pending age, failed count
   edactl outbox failed  -db DB [-n 100]                 failed records with their reasons

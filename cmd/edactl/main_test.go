@@ -55,8 +55,15 @@ func uniq(prefix string) string {
 func testContext(t *testing.T) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), 45*time.Second)
 	t.Cleanup(cancel)
+	if hook, ok := configHooks.Load(t); ok { // the commands of t record their AWS calls
+		ctx = context.WithValue(ctx, configHookKey{}, hook)
+	}
 	return ctx
 }
+
+// configHooks holds, per test, the hook every edactl command that test runs
+// applies to its SDK configuration (see recordCalls).
+var configHooks sync.Map // *testing.T → func(*awssdk.Config)
 
 // requireEmulator fails the test when the emulator does not answer.
 func requireEmulator(t *testing.T) string {

@@ -47,6 +47,7 @@ func main() {
 	flag.StringVar(&o.AWSEndpoint, "aws-endpoint", os.Getenv("EDA_AWS_ENDPOINT"), "SNS/SQS endpoint override, e.g. the emulator's http://127.0.0.1:4566; empty: AWS from the standard config chain")
 	flag.StringVar(&o.Role, "role", "all", "which service this process runs: all, orders, inventory or notification")
 	flag.StringVar(&o.Addr, "addr", "", "HTTP address of the order service (default 127.0.0.1:8080 with -serve, else a free port)")
+	autoCreate := flag.Bool("autocreate", true, "aws: create the topics, queues and subscriptions; false: only verify them (apply the topology first with edactl topology apply, as in production)")
 	flag.BoolVar(&o.FIFO, "fifo", false, "FIFO queues: each customer's orders are handled in order")
 	flag.StringVar(&o.Schema, "schema", "eda_orders", "Postgres schema of the services' tables and outbox (the transport uses <schema>_transport)")
 	flag.StringVar(&o.Prefix, "prefix", "", "prefix of every topic and queue name (environments sharing a broker)")
@@ -55,6 +56,7 @@ func main() {
 	flag.BoolVar(&verbose, "v", false, "log what the services do")
 	flag.DurationVar(&timeout, "timeout", 2*time.Minute, "how long the demo may take")
 	flag.Parse()
+	o.NoAutoCreate = !*autoCreate
 	if o.Addr == "" {
 		o.Addr = "127.0.0.1:0"
 		if serve {

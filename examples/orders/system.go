@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill/message"
+	awssdk "github.com/aws/aws-sdk-go-v2/aws"
 	awsconfig "github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/credentials"
 
@@ -39,9 +40,18 @@ type options struct {
 	// WrapPublisher, when set, wraps the publisher the outbox relay
 	// publishes through (the tests inject duplicates and outages with it).
 	WrapPublisher func(message.Publisher) message.Publisher
-	Logger        *slog.Logger  // nil: quiet
-	MaxDelivery   int           // deliveries before a failing message is poisoned
-	Visibility    time.Duration // queue visibility timeout
+	// NoRelay runs no outbox relay in this process: another process drains
+	// the shared outbox (and needs publish rights on every topic).
+	NoRelay bool
+	// NoAutoCreate runs the AWS transport with AutoCreate off: the topology
+	// was applied beforehand (edactl topology apply), as in production.
+	NoAutoCreate bool
+	// AWSConfig, when set, edits the SDK configuration of the AWS transport
+	// (the tests record its calls with it).
+	AWSConfig   func(*awssdk.Config)
+	Logger      *slog.Logger  // nil: quiet
+	MaxDelivery int           // deliveries before a failing message is poisoned
+	Visibility  time.Duration // queue visibility timeout
 }
 
 func (o options) has(role string) bool { return o.Role == "all" || o.Role == role }
@@ -126,8 +136,13 @@ func start(ctx context.Context, o options) (*system, error) {
 		eda.Register[OrderCreated](app, o.name(topicOrders)),
 		eda.Register[StockReserved](app, o.name(topicInventory)),
 		eda.Register[StockReservationFailed](app, o.name(topicInventory)),
-		app.DeclareQueue(middleware.PoisonQueue(o.name(queuePoison), o.name(topicPoison))),
 	)
+	// With AutoCreate every process declares the poison queue, so the poison
+	// topic is subscribed whichever starts first; without, the topology was
+	// applied and only the order service, which reads it, verifies it.
+	if o.has("orders") || !o.NoAutoCreate {
+		err = errors.Join(err, app.DeclareQueue(middleware.PoisonQueue(o.name(queuePoison), o.name(topicPoison))))
+	}
 	if o.has("inventory") {
 		err = errors.Join(err, app.DeclareQueue(queue(queueInventory)),
 			eda.Handle(app, o.name(queueInventory), sqlstore.Tx(inbox, "inventory", inv.onOrderCreated)))
@@ -159,18 +174,19 @@ func start(ctx context.Context, o options) (*system, error) {
 
 	// Every service publishes through its outbox; one relay per process
 	// drains it (several processes on one Postgres share the work).
-	var pub message.Publisher = tr
-	if o.WrapPublisher != nil {
-		pub = o.WrapPublisher(tr)
+	if !o.NoRelay {
+		var pub message.Publisher = tr
+		if o.WrapPublisher != nil {
+			pub = o.WrapPublisher(tr)
+		}
+		relay, err := newRelay(d, pub, o.Logger)
+		if err != nil {
+			return fail(err)
+		}
+		s.relay = relay
+		wg.Add(1)
+		go func() { defer wg.Done(); _ = relay.Run(runCtx) }()
 	}
-	relay, err := outbox.NewRelay(outbox.RelayConfig{Store: d.outbox, Publisher: pub, Logger: o.Logger,
-		PollInterval: 200 * time.Millisecond, MaxBackoff: 2 * time.Second})
-	if err != nil {
-		return fail(err)
-	}
-	s.relay = relay
-	wg.Add(1)
-	go func() { defer wg.Done(); _ = relay.Run(runCtx) }()
 
 	// The order service's process reports dead letters (as separate
 	// processes, the others would compete for them).
@@ -208,6 +224,12 @@ func start(ctx context.Context, o options) (*system, error) {
 	return s, nil
 }
 
+// newRelay returns the relay that drains the outbox of d into pub.
+func newRelay(d *db, pub message.Publisher, log *slog.Logger) (*outbox.Relay, error) {
+	return outbox.NewRelay(outbox.RelayConfig{Store: d.outbox, Publisher: pub, Logger: log,
+		PollInterval: 200 * time.Millisecond, MaxBackoff: 2 * time.Second})
+}
+
 func newTransport(ctx context.Context, o options, d *db) (transport.Transport, error) {
 	switch o.Transport {
 	case "memory":
@@ -240,7 +262,10 @@ func newTransport(ctx context.Context, o options, d *db) (transport.Transport, e
 				awsCfg.Credentials = credentials.NewStaticCredentialsProvider("test", "test", "")
 			}
 		}
-		return edaaws.New(edaaws.Config{AWS: awsCfg, Endpoint: o.AWSEndpoint, AutoCreate: true, Logger: o.Logger})
+		if o.AWSConfig != nil {
+			o.AWSConfig(&awsCfg)
+		}
+		return edaaws.New(edaaws.Config{AWS: awsCfg, Endpoint: o.AWSEndpoint, AutoCreate: !o.NoAutoCreate, Logger: o.Logger})
 	}
 	return nil, fmt.Errorf("unknown -transport %q: memory, postgres or aws", o.Transport)
 }

@@ -87,6 +87,7 @@ func ExampleServicePolicy() {
 	//       "Effect": "Allow",
 	//       "Action": [
 	//         "sns:GetTopicAttributes",
+	//         "sns:ListSubscriptionsByTopic",
 	//         "sns:Publish"
 	//       ],
 	//       "Resource": [
@@ -105,6 +106,18 @@ func ExampleServicePolicy() {
 	//       ],
 	//       "Resource": [
 	//         "arn:aws:sqs:eu-west-1:123456789012:inventory"
+	//       ]
+	//     },
+	//     {
+	//       "Sid": "VerifySubscriptions",
+	//       "Effect": "Allow",
+	//       "Action": [
+	//         "sns:GetSubscriptionAttributes",
+	//         "sns:GetTopicAttributes",
+	//         "sns:ListSubscriptionsByTopic"
+	//       ],
+	//       "Resource": [
+	//         "arn:aws:sns:eu-west-1:123456789012:payments"
 	//       ]
 	//     }
 	//   ]

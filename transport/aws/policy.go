@@ -131,11 +131,24 @@ type ServiceAccess struct {
 	ReadDeadLetters bool
 }
 
-// ServicePolicy returns the least-privilege IAM policy of a service: publish
-// (and get attributes, which Publish uses to find a topic) on its topics;
-// receive, delete, change visibility and get URL/attributes on its queues.
-// It grants no create, subscribe or policy rights: Apply the topology with
-// another role (deployment), and run the service with AutoCreate off.
+// ServicePolicy returns the least-privilege IAM policy of a service, the
+// calls a Transport with AutoCreate off makes (checked by a real IAM policy
+// engine against every call recorded on the emulator):
+//   - on the topics it publishes to: Publish (and PublishBatch), and
+//     GetTopicAttributes and ListSubscriptionsByTopic, with which a
+//     publisher finds a topic and its subscriptions;
+//   - on the queues it consumes: receive, delete, change visibility (nack,
+//     heartbeat, delayed redelivery) and get URL and attributes;
+//   - Declare verifies a consumed queue's dead-letter queue (get URL and
+//     attributes; consuming it too with ReadDeadLetters) and its
+//     subscriptions: GetTopicAttributes, ListSubscriptionsByTopic and
+//     GetSubscriptionAttributes on the queue's topics (IAM authorizes the
+//     subscription calls on the topic: the service authorization reference
+//     gives them the resource type topic, not a subscription ARN).
+//
+// It grants no create, subscribe, delete or policy rights: Apply the
+// topology with another role (deployment), and run the service with
+// AutoCreate off.
 func ServicePolicy(a ServiceAccess) (PolicyDocument, error) {
 	var errs []error
 	if a.Region == "" {
@@ -167,32 +180,42 @@ func ServicePolicy(a ServiceAccess) (PolicyDocument, error) {
 	arn := func(service, name string) string {
 		return fmt.Sprintf("arn:%s:%s:%s:%s:%s", partition, service, a.Region, a.AccountID, name)
 	}
+	sorted := func(l StringList) StringList {
+		slices.Sort(l)
+		return slices.Compact(l)
+	}
 	doc := PolicyDocument{Version: PolicyVersion}
 	if len(a.Publishes) > 0 {
 		var topics StringList
 		for _, tp := range a.Publishes {
 			topics = append(topics, arn("sns", physical(tp.Name, tp.FIFO)))
 		}
-		slices.Sort(topics)
-		topics = slices.Compact(topics)
 		doc.Statement = append(doc.Statement, Statement{
 			Sid:      "PublishToTopics",
 			Effect:   "Allow",
-			Action:   StringList{"sns:GetTopicAttributes", "sns:Publish"},
-			Resource: topics,
+			Action:   StringList{"sns:GetTopicAttributes", "sns:ListSubscriptionsByTopic", "sns:Publish"},
+			Resource: sorted(topics),
 		})
 	}
 	if len(a.Consumes) > 0 {
-		var queues StringList
+		var queues, dlqs, topics StringList
 		for _, q := range a.Consumes {
 			q = q.WithDefaults()
 			queues = append(queues, arn("sqs", physical(q.Name, q.FIFO)))
-			if a.ReadDeadLetters && q.DeadLetterQueue != "" {
-				queues = append(queues, arn("sqs", physical(q.DeadLetterQueue, q.FIFO)))
+			if q.DeadLetterQueue != "" {
+				dlq := arn("sqs", physical(q.DeadLetterQueue, q.FIFO))
+				if a.ReadDeadLetters {
+					queues = append(queues, dlq)
+				} else {
+					dlqs = append(dlqs, dlq)
+				}
+			}
+			for _, tp := range q.Topics {
+				topics = append(topics, arn("sns", physical(tp, q.FIFO)))
 			}
 		}
-		slices.Sort(queues)
-		queues = slices.Compact(queues)
+		queues = sorted(queues)
+		dlqs = slices.DeleteFunc(sorted(dlqs), func(d string) bool { return slices.Contains(queues, d) })
 		doc.Statement = append(doc.Statement, Statement{
 			Sid:    "ConsumeQueues",
 			Effect: "Allow",
@@ -202,6 +225,24 @@ func ServicePolicy(a ServiceAccess) (PolicyDocument, error) {
 			},
 			Resource: queues,
 		})
+		if len(dlqs) > 0 {
+			doc.Statement = append(doc.Statement, Statement{
+				Sid:      "VerifyDeadLetterQueues",
+				Effect:   "Allow",
+				Action:   StringList{"sqs:GetQueueAttributes", "sqs:GetQueueUrl"},
+				Resource: dlqs,
+			})
+		}
+		if len(topics) > 0 {
+			doc.Statement = append(doc.Statement, Statement{
+				Sid:    "VerifySubscriptions",
+				Effect: "Allow",
+				Action: StringList{
+					"sns:GetSubscriptionAttributes", "sns:GetTopicAttributes", "sns:ListSubscriptionsByTopic",
+				},
+				Resource: sorted(topics),
+			})
+		}
 	}
 	// GetCallerIdentity needs no permission; Config.AccountID skips it anyway.
 	return doc, nil

@@ -31,13 +31,24 @@ func TestServicePolicy(t *testing.T) {
 	if err := json.Unmarshal([]byte(text), &back); err != nil {
 		t.Fatalf("policy is not JSON: %v\n%s", err, text)
 	}
-	if back.Version != "2012-10-17" || len(back.Statement) != 2 {
-		t.Fatalf("policy has version %q and %d statements, want 2012-10-17 and 2:\n%s", back.Version, len(back.Statement), text)
+	// Publish, consume, and verify the consumed queues' subscriptions (which
+	// Declare does with AutoCreate off; the DLQs are readable, so no
+	// verify-only DLQ statement). internal/awscalls proves them sufficient.
+	if back.Version != "2012-10-17" || len(back.Statement) != 3 {
+		t.Fatalf("policy has version %q and %d statements, want 2012-10-17 and 3:\n%s", back.Version, len(back.Statement), text)
 	}
-	pub, con := back.Statement[0], back.Statement[1]
+	pub, con, sub := back.Statement[0], back.Statement[1], back.Statement[2]
+	wantSub := edaaws.Statement{
+		Sid: "VerifySubscriptions", Effect: "Allow",
+		Action:   edaaws.StringList{"sns:GetSubscriptionAttributes", "sns:GetTopicAttributes", "sns:ListSubscriptionsByTopic"},
+		Resource: edaaws.StringList{"arn:aws:sns:eu-west-1:123456789012:orders", "arn:aws:sns:eu-west-1:123456789012:payments.fifo"},
+	}
+	if sub.Sid != wantSub.Sid || !slices.Equal(sub.Action, wantSub.Action) || !slices.Equal(sub.Resource, wantSub.Resource) {
+		t.Errorf("subscriptions statement %+v, want %+v", sub, wantSub)
+	}
 	wantPub := edaaws.Statement{
 		Sid: "PublishToTopics", Effect: "Allow",
-		Action:   edaaws.StringList{"sns:GetTopicAttributes", "sns:Publish"},
+		Action:   edaaws.StringList{"sns:GetTopicAttributes", "sns:ListSubscriptionsByTopic", "sns:Publish"},
 		Resource: edaaws.StringList{"arn:aws:sns:eu-west-1:123456789012:orders", "arn:aws:sns:eu-west-1:123456789012:payments.fifo"},
 	}
 	if pub.Sid != wantPub.Sid || pub.Effect != wantPub.Effect || !slices.Equal(pub.Action, wantPub.Action) || !slices.Equal(pub.Resource, wantPub.Resource) {
@@ -62,7 +73,8 @@ func TestServicePolicy(t *testing.T) {
 		}
 	}
 
-	// Without ReadDeadLetters the DLQ is not readable.
+	// Without ReadDeadLetters the DLQ is not readable: Declare only
+	// verifies it (get URL and attributes).
 	doc, err = edaaws.ServicePolicy(edaaws.ServiceAccess{
 		Region: "eu-west-1", AccountID: "123456789012", Partition: "aws-cn",
 		Consumes: []transport.Queue{{Name: "inventory", MaxReceiveCount: 5}},
@@ -70,7 +82,9 @@ func TestServicePolicy(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(doc.Statement) != 1 || !slices.Equal(doc.Statement[0].Resource, edaaws.StringList{"arn:aws-cn:sqs:eu-west-1:123456789012:inventory"}) {
+	if len(doc.Statement) != 2 || !slices.Equal(doc.Statement[0].Resource, edaaws.StringList{"arn:aws-cn:sqs:eu-west-1:123456789012:inventory"}) ||
+		doc.Statement[1].Sid != "VerifyDeadLetterQueues" || !slices.Equal(doc.Statement[1].Action, edaaws.StringList{"sqs:GetQueueAttributes", "sqs:GetQueueUrl"}) ||
+		!slices.Equal(doc.Statement[1].Resource, edaaws.StringList{"arn:aws-cn:sqs:eu-west-1:123456789012:inventory-dlq"}) {
 		t.Errorf("consume-only policy: %s", doc.JSON())
 	}
 }
