@@ -461,30 +461,18 @@ func (q *queue) settleAfter(e *entry, receipt uint64, ack bool, delay time.Durat
 	q.wakeLocked()
 }
 
-// heartbeat extends the visibility of e, held by a consumer, every third of
-// the visibility timeout until stop is closed or e is settled.
-func (q *queue) heartbeat(e *entry, receipt uint64, stop <-chan struct{}) {
+// extend restarts the visibility timeout of e, held by a consumer (the
+// heartbeat). A stale receipt, or a timeout that has just fired, is left
+// alone.
+func (q *queue) extend(e *entry, receipt uint64) {
 	t := q.t
-	tick := time.NewTicker(max(q.decl.VisibilityTimeout/3, time.Microsecond))
-	defer tick.Stop()
-	for {
-		select {
-		case <-stop:
-			return
-		case <-t.closing:
-			return
-		case <-tick.C:
-		}
-		t.mu.Lock()
-		_, ok := q.inflight[e]
-		if !ok || e.receipt != receipt {
-			t.mu.Unlock()
-			return
-		}
-		if e.timer.Stop() { // false: it fired, the entry is on its way back
-			e.timer.Reset(q.decl.VisibilityTimeout)
-		}
-		t.mu.Unlock()
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if _, ok := q.inflight[e]; !ok || e.receipt != receipt {
+		return
+	}
+	if e.timer.Stop() { // false: it fired, the entry is on its way back
+		e.timer.Reset(q.decl.VisibilityTimeout)
 	}
 }
 
@@ -500,6 +488,14 @@ func compare(a, b uint64) int {
 
 func (q *queue) consume(ctx context.Context, out chan<- *message.Message) {
 	t := q.t
+	// The heartbeat: while the consumer holds a message (from its receive
+	// until it is settled or the consumer stops) its visibility timeout is
+	// restarted every third of it.
+	t.mu.Lock()
+	vt := q.decl.VisibilityTimeout
+	t.mu.Unlock()
+	beat := time.NewTicker(max(vt/3, time.Microsecond))
+	defer beat.Stop()
 	for {
 		t.mu.Lock()
 		e := q.receiveLocked()
@@ -527,36 +523,44 @@ func (q *queue) consume(ctx context.Context, out chan<- *message.Message) {
 			}
 		}
 
-		// The heartbeat keeps the message invisible from its receive until
-		// it is settled or the consumer stops.
-		hbStop := make(chan struct{})
-		t.wg.Add(1)
-		go func() {
-			defer t.wg.Done()
-			q.heartbeat(e, receipt, hbStop)
-		}()
 		msgCtx, cancel := context.WithCancel(ctx)
 		msg.SetContext(msgCtx)
-		select {
-		case out <- msg:
-		case <-ctx.Done():
-			close(hbStop)
-			cancel()
-			q.settle(e, receipt, false) // never handed over: visible again now
-			return
-		case <-t.closing:
-			close(hbStop)
-			cancel()
-			q.settle(e, receipt, false)
+	handOver:
+		for {
+			select {
+			case out <- msg:
+				break handOver
+			case <-beat.C:
+				q.extend(e, receipt)
+			case <-ctx.Done():
+				cancel()
+				q.settle(e, receipt, false) // never handed over: visible again now
+				return
+			case <-t.closing:
+				cancel()
+				q.settle(e, receipt, false)
+				return
+			}
+		}
+		if !q.await(ctx, msg, e, receipt, beat.C, cancel) {
 			return
 		}
+	}
+}
+
+// await waits for the verdict on msg, extending its visibility on every
+// beat; false means the consumer stops.
+func (q *queue) await(ctx context.Context, msg *message.Message, e *entry, receipt uint64, beat <-chan time.Time, cancel context.CancelFunc) bool {
+	t := q.t
+	for {
 		select {
+		case <-beat:
+			q.extend(e, receipt)
+			continue
 		case <-msg.Acked():
-			close(hbStop)
 			q.settle(e, receipt, true)
 			cancel()
 		case <-msg.Nacked():
-			close(hbStop)
 			q.settleAfter(e, receipt, false, transport.RedeliveryDelay(msg))
 			cancel()
 		case <-ctx.Done():
@@ -564,7 +568,6 @@ func (q *queue) consume(ctx context.Context, out chan<- *message.Message) {
 			// more heartbeat; keep listening for its verdict until the
 			// visibility timeout, as an SQS consumer's late DeleteMessage
 			// would still count.
-			close(hbStop)
 			t.wg.Add(1)
 			go func() {
 				defer t.wg.Done()
@@ -578,11 +581,11 @@ func (q *queue) consume(ctx context.Context, out chan<- *message.Message) {
 				case <-time.After(q.decl.VisibilityTimeout):
 				}
 			}()
-			return
+			return false
 		case <-t.closing:
-			close(hbStop)
 			cancel()
-			return
+			return false
 		}
+		return true
 	}
 }
