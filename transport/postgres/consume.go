@@ -72,6 +72,7 @@ type consumer struct {
 	dlq        string
 	wake       chan struct{}
 	out        chan *message.Message
+	beat       *time.Ticker // the heartbeat: every third of vt
 
 	buf       []received // received, not yet handed out
 	fetched   time.Time  // when buf was received (before the query: a lower bound of the lease start)
@@ -109,6 +110,8 @@ func (c *consumer) flushDelay() time.Duration { return min(c.vt/4, maxFlushDelay
 
 func (c *consumer) run(ctx context.Context) {
 	t := c.t
+	c.beat = time.NewTicker(max(c.vt/3, time.Millisecond))
+	defer c.beat.Stop()
 	defer func() {
 		c.release(ctx, c.buf)
 		c.flush(ctx)
@@ -175,14 +178,6 @@ func (c *consumer) deliver(ctx context.Context, r received, msg *message.Message
 		flushTimer = timer.C
 	}
 	leased := c.fetched // the lease runs vt from here (a lower bound)
-	beat := time.NewTicker(max(c.vt/3, time.Millisecond))
-	defer beat.Stop()
-	heartbeat := func() {
-		at := time.Now()
-		if c.extend(ctx, r) {
-			leased = at
-		}
-	}
 	for sent := false; !sent; {
 		select {
 		case c.out <- msg:
@@ -190,8 +185,10 @@ func (c *consumer) deliver(ctx context.Context, r received, msg *message.Message
 		case <-flushTimer:
 			c.flush(ctx)
 			flushTimer = nil
-		case <-beat.C:
-			heartbeat()
+		case <-c.beat.C:
+			if at := time.Now(); c.extend(ctx, r) {
+				leased = at
+			}
 		case <-ctx.Done():
 			cancel()
 			c.release(ctx, []received{r})
@@ -215,8 +212,10 @@ func (c *consumer) deliver(ctx context.Context, r received, msg *message.Message
 		case <-flushTimer:
 			c.flush(ctx)
 			flushTimer = nil
-		case <-beat.C:
-			heartbeat()
+		case <-c.beat.C:
+			if at := time.Now(); c.extend(ctx, r) {
+				leased = at
+			}
 		case <-ctx.Done():
 			// Stopping with a message in its handler: no more heartbeat;
 			// keep listening for its verdict until the lease ends, as SQS
