@@ -8,6 +8,12 @@
 // delivered again; after MaxReceiveCount receives it moves to the queue's
 // dead-letter queue. FIFO queues deliver messages of one group in order, one
 // in flight at a time, and drop duplicates within a deduplication window.
+// Where Features says so, a subscriber extends the visibility of a message
+// while its handler runs (Heartbeat), a message nacked with a
+// RedeliveryDelay comes back only after it (DelayedRedelivery), and Publish
+// holds a message with MetadataDeliverAt until that time (DelayedDelivery,
+// up to MaxDeliveryDelay, else ErrDelayUnsupported); the delay keys are
+// requests to the transport and are not delivered.
 //
 // A Transport is a Watermill message.Publisher (topic → queues) and a
 // message.Subscriber (Subscribe takes a queue name), so it plugs straight into

@@ -19,9 +19,22 @@
 //     per call, calls in parallel on standard topics); Subscribe receives in
 //     batches with long polling, hands out Config.Concurrency messages at once
 //     (one per FIFO group), extends the visibility of held messages while
-//     handlers run, deletes acked messages in batches and makes nacked ones
-//     visible at once. transport.MetadataReceiveCount comes from SQS's
+//     handlers run (heartbeat), deletes acked messages in batches and makes
+//     nacked ones visible at once, or after their transport.RedeliveryDelay
+//     (ChangeMessageVisibility; at most 12 hours from the receive).
+//     transport.MetadataReceiveCount comes from SQS's
 //     ApproximateReceiveCount.
+//   - Delayed delivery: SNS has no per-message delay, so a message whose
+//     transport.MetadataDeliverAt is in the future (at most MaxDeliveryDelay,
+//     15 minutes) is sent by Publish itself with SQS SendMessageBatch and
+//     DelaySeconds to every queue subscribed to the topic, with the body and
+//     attributes a raw SNS delivery would have given it. That needs
+//     sqs:SendMessage (and sqs:GetQueueUrl) on those queues and
+//     sns:ListSubscriptionsByTopic and sns:GetSubscriptionAttributes on the
+//     topic, besides sns:Publish. A FIFO topic, a subscription with a filter
+//     policy or one that is not raw SQS delivery makes such a Publish fail
+//     with transport.ErrDelayUnsupported, sending nothing. The delay keys
+//     are never sent as attributes.
 //   - FIFO: a transport.Queue with FIFO becomes "name.fifo" queues and topics;
 //     MessageGroupId is transport.MetadataGroupID (the event's ordering key),
 //     MessageDeduplicationId is transport.DedupID (the event id). Handler code

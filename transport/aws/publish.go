@@ -47,6 +47,16 @@ type outgoing struct {
 // transport.ErrMissingGroupID. When calls to SNS fail, Publish returns a
 // *PublishError listing the messages not sent; the others were sent.
 //
+// A message with transport.MetadataDeliverAt in the future (at most
+// MaxDeliveryDelay ahead) skips SNS: it is sent with SQS SendMessageBatch and
+// DelaySeconds to every queue subscribed to the topic, as SNS would have
+// delivered it (see delay.go; this needs sqs:SendMessage on those queues).
+// A topic where that would differ from SNS (FIFO, a filter policy, a
+// subscription that is not raw SQS) fails with transport.ErrDelayUnsupported
+// and nothing of the call is sent; a malformed MetadataDeliverAt fails with
+// transport.ErrInvalidConfig. Neither transport.MetadataDeliverAt nor
+// transport.MetadataRedeliveryDelay is sent.
+//
 // The calls use the first message's context (msg.Context()).
 func (t *Transport) Publish(topic string, msgs ...*message.Message) error {
 	if strings.TrimSpace(topic) == "" {
@@ -64,15 +74,61 @@ func (t *Transport) Publish(topic string, msgs ...*message.Message) error {
 	if err != nil {
 		return err
 	}
+	delays, delayed, err := deliveryDelays(topic, info, msgs)
+	if err != nil {
+		return err
+	}
+	var queues []subscriber
+	if delayed {
+		if queues, err = t.subscribersOf(ctx, topic, info); err != nil {
+			return err
+		}
+	}
 	out, err := t.prepare(ctx, topic, info, msgs)
 	if err != nil {
 		return err
 	}
+	var failed []int
+	var errs []error
+	if !delayed {
+		failed, err = t.publishSNS(ctx, topic, info, out)
+		errs = append(errs, err)
+	} else {
+		var now, later []outgoing
+		for _, o := range out {
+			if delays[o.index] > 0 {
+				later = append(later, o)
+			} else {
+				now = append(now, o)
+			}
+		}
+		if len(now) > 0 {
+			idx, err := t.publishSNS(ctx, topic, info, now)
+			failed, errs = append(failed, idx...), append(errs, err)
+		}
+		idx, err := t.sendDelayed(ctx, queues, later, delays)
+		failed, errs = append(failed, idx...), append(errs, err)
+	}
+	if err := errors.Join(errs...); err != nil {
+		slices.Sort(failed)
+		failed = slices.Compact(failed)
+		e := &PublishError{Topic: topic, Total: len(out), Err: err}
+		for _, i := range failed {
+			e.Failed = append(e.Failed, out[i].msg.UUID)
+		}
+		return e
+	}
+	return nil
+}
+
+// publishSNS sends messages to the topic; it returns the indices (in the
+// Publish call) of those not sent.
+func (t *Transport) publishSNS(ctx context.Context, topic string, info topicInfo, out []outgoing) ([]int, error) {
 	if len(out) == 1 {
 		if err := t.publishOne(ctx, topic, info, out[0]); err != nil {
-			return &PublishError{Topic: topic, Failed: []string{out[0].msg.UUID}, Total: 1, Err: err}
+			return []int{out[0].index}, err
 		}
-		return nil
+		return nil, nil
 	}
 	size := maxBatch
 	if info.fifo {
@@ -123,15 +179,7 @@ func (t *Transport) Publish(topic string, msgs ...*message.Message) error {
 		}
 		wg.Wait()
 	}
-	if len(errs) == 0 {
-		return nil
-	}
-	slices.Sort(failed)
-	e := &PublishError{Topic: topic, Total: len(out), Err: errors.Join(errs...)}
-	for _, i := range failed {
-		e.Failed = append(e.Failed, out[i].msg.UUID)
-	}
-	return e
+	return failed, errors.Join(errs...)
 }
 
 // PublishError is returned by Publish when some of its messages were not
@@ -174,12 +222,13 @@ func (t *Transport) prepare(ctx context.Context, topic string, info topicInfo, m
 			o.group = fifoID(o.group)
 			o.dedup = fifoID(transport.DedupID(msg))
 		}
-		w, err := encode(msg, "", t.cfg.Attributes)
+		wm := wireMetadata(msg) // the delay requests are for the transport, not the wire
+		w, err := encode(wm, "", t.cfg.Attributes)
 		if err != nil {
 			return nil, err
 		}
 		o.wire = w
-		size := transport.MessageSize(msg)
+		size := transport.MessageSize(wm)
 		if size > MaxMessageSize || w.size() > MaxWireSize {
 			if t.cfg.ClaimCheck == nil {
 				return nil, transport.TooLargeError(topic, msg, max(size, w.size()), MaxMessageSize)
@@ -191,7 +240,7 @@ func (t *Transport) prepare(ctx context.Context, topic string, info topicInfo, m
 	for _, i := range claim {
 		msg := out[i].msg
 		key := uuid.NewString()
-		w, err := encode(msg, key, t.cfg.Attributes)
+		w, err := encode(wireMetadata(msg), key, t.cfg.Attributes)
 		if err != nil {
 			return nil, err
 		}

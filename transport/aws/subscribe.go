@@ -30,7 +30,9 @@ const settleTimeout = 30 * time.Second
 // held message while its handler runs (heartbeat), so a handler may run
 // longer than the visibility timeout. Ack deletes the message (acks are
 // gathered into DeleteMessageBatch calls); Nack makes it visible again at
-// once (ChangeMessageVisibility 0). Delivered messages carry
+// once (ChangeMessageVisibility 0), or after its transport.RedeliveryDelay
+// (ChangeMessageVisibility of that many seconds, rounded up, at most what
+// SQS allows: 12 hours from the receive). Delivered messages carry
 // transport.MetadataReceiveCount (SQS ApproximateReceiveCount).
 //
 // watermill-aws's SQS subscriber handles one message at a time, deletes one
@@ -111,8 +113,9 @@ type subscription struct {
 
 type held struct {
 	raw       sqstypes.Message
-	handed    bool // given to a handler; guarded by subscription.mu
-	slotFreed bool // acked, its slot given back, waiting for its delete; guarded by subscription.mu
+	received  time.Time // before the ReceiveMessage call that returned it
+	handed    bool      // given to a handler; guarded by subscription.mu
+	slotFreed bool      // acked, its slot given back, waiting for its delete; guarded by subscription.mu
 }
 
 type verdict int
@@ -190,6 +193,7 @@ func (s *subscription) poll() {
 				return
 			}
 		}
+		start := time.Now()
 		out, err, ok := s.receive(n)
 		if !ok {
 			return
@@ -215,14 +219,14 @@ func (s *subscription) poll() {
 			continue
 		}
 		backoff = 100 * time.Millisecond
-		s.dispatch(msgs)
+		s.dispatch(msgs, start)
 	}
 }
 
 // dispatch registers received messages as held and sends them to the
 // workers.
-func (s *subscription) dispatch(msgs []sqstypes.Message) {
-	for _, u := range s.units(msgs) {
+func (s *subscription) dispatch(msgs []sqstypes.Message, received time.Time) {
+	for _, u := range s.units(msgs, received) {
 		select {
 		case s.work <- u:
 		case <-s.ctx.Done():
@@ -238,6 +242,7 @@ func (s *subscription) dispatch(msgs []sqstypes.Message) {
 // subscription of the queue, or are released at once (adopt). ok is false
 // when the subscription stopped.
 func (s *subscription) receive(n int) (out *sqs.ReceiveMessageOutput, err error, ok bool) {
+	start := time.Now()
 	cfg := s.t.cfg
 	in := &sqs.ReceiveMessageInput{
 		QueueUrl:              &s.q.url,
@@ -281,7 +286,7 @@ func (s *subscription) receive(n int) (out *sqs.ReceiveMessageOutput, err error,
 	go func() {
 		defer t.wg.Done()
 		if r := <-done; r.err == nil && len(r.out.Messages) > 0 {
-			t.adopt(s.q, r.out.Messages)
+			t.adopt(s.q, r.out.Messages, start)
 		}
 	}()
 	return nil, nil, false
@@ -289,7 +294,7 @@ func (s *subscription) receive(n int) (out *sqs.ReceiveMessageOutput, err error,
 
 // adopt gives messages received for a stopped subscription to a running one
 // of the same queue, or releases them.
-func (t *Transport) adopt(q queueInfo, msgs []sqstypes.Message) {
+func (t *Transport) adopt(q queueInfo, msgs []sqstypes.Message, received time.Time) {
 	t.mu.Lock()
 	var subs []*subscription
 	for s := range t.live[q.url] {
@@ -297,7 +302,7 @@ func (t *Transport) adopt(q queueInfo, msgs []sqstypes.Message) {
 	}
 	t.mu.Unlock()
 	for _, s := range subs {
-		if s.inject(msgs) {
+		if s.inject(msgs, received) {
 			return
 		}
 	}
@@ -311,7 +316,7 @@ func (t *Transport) adopt(q queueInfo, msgs []sqstypes.Message) {
 }
 
 // inject takes adopted messages if the subscription runs and has room.
-func (s *subscription) inject(msgs []sqstypes.Message) bool {
+func (s *subscription) inject(msgs []sqstypes.Message, received time.Time) bool {
 	s.mu.Lock()
 	if !s.accepting {
 		s.mu.Unlock()
@@ -330,20 +335,20 @@ func (s *subscription) inject(msgs []sqstypes.Message) bool {
 			return false
 		}
 	}
-	s.dispatch(msgs)
+	s.dispatch(msgs, received)
 	return true
 }
 
 // units registers received messages as held and splits them into units of
 // work: each message of a standard queue alone; on a FIFO queue, each
 // group's messages together, in order.
-func (s *subscription) units(msgs []sqstypes.Message) [][]*held {
+func (s *subscription) units(msgs []sqstypes.Message, received time.Time) [][]*held {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	var units [][]*held
 	groups := map[string]int{}
 	for _, m := range msgs {
-		h := &held{raw: m}
+		h := &held{raw: m, received: received}
 		s.held[h] = struct{}{}
 		if !s.q.fifo {
 			units = append(units, []*held{h})
@@ -410,7 +415,7 @@ func (s *subscription) deliver(h *held) verdict {
 		return acked
 	case <-msg.Nacked():
 		cancel()
-		s.release([]*held{h})
+		s.releaseAfter([]*held{h}, transport.RedeliveryDelay(msg))
 		return nacked
 	case <-s.ctx.Done():
 		// The consumer stops with the message in its handler: no more
@@ -429,7 +434,7 @@ func (s *subscription) deliver(h *held) verdict {
 			case <-msg.Acked():
 				s.deleteBatch(ctx, []*held{h})
 			case <-msg.Nacked():
-				s.changeVisibility(ctx, []*held{h}, 0)
+				s.changeVisibility(ctx, []*held{h}, redeliveryVisibility(h, transport.RedeliveryDelay(msg)))
 			case <-timer.C:
 			case <-t.closeCtx.Done():
 			}
@@ -512,7 +517,11 @@ func (s *subscription) freeSlot(h *held) {
 }
 
 // release makes messages visible again at once, in order.
-func (s *subscription) release(hs []*held) {
+func (s *subscription) release(hs []*held) { s.releaseAfter(hs, 0) }
+
+// releaseAfter makes messages visible again after delay (a nack's
+// transport.RedeliveryDelay).
+func (s *subscription) releaseAfter(hs []*held, delay time.Duration) {
 	if len(hs) == 0 {
 		return
 	}
@@ -523,7 +532,30 @@ func (s *subscription) release(hs []*held) {
 	s.hbMu.Unlock()
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(s.ctx), settleTimeout)
 	defer cancel()
-	s.changeVisibility(ctx, hs, 0)
+	if delay <= 0 {
+		s.changeVisibility(ctx, hs, 0)
+		return
+	}
+	for _, h := range hs { // one message in practice: a nack
+		s.changeVisibility(ctx, []*held{h}, redeliveryVisibility(h, delay))
+	}
+}
+
+// MaxRedeliveryDelay is the longest transport.RedeliveryDelay honoured: SQS
+// keeps a message invisible at most 12 hours from its receive. Longer delays
+// are shortened to what is left of that.
+const MaxRedeliveryDelay = 12 * time.Hour
+
+// redeliveryVisibility is the visibility timeout that makes h visible again
+// after delay: whole seconds, rounded up, within what SQS accepts (the 12
+// hours count from the receive; a second is kept for clock drift).
+func redeliveryVisibility(h *held, delay time.Duration) time.Duration {
+	if delay <= 0 {
+		return 0
+	}
+	d := (delay + time.Second - 1).Truncate(time.Second)
+	left := (MaxRedeliveryDelay - time.Since(h.received) - time.Second).Truncate(time.Second)
+	return max(0, min(d, left))
 }
 
 // acker gathers acks into DeleteMessageBatch calls: whatever arrived while

@@ -305,6 +305,7 @@ func (t *Transport) remember(topo Topology, st *planState) {
 	for _, tp := range topics {
 		if info, ok := st.topics[tp.Name]; ok {
 			t.topics[tp.Name] = info
+			delete(t.subscribers, info.arn) // its subscriptions may have changed
 		}
 	}
 	for _, q := range topo.Queues {

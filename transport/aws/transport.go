@@ -42,7 +42,10 @@ type Transport struct {
 	queues   map[string]queueInfo // queue name as declared → resolved
 	dlqOf    map[string]string    // DLQ name → the queue it serves (declared here)
 	cancels  map[*subscription]context.CancelFunc
-	wg       sync.WaitGroup // subscriptions, publishes and late verdicts in flight
+	// subscribers caches the SQS subscribers of topics (by ARN) for
+	// delayed messages.
+	subscribers map[string]subscribers
+	wg          sync.WaitGroup // subscriptions, publishes and late verdicts in flight
 }
 
 var _ transport.Transport = (*Transport)(nil)
@@ -90,6 +93,8 @@ func New(cfg Config) (*Transport, error) {
 		dlqOf:   map[string]string{},
 		cancels: map[*subscription]context.CancelFunc{},
 		live:    map[string]map[*subscription]struct{}{},
+
+		subscribers: map[string]subscribers{},
 	}
 	t.closeCtx, t.closeAll = context.WithCancel(context.Background())
 	return t, nil
@@ -110,6 +115,11 @@ func (t *Transport) Features() transport.Features {
 		VisibilityTimeout:    true,
 		MaxMessageSize:       size,
 		MinVisibilityTimeout: time.Second,
+		Heartbeat:            true,
+		DelayedRedelivery:    true,
+		MaxRedeliveryDelay:   MaxRedeliveryDelay,
+		DelayedDelivery:      true,
+		MaxDeliveryDelay:     MaxDeliveryDelay,
 	}
 }
 

@@ -14,6 +14,15 @@
 // standard queues do. Messages over MaxMessageSize (256 KiB by default, the
 // SQS limit) are refused with transport.ErrMessageTooLarge.
 //
+// Delays: a message published with transport.MetadataDeliverAt in the future
+// becomes visible at that time, and a message nacked with a
+// transport.RedeliveryDelay comes back after it (its receive count still
+// grows); any delay works, and neither key is delivered. On a FIFO queue a
+// delayed message holds back the rest of its group. While a handler holds a
+// message the subscriber extends its visibility every third of the
+// visibility timeout (heartbeat); when the subscription's context ends first,
+// the message comes back one visibility timeout later.
+//
 // Messages live in memory: they are lost when the process exits. Use the
 // Postgres transport where that matters.
 package memory

@@ -91,6 +91,9 @@ func (t *Transport) Features() transport.Features {
 		VisibilityTimeout:    true,
 		MaxMessageSize:       size,
 		MinVisibilityTimeout: time.Millisecond,
+		Heartbeat:            true,
+		DelayedRedelivery:    true,
+		DelayedDelivery:      true,
 	}
 }
 
@@ -164,6 +167,10 @@ func (t *Transport) declareLocked(decl transport.Queue, dlq *queue, asDLQ bool) 
 // Publish sends msgs to every queue subscribed to topic. All messages are
 // checked first; if one is invalid nothing is sent. Publishing to a topic no
 // queue subscribes to succeeds and delivers nothing, as SNS does.
+//
+// A message with transport.MetadataDeliverAt in the future becomes visible
+// at that time (any delay); the key itself is not stored. On a FIFO queue a
+// delayed message holds back the later messages of its group.
 func (t *Transport) Publish(topic string, msgs ...*message.Message) error {
 	if topic == "" {
 		return fmt.Errorf("%w: memory: empty topic", transport.ErrInvalidConfig)
@@ -174,7 +181,13 @@ func (t *Transport) Publish(topic string, msgs ...*message.Message) error {
 		return transport.ErrClosed
 	}
 	queues := t.topics[topic]
-	for _, msg := range msgs {
+	at := make([]time.Time, len(msgs))
+	for i, msg := range msgs {
+		deliverAt, _, err := transport.DeliverAt(msg)
+		if err != nil {
+			return fmt.Errorf("memory: publish to %q: %w", topic, err)
+		}
+		at[i] = deliverAt
 		if t.cfg.MaxMessageSize > 0 {
 			if size := transport.MessageSize(msg); size > t.cfg.MaxMessageSize {
 				return transport.TooLargeError(topic, msg, size, t.cfg.MaxMessageSize)
@@ -187,12 +200,21 @@ func (t *Transport) Publish(topic string, msgs ...*message.Message) error {
 		}
 	}
 	now := time.Now()
-	for _, msg := range msgs {
+	for i, msg := range msgs {
 		for _, q := range queues {
-			q.enqueueLocked(msg.UUID, msg.Payload, maps.Clone(msg.Metadata), now)
+			q.enqueueLocked(msg.UUID, msg.Payload, storedMetadata(msg.Metadata), now, at[i])
 		}
 	}
 	return nil
+}
+
+// storedMetadata copies md without the keys that ask the transport for a
+// delay: they are requests to the transport, not part of the message.
+func storedMetadata(md message.Metadata) message.Metadata {
+	md = maps.Clone(md)
+	delete(md, transport.MetadataDeliverAt)
+	delete(md, transport.MetadataRedeliveryDelay)
+	return md
 }
 
 // Subscribe starts one consumer of queue. The channel closes when ctx is
@@ -234,7 +256,8 @@ func (t *Transport) Close() error {
 }
 
 // Depth returns how many messages of queue wait to be received and how many
-// are in flight (received, not yet settled).
+// are in flight (received, not yet settled). Delayed messages (delivery or
+// redelivery delay not yet over) are neither.
 func (t *Transport) Depth(queueName string) (visible, inFlight int, err error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -242,7 +265,13 @@ func (t *Transport) Depth(queueName string) (visible, inFlight int, err error) {
 	if !ok {
 		return 0, 0, fmt.Errorf("%w: memory: %q", transport.ErrUnknownQueue, queueName)
 	}
-	return len(q.ready), len(q.inflight), nil
+	now := time.Now()
+	for _, e := range q.ready {
+		if !e.visibleAt.After(now) {
+			visible++
+		}
+	}
+	return visible, len(q.inflight), nil
 }
 
 // queue state is guarded by Transport.mu.
@@ -253,7 +282,8 @@ type queue struct {
 	plain bool // declared only as another queue's DLQ
 
 	seq       uint64
-	ready     []*entry // standard: delivery order; FIFO: sorted by seq
+	ready     []*entry // standard: delivery order, all visible; FIFO: sorted by seq, delayed ones included
+	delayed   int      // standard: entries waiting for their visibleAt, outside ready
 	inflight  map[*entry]struct{}
 	busy      map[string]bool     // FIFO groups with a message in flight
 	seen      map[string]struct{} // FIFO dedup ids within the window
@@ -275,9 +305,14 @@ type entry struct {
 	received int
 	receipt  uint64
 	timer    *time.Timer
+	// visibleAt, when in the future, is when a delayed entry (delivery or
+	// redelivery delay) becomes receivable. A standard queue keeps such
+	// entries out of ready until then; a FIFO queue keeps them in ready, in
+	// order, where they hold back their group.
+	visibleAt time.Time
 }
 
-func (q *queue) enqueueLocked(uuid string, payload message.Payload, md message.Metadata, now time.Time) {
+func (q *queue) enqueueLocked(uuid string, payload message.Payload, md message.Metadata, now, visibleAt time.Time) {
 	group := md.Get(transport.MetadataGroupID)
 	if q.decl.FIFO {
 		id := transport.DedupID(&message.Message{UUID: uuid, Metadata: md})
@@ -292,8 +327,45 @@ func (q *queue) enqueueLocked(uuid string, payload message.Payload, md message.M
 		q.seenOrder = append(q.seenOrder, seenID{id, now})
 	}
 	q.seq++
-	q.ready = append(q.ready, &entry{uuid: uuid, payload: payload, metadata: md, seq: q.seq, group: group})
+	e := &entry{uuid: uuid, payload: payload, metadata: md, seq: q.seq, group: group}
+	if visibleAt.After(now) {
+		q.makeReadyAtLocked(e, visibleAt)
+		return
+	}
+	q.ready = append(q.ready, e)
 	q.wakeLocked()
+}
+
+// makeReadyAtLocked puts e back in the queue, receivable from at on.
+func (q *queue) makeReadyAtLocked(e *entry, at time.Time) {
+	e.visibleAt = at
+	d := time.Until(at)
+	if q.decl.FIFO {
+		i, _ := slices.BinarySearchFunc(q.ready, e.seq, func(x *entry, seq uint64) int { return compare(x.seq, seq) })
+		q.ready = slices.Insert(q.ready, i, e)
+		if d > 0 {
+			time.AfterFunc(d, func() {
+				q.t.mu.Lock()
+				defer q.t.mu.Unlock()
+				q.wakeLocked()
+			})
+		}
+		q.wakeLocked()
+		return
+	}
+	if d <= 0 {
+		q.ready = append(q.ready, e)
+		q.wakeLocked()
+		return
+	}
+	q.delayed++
+	time.AfterFunc(d, func() {
+		q.t.mu.Lock()
+		defer q.t.mu.Unlock()
+		q.delayed--
+		q.ready = append(q.ready, e)
+		q.wakeLocked()
+	})
 }
 
 func (q *queue) wakeLocked() {
@@ -307,7 +379,7 @@ func (q *queue) receiveLocked() *entry {
 	for {
 		i := 0
 		if q.decl.FIFO {
-			i = slices.IndexFunc(q.ready, func(e *entry) bool { return !q.busy[e.group] })
+			i = q.fifoHeadLocked()
 		} else if len(q.ready) == 0 {
 			i = -1
 		}
@@ -326,7 +398,7 @@ func (q *queue) receiveLocked() *entry {
 			md := e.metadata
 			md[transport.MetadataDeadLetterSource] = q.decl.Name
 			delete(md, transport.MetadataReceiveCount)
-			q.dlq.enqueueLocked(e.uuid, e.payload, md, time.Now())
+			q.dlq.enqueueLocked(e.uuid, e.payload, md, time.Now(), time.Time{})
 			continue
 		}
 		e.receipt++
@@ -340,9 +412,37 @@ func (q *queue) receiveLocked() *entry {
 	}
 }
 
+// fifoHeadLocked returns the index in ready of the first entry that can be
+// received: its group has nothing in flight and no earlier entry still
+// delayed. -1 if none.
+func (q *queue) fifoHeadLocked() int {
+	now := time.Now()
+	var held map[string]bool // groups held back by a delayed entry
+	for i, e := range q.ready {
+		if q.busy[e.group] || held[e.group] {
+			continue
+		}
+		if e.visibleAt.After(now) {
+			if held == nil {
+				held = map[string]bool{}
+			}
+			held[e.group] = true
+			continue
+		}
+		return i
+	}
+	return -1
+}
+
 // settle acks (delete) or releases (make visible again) an in-flight entry.
 // A stale receipt, from before the entry was received again, is ignored.
 func (q *queue) settle(e *entry, receipt uint64, ack bool) {
+	q.settleAfter(e, receipt, ack, 0)
+}
+
+// settleAfter is settle with a redelivery delay: a released entry becomes
+// visible again only after delay.
+func (q *queue) settleAfter(e *entry, receipt uint64, ack bool, delay time.Duration) {
 	t := q.t
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -355,14 +455,25 @@ func (q *queue) settle(e *entry, receipt uint64, ack bool) {
 		delete(q.busy, e.group)
 	}
 	if !ack {
-		if q.decl.FIFO {
-			i, _ := slices.BinarySearchFunc(q.ready, e.seq, func(x *entry, seq uint64) int { return compare(x.seq, seq) })
-			q.ready = slices.Insert(q.ready, i, e)
-		} else {
-			q.ready = append(q.ready, e)
-		}
+		q.makeReadyAtLocked(e, time.Now().Add(delay))
+		return
 	}
 	q.wakeLocked()
+}
+
+// extend restarts the visibility timeout of e, held by a consumer (the
+// heartbeat). A stale receipt, or a timeout that has just fired, is left
+// alone.
+func (q *queue) extend(e *entry, receipt uint64) {
+	t := q.t
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if _, ok := q.inflight[e]; !ok || e.receipt != receipt {
+		return
+	}
+	if e.timer.Stop() { // false: it fired, the entry is on its way back
+		e.timer.Reset(q.decl.VisibilityTimeout)
+	}
 }
 
 func compare(a, b uint64) int {
@@ -377,6 +488,14 @@ func compare(a, b uint64) int {
 
 func (q *queue) consume(ctx context.Context, out chan<- *message.Message) {
 	t := q.t
+	// The heartbeat: while the consumer holds a message (from its receive
+	// until it is settled or the consumer stops) its visibility timeout is
+	// restarted every third of it.
+	t.mu.Lock()
+	vt := q.decl.VisibilityTimeout
+	t.mu.Unlock()
+	beat := time.NewTicker(max(vt/3, time.Microsecond))
+	defer beat.Stop()
 	for {
 		t.mu.Lock()
 		e := q.receiveLocked()
@@ -406,28 +525,49 @@ func (q *queue) consume(ctx context.Context, out chan<- *message.Message) {
 
 		msgCtx, cancel := context.WithCancel(ctx)
 		msg.SetContext(msgCtx)
-		select {
-		case out <- msg:
-		case <-ctx.Done():
-			cancel()
-			q.settle(e, receipt, false) // never handed over: visible again now
-			return
-		case <-t.closing:
-			cancel()
-			q.settle(e, receipt, false)
+	handOver:
+		for {
+			select {
+			case out <- msg:
+				break handOver
+			case <-beat.C:
+				q.extend(e, receipt)
+			case <-ctx.Done():
+				cancel()
+				q.settle(e, receipt, false) // never handed over: visible again now
+				return
+			case <-t.closing:
+				cancel()
+				q.settle(e, receipt, false)
+				return
+			}
+		}
+		if !q.await(ctx, msg, e, receipt, beat.C, cancel) {
 			return
 		}
+	}
+}
+
+// await waits for the verdict on msg, extending its visibility on every
+// beat; false means the consumer stops.
+func (q *queue) await(ctx context.Context, msg *message.Message, e *entry, receipt uint64, beat <-chan time.Time, cancel context.CancelFunc) bool {
+	t := q.t
+	for {
 		select {
+		case <-beat:
+			q.extend(e, receipt)
+			continue
 		case <-msg.Acked():
 			q.settle(e, receipt, true)
 			cancel()
 		case <-msg.Nacked():
-			q.settle(e, receipt, false)
+			q.settleAfter(e, receipt, false, transport.RedeliveryDelay(msg))
 			cancel()
 		case <-ctx.Done():
-			// The consumer is stopping with a message in its handler: keep
-			// listening for its verdict until the visibility timeout, as an
-			// SQS consumer's late DeleteMessage would still count.
+			// The consumer is stopping with a message in its handler: no
+			// more heartbeat; keep listening for its verdict until the
+			// visibility timeout, as an SQS consumer's late DeleteMessage
+			// would still count.
 			t.wg.Add(1)
 			go func() {
 				defer t.wg.Done()
@@ -436,15 +576,16 @@ func (q *queue) consume(ctx context.Context, out chan<- *message.Message) {
 				case <-msg.Acked():
 					q.settle(e, receipt, true)
 				case <-msg.Nacked():
-					q.settle(e, receipt, false)
+					q.settleAfter(e, receipt, false, transport.RedeliveryDelay(msg))
 				case <-t.closing:
 				case <-time.After(q.decl.VisibilityTimeout):
 				}
 			}()
-			return
+			return false
 		case <-t.closing:
 			cancel()
-			return
+			return false
 		}
+		return true
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"slices"
 	"strconv"
 	"time"
@@ -71,6 +72,7 @@ type consumer struct {
 	dlq        string
 	wake       chan struct{}
 	out        chan *message.Message
+	beat       *time.Ticker // the heartbeat: every third of vt
 
 	buf       []received // received, not yet handed out
 	fetched   time.Time  // when buf was received (before the query: a lower bound of the lease start)
@@ -80,8 +82,9 @@ type consumer struct {
 }
 
 type verdict struct {
-	r   received
-	ack bool
+	r     received
+	ack   bool
+	delay time.Duration // of a nack: visible again only after it
 }
 
 type received struct {
@@ -107,6 +110,8 @@ func (c *consumer) flushDelay() time.Duration { return min(c.vt/4, maxFlushDelay
 
 func (c *consumer) run(ctx context.Context) {
 	t := c.t
+	c.beat = time.NewTicker(max(c.vt/3, time.Millisecond))
+	defer c.beat.Stop()
 	defer func() {
 		c.release(ctx, c.buf)
 		c.flush(ctx)
@@ -159,7 +164,9 @@ func (c *consumer) run(ctx context.Context) {
 }
 
 // deliver hands msg to the subscriber and waits for its verdict; false means
-// the consumer is stopping.
+// the consumer is stopping. Until then it renews the message's lease every
+// third of the visibility timeout (heartbeat), so a handler may run longer
+// than the visibility timeout.
 func (c *consumer) deliver(ctx context.Context, r received, msg *message.Message) bool {
 	t := c.t
 	msgCtx, cancel := context.WithCancel(ctx)
@@ -170,6 +177,7 @@ func (c *consumer) deliver(ctx context.Context, r received, msg *message.Message
 		defer timer.Stop()
 		flushTimer = timer.C
 	}
+	leased := c.fetched // the lease runs vt from here (a lower bound)
 	for sent := false; !sent; {
 		select {
 		case c.out <- msg:
@@ -177,6 +185,10 @@ func (c *consumer) deliver(ctx context.Context, r received, msg *message.Message
 		case <-flushTimer:
 			c.flush(ctx)
 			flushTimer = nil
+		case <-c.beat.C:
+			if at := time.Now(); c.extend(ctx, r) {
+				leased = at
+			}
 		case <-ctx.Done():
 			cancel()
 			c.release(ctx, []received{r})
@@ -190,20 +202,25 @@ func (c *consumer) deliver(ctx context.Context, r received, msg *message.Message
 	for {
 		select {
 		case <-msg.Acked():
-			c.record(verdict{r, true})
+			c.record(verdict{r: r, ack: true})
 			cancel()
 			return true
 		case <-msg.Nacked():
-			c.record(verdict{r, false})
+			c.record(verdict{r: r, delay: transport.RedeliveryDelay(msg)})
 			cancel()
 			return true
 		case <-flushTimer:
 			c.flush(ctx)
 			flushTimer = nil
+		case <-c.beat.C:
+			if at := time.Now(); c.extend(ctx, r) {
+				leased = at
+			}
 		case <-ctx.Done():
-			// Stopping with a message in its handler: keep listening for its
-			// verdict until the lease ends, as SQS honours a late DeleteMessage.
-			lease := time.Until(c.fetched.Add(c.vt))
+			// Stopping with a message in its handler: no more heartbeat;
+			// keep listening for its verdict until the lease ends, as SQS
+			// honours a late DeleteMessage.
+			lease := time.Until(leased.Add(c.vt))
 			t.wg.Add(1)
 			go func() {
 				defer t.wg.Done()
@@ -212,9 +229,9 @@ func (c *consumer) deliver(ctx context.Context, r received, msg *message.Message
 				defer timer.Stop()
 				select {
 				case <-msg.Acked():
-					c.settle(ctx, []verdict{{r, true}})
+					c.settle(ctx, []verdict{{r: r, ack: true}})
 				case <-msg.Nacked():
-					c.settle(ctx, []verdict{{r, false}})
+					c.settle(ctx, []verdict{{r: r, delay: transport.RedeliveryDelay(msg)}})
 				case <-t.closing:
 				case <-timer.C:
 				}
@@ -223,15 +240,31 @@ func (c *consumer) deliver(ctx context.Context, r received, msg *message.Message
 		case <-t.closing:
 			select { // a verdict given just before Close still counts
 			case <-msg.Acked():
-				c.record(verdict{r, true})
+				c.record(verdict{r: r, ack: true})
 			case <-msg.Nacked():
-				c.record(verdict{r, false})
+				c.record(verdict{r: r, delay: transport.RedeliveryDelay(msg)})
 			default:
 			}
 			cancel()
 			return false
 		}
 	}
+}
+
+// extend renews the lease of r for a visibility timeout from now; false if
+// that failed (the lease may run out: at-least-once either way).
+func (c *consumer) extend(ctx context.Context, r received) bool {
+	ctx, cancel := context.WithTimeout(ctx, c.vt/3)
+	defer cancel()
+	b := asyncCommit()
+	b.Queue(c.t.q.extend, []int64{r.id}, []int32{r.count}, c.name, c.vt.Microseconds())
+	if err := c.t.pool.SendBatch(ctx, b).Close(); err != nil {
+		if ctx.Err() == nil {
+			c.t.log.Warn("postgres transport: renewing a lease failed", "queue", c.name, "id", r.id, "error", classify("heartbeat", err))
+		}
+		return false
+	}
+	return true
 }
 
 func (c *consumer) record(v verdict) {
@@ -268,7 +301,7 @@ func (c *consumer) settle(ctx context.Context, vs []verdict) {
 }
 
 // queueVerdicts adds the statements that write vs to b: acks delete, nacks
-// make visible again now. The receipt check (receive_count) makes a verdict
+// make visible again now or after their redelivery delay. The receipt check (receive_count) makes a verdict
 // on a message whose lease expired and which was received again a no-op. It
 // reports whether the queue's consumers should be woken: a nack, or an ack
 // that unblocks a FIFO group, makes a message receivable.
@@ -276,20 +309,24 @@ func (c *consumer) queueVerdicts(b *pgx.Batch, vs []verdict) (wake bool) {
 	t := c.t
 	var ackIDs, nackIDs []int64
 	var ackCounts, nackCounts []int32
+	var nackDelays []int64 // µs
+	nowVisible := false
 	for _, v := range vs {
 		if v.ack {
 			ackIDs, ackCounts = append(ackIDs, v.r.id), append(ackCounts, v.r.count)
 		} else {
 			nackIDs, nackCounts = append(nackIDs, v.r.id), append(nackCounts, v.r.count)
+			nackDelays = append(nackDelays, int64(math.Ceil(float64(v.delay)/float64(time.Microsecond))))
+			nowVisible = nowVisible || v.delay <= 0
 		}
 	}
 	if len(ackIDs) > 0 {
 		b.Queue(t.q.ack, ackIDs, ackCounts, c.name)
 	}
 	if len(nackIDs) > 0 {
-		b.Queue(t.q.nack, nackIDs, nackCounts, c.name)
+		b.Queue(t.q.nack, nackIDs, nackCounts, c.name, nackDelays)
 	}
-	wake = len(nackIDs) > 0 || (c.fifo && len(ackIDs) > 0)
+	wake = nowVisible || (c.fifo && len(ackIDs) > 0)
 	if wake && !t.cfg.DisableNotify {
 		b.Queue(`SELECT pg_notify($1, $2)`, t.channel, c.name)
 	}

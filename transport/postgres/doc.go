@@ -11,8 +11,15 @@
 // Consumers of a queue compete for its rows with FOR UPDATE SKIP LOCKED.
 // Receiving a row leases it: visible_at moves one visibility timeout ahead and
 // receive_count grows by one (delivered as transport.MetadataReceiveCount).
-// Ack deletes the row; nack makes it visible again at once; a consumer that
-// dies simply lets the lease run out, and the row is delivered again. A row
+// Ack deletes the row; nack makes it visible again at once, or after the
+// message's transport.RedeliveryDelay; a consumer that dies simply lets the
+// lease run out, and the row is delivered again. While a handler holds a
+// message its consumer renews the lease every third of the visibility
+// timeout (heartbeat), so handlers may run longer than the timeout. A message
+// published with transport.MetadataDeliverAt in the future is stored with
+// visible_at at that time (any delay; on a FIFO queue it holds back the rest
+// of its group). Delays are visible_at too, so they survive restarts; neither
+// delay key is stored or delivered. A row
 // received more than the queue's MaxReceiveCount times moves to the
 // dead-letter queue, with transport.MetadataDeadLetterSource set. On a FIFO
 // queue only the oldest row of each message group can be received, so a group

@@ -82,7 +82,8 @@ ANALYZE {{schema}}.messages;`, schema)
 		{"next visible", q.nextVisible, "('big')"},
 		{"next visible empty", q.nextVisible, "('other')"},
 		{"ack", q.ack, "('{1,2,3}', '{1,1,1}', 'big')"},
-		{"nack", q.nack, "('{1,2,3}', '{1,1,1}', 'big')"},
+		{"nack", q.nack, "('{1,2,3}', '{1,1,1}', 'big', '{0,0,5}')"},
+		{"extend", q.extend, "('{1}', '{1}', 'big', 30000000)"},
 		{"release", q.release, "('{1,2,3}', '{1,1,1}', 'big')"},
 		{"dead letter", q.deadLetter, "('{1,2,3}', '{1,1,1}', 'dlq', 'big')"},
 	} {

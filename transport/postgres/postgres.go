@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
+	"math"
 	"net"
 	"sync"
 	"time"
@@ -226,6 +228,9 @@ func (t *Transport) Features() transport.Features {
 		VisibilityTimeout:    true,
 		MaxMessageSize:       max(t.cfg.MaxMessageSize, 0),
 		MinVisibilityTimeout: 10 * time.Millisecond,
+		Heartbeat:            true,
+		DelayedRedelivery:    true,
+		DelayedDelivery:      true,
 	}
 }
 
@@ -380,10 +385,21 @@ func (t *Transport) publish(ctx context.Context, db DBTX, own bool, topic string
 		metas    = make([][]byte, len(msgs))
 		groups   = make([]*string, len(msgs))
 		dedups   = make([]string, len(msgs))
+		delays   = make([]int64, len(msgs)) // µs
 		grouped  bool
 	)
+	now := time.Now()
 	for i, msg := range msgs {
-		uuids[i], payloads[i], metas[i], dedups[i] = msg.UUID, msg.Payload, EncodeMetadata(msg.Metadata), transport.DedupID(msg)
+		at, ok, err := transport.DeliverAt(msg)
+		if err != nil {
+			return fmt.Errorf("postgres: publish to %q: %w", topic, err)
+		}
+		if ok && at.After(now) {
+			// A delay rather than a time: visible_at is computed on the
+			// database's clock, as leases are.
+			delays[i] = int64(math.Ceil(float64(at.Sub(now)) / float64(time.Microsecond)))
+		}
+		uuids[i], payloads[i], metas[i], dedups[i] = msg.UUID, msg.Payload, EncodeMetadata(storedMetadata(msg.Metadata)), transport.DedupID(msg)
 		if g := msg.Metadata.Get(transport.MetadataGroupID); g != "" {
 			groups[i], grouped = &g, true
 		}
@@ -406,9 +422,9 @@ func (t *Transport) publish(ctx context.Context, db DBTX, own bool, topic string
 	}
 	if grouped {
 		b.Queue(t.q.lockGroups, topic, groups, t.cfg.Schema)
-		b.Queue(t.q.insertMessages, topic, uuids, payloads, metas, groups, dedups, t.cfg.DedupWindow.Microseconds())
+		b.Queue(t.q.insertMessages, topic, uuids, payloads, metas, groups, dedups, t.cfg.DedupWindow.Microseconds(), delays)
 	} else {
-		b.Queue(t.q.insertUngrouped, topic, uuids, payloads, metas)
+		b.Queue(t.q.insertUngrouped, topic, uuids, payloads, metas, delays)
 	}
 	if !own {
 		if !t.cfg.DisableNotify {
@@ -436,8 +452,23 @@ func (t *Transport) publish(ctx context.Context, db DBTX, own bool, topic string
 	return nil
 }
 
+// storedMetadata returns md without the keys that ask the transport for a
+// delay: they are requests to the transport, not part of the message.
+func storedMetadata(md message.Metadata) message.Metadata {
+	_, a := md[transport.MetadataDeliverAt]
+	_, b := md[transport.MetadataRedeliveryDelay]
+	if !a && !b {
+		return md
+	}
+	md = maps.Clone(md)
+	delete(md, transport.MetadataDeliverAt)
+	delete(md, transport.MetadataRedeliveryDelay)
+	return md
+}
+
 // Depth returns how many messages of queue are visible (waiting to be
-// received) and how many are in flight (received, lease not expired).
+// received) and how many are in flight (received, lease not expired) or
+// delayed (delivery or redelivery delay not over).
 func (t *Transport) Depth(ctx context.Context, queue string) (visible, inFlight int, err error) {
 	var exists bool
 	err = t.pool.QueryRow(ctx, t.q.depth, queue).Scan(&exists, &visible, &inFlight)

@@ -734,3 +734,84 @@ func TestPublishTxConn(t *testing.T) {
 	}
 	waitEmpty(t, tr, queue)
 }
+
+// Delays are rows' visible_at: a delayed message and a message nacked with a
+// redelivery delay stay invisible through a restart of the transport (a
+// crashed process) and come back when their delay is over. A delayed
+// message holds back the rest of its FIFO group.
+func TestDelaysSurviveRestart(t *testing.T) {
+	ctx := context.Background()
+	topic, queue := names(t)
+	fifoTopic, fifoQueue := names(t)
+	const delay = 800 * time.Millisecond
+	first := newTransport(t, postgres.Config{})
+	for _, q := range []transport.Queue{
+		{Name: queue, Topics: []string{topic}, VisibilityTimeout: time.Minute},
+		{Name: fifoQueue, Topics: []string{fifoTopic}, FIFO: true, VisibilityTimeout: time.Minute},
+	} {
+		if err := first.Declare(ctx, q); err != nil {
+			t.Fatal(err)
+		}
+	}
+	nackMe := msg("nacked with a delay")
+	if err := first.Publish(topic, nackMe); err != nil {
+		t.Fatal(err)
+	}
+	ch, err := first.Subscribe(ctx, queue)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := receive(t, ch, "first delivery")
+	transport.SetRedeliveryDelay(m, delay)
+	m.Nack()
+	later := msg("delivered later")
+	deliverAt := time.Now().Add(delay)
+	transport.SetDeliverAt(later, deliverAt)
+	if err := first.Publish(topic, later); err != nil {
+		t.Fatal(err)
+	}
+	grouped := func(p string) *message.Message {
+		m := msg(p)
+		m.Metadata.Set(transport.MetadataGroupID, "g")
+		return m
+	}
+	head, next := grouped("delayed head"), grouped("after the head")
+	transport.SetDeliverAt(head, deliverAt)
+	if err := first.Publish(fifoTopic, head, next); err != nil {
+		t.Fatal(err)
+	}
+	if err := first.Close(); err != nil { // writes the nack
+		t.Fatal(err)
+	}
+
+	second := newTransport(t, postgres.Config{})
+	for _, tc := range []struct {
+		queue string
+		want  []string
+	}{
+		{queue, []string{"delivered later", "nacked with a delay"}},
+		{fifoQueue, []string{"delayed head", "after the head"}},
+	} {
+		ch, err := second.Subscribe(ctx, tc.queue)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := map[string]bool{}
+		for i := range tc.want {
+			m := receive(t, ch, tc.queue)
+			if now := time.Now(); now.Before(deliverAt) {
+				t.Errorf("%s: %q delivered %s before its delay was over", tc.queue, m.Payload, deliverAt.Sub(now))
+			}
+			if tc.queue == fifoQueue && string(m.Payload) != tc.want[i] {
+				t.Errorf("FIFO: delivery %d is %q, want %q", i, m.Payload, tc.want[i])
+			}
+			got[string(m.Payload)] = true
+			m.Ack()
+		}
+		for _, p := range tc.want {
+			if !got[p] {
+				t.Errorf("%s: %q not delivered (got %v)", tc.queue, p, got)
+			}
+		}
+	}
+}

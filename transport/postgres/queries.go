@@ -6,7 +6,7 @@ import "strconv"
 type queries struct {
 	insertPlainQueue, insertQueue, selectQueueForUpdate, upgradeQueue, insertSubscriptions string
 	selectQueue, lockGroups, insertMessages, insertUngrouped, notify, depth                string
-	claim, claimFIFO, nextVisible, ack, nack, release, deadLetter, cleanDedup              string
+	claim, claimFIFO, nextVisible, ack, nack, extend, release, deadLetter, cleanDedup      string
 }
 
 func newQueries(schema string, batchSize int) queries {
@@ -36,7 +36,8 @@ ON CONFLICT DO NOTHING`),
 SELECT fifo, visibility_timeout_us, max_receive_count, coalesce(dead_letter_queue, '')
 FROM {{schema}}.queues WHERE name = $1`),
 		// Publishing: $1 topic; per message $2 uuid, $3 payload, $4 metadata,
-		// $5 group id (NULL if none), $6 dedup id; $7 dedup window in µs.
+		// $5 group id (NULL if none), $6 dedup id, $8 delivery delay in µs (0:
+		// none); $7 dedup window in µs.
 		//
 		// lockGroups takes an advisory lock per (FIFO queue, group) the
 		// messages go to, in one order for every publisher, so that a group's
@@ -65,9 +66,10 @@ WITH subs AS (
 	SELECT s.queue, m.uuid, m.payload, m.metadata,
 		CASE WHEN s.fifo THEN coalesce(m.group_id, {{schema}}.missing_group(s.queue, m.uuid)) END AS group_id,
 		CASE WHEN s.fifo THEN m.dedup_id END AS dedup_id,
+		now() + m.delay_us * interval '1 microsecond' AS visible_at,
 		row_number() OVER (ORDER BY m.ord, s.queue) AS ord
-	FROM unnest($2::text[], $3::bytea[], $4::bytea[], $5::text[], $6::text[])
-		WITH ORDINALITY AS m(uuid, payload, metadata, group_id, dedup_id, ord)
+	FROM unnest($2::text[], $3::bytea[], $4::bytea[], $5::text[], $6::text[], $8::bigint[])
+		WITH ORDINALITY AS m(uuid, payload, metadata, group_id, dedup_id, delay_us, ord)
 	CROSS JOIN subs s
 ), firsts AS (
 	SELECT DISTINCT ON (queue, dedup_id) queue, dedup_id, ord
@@ -79,8 +81,8 @@ WITH subs AS (
 	ON CONFLICT (queue, dedup_id) DO UPDATE SET expires_at = EXCLUDED.expires_at WHERE d.expires_at <= now()
 	RETURNING d.queue, d.dedup_id
 )
-INSERT INTO {{schema}}.messages (queue, uuid, payload, metadata, group_id)
-SELECT i.queue, i.uuid, i.payload, i.metadata, i.group_id
+INSERT INTO {{schema}}.messages (queue, uuid, payload, metadata, group_id, visible_at)
+SELECT i.queue, i.uuid, i.payload, i.metadata, i.group_id, i.visible_at
 FROM input i
 WHERE i.dedup_id IS NULL
    OR i.ord IN (SELECT f.ord FROM firsts f JOIN fresh r ON r.queue = f.queue AND r.dedup_id = f.dedup_id)
@@ -88,12 +90,14 @@ ORDER BY i.ord`),
 		// notify wakes the consumers of the queues subscribed to topics $1.
 		// insertUngrouped is insertMessages for messages without group ids,
 		// the common case, in a cheaper statement: no FIFO queue can take
-		// them, so there is no dedup id to check.
+		// them, so there is no dedup id to check. $5 are the delivery delays
+		// in µs.
 		insertUngrouped: x(`
-INSERT INTO {{schema}}.messages (queue, uuid, payload, metadata, group_id)
+INSERT INTO {{schema}}.messages (queue, uuid, payload, metadata, group_id, visible_at)
 SELECT s.queue, m.uuid, m.payload, m.metadata,
-	CASE WHEN s.fifo THEN {{schema}}.missing_group(s.queue, m.uuid) END
-FROM unnest($2::text[], $3::bytea[], $4::bytea[]) WITH ORDINALITY AS m(uuid, payload, metadata, ord)
+	CASE WHEN s.fifo THEN {{schema}}.missing_group(s.queue, m.uuid) END,
+	now() + m.delay_us * interval '1 microsecond'
+FROM unnest($2::text[], $3::bytea[], $4::bytea[], $5::bigint[]) WITH ORDINALITY AS m(uuid, payload, metadata, delay_us, ord)
 CROSS JOIN (
 	SELECT q.name AS queue, q.fifo
 	FROM {{schema}}.subscriptions s JOIN {{schema}}.queues q ON q.name = s.queue
@@ -152,8 +156,8 @@ RETURNING m.id, m.uuid, m.payload, m.metadata, m.receive_count, coalesce(m.dead_
 
 		// How long until the next lease of the queue expires (NULL: none
 		// found). Leased rows are the oldest (received in id order), so the
-		// first rows of the queue are enough; a lease further back is picked
-		// up by the poll.
+		// first rows of the queue are enough; a lease or delay further back
+		// (a delayed message behind a backlog) is picked up by the poll.
 		nextVisible: x(`
 SELECT extract(epoch FROM min(visible_at) - now())::float8
 FROM (SELECT visible_at FROM {{schema}}.messages WHERE queue = $1 ORDER BY id LIMIT 1000) m
@@ -162,13 +166,20 @@ WHERE visible_at > now()`),
 		// Settling checks the receipt (receive_count): a consumer whose lease
 		// expired and whose message was received again cannot settle it.
 		// $1 are ids, $2 the receive counts they were received with, $3 the
-		// queue.
+		// queue; nack's $4 the redelivery delays in µs (0: visible now).
 		ack: x(`
 DELETE FROM {{schema}}.messages m
 WHERE m.queue = $3 AND m.id = ANY($1::bigint[])
   AND m.receive_count = ($2::integer[])[array_position($1::bigint[], m.id)]`),
 		nack: x(`
-UPDATE {{schema}}.messages m SET visible_at = now()
+UPDATE {{schema}}.messages m
+SET visible_at = now() + ($4::bigint[])[array_position($1::bigint[], m.id)] * interval '1 microsecond'
+WHERE m.queue = $3 AND m.id = ANY($1::bigint[])
+  AND m.receive_count = ($2::integer[])[array_position($1::bigint[], m.id)]`),
+		// The heartbeat: the lease of messages in handlers is renewed for $4
+		// µs from now.
+		extend: x(`
+UPDATE {{schema}}.messages m SET visible_at = now() + $4::bigint * interval '1 microsecond'
 WHERE m.queue = $3 AND m.id = ANY($1::bigint[])
   AND m.receive_count = ($2::integer[])[array_position($1::bigint[], m.id)]`),
 		// Giving back messages received but never handed to a handler: they

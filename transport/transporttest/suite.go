@@ -61,6 +61,9 @@ func Run(t *testing.T, h Harness) {
 		{"FIFOGroupOrder", s.fifoOrder, f.FIFO},
 		{"FIFODeduplication", s.fifoDedup, f.FIFO && f.Deduplication},
 		{"MaxMessageSize", s.maxMessageSize, f.MaxMessageSize > 0},
+		{"DelayedRedelivery", s.delayedRedelivery, f.DelayedRedelivery},
+		{"DelayedDelivery", s.delayedDelivery, f.DelayedDelivery},
+		{"Heartbeat", s.heartbeat, f.Heartbeat && f.VisibilityTimeout},
 	}
 	for _, tc := range tests {
 		if !tc.on {
@@ -636,4 +639,153 @@ func (s *suite) badInput(t *testing.T) {
 	if _, err := e.tr.Subscribe(e.ctx, e.name("undeclared")); !errors.Is(err, transport.ErrUnknownQueue) {
 		t.Errorf("Subscribe to an undeclared queue: got %v, want ErrUnknownQueue", err)
 	}
+}
+
+// delay is the delay the delay cases ask for: twice the visibility timeout
+// they declare, so that a transport that lets the visibility timeout run out
+// instead of honouring the delay fails too.
+func (s *suite) delay() time.Duration { return 2 * s.visibility() }
+
+// quiet fails if ch delivers anything within d.
+func (e *env) quiet(ch <-chan *message.Message, d time.Duration, what string) {
+	e.t.Helper()
+	select {
+	case m, ok := <-ch:
+		if ok {
+			e.t.Fatalf("%s: received %s (%q, receive count %s)", what, idOf(m), m.Payload, m.Metadata.Get(transport.MetadataReceiveCount))
+		}
+	case <-time.After(d):
+	}
+}
+
+// delayedRedelivery nacks a message with a redelivery delay: it must not
+// come back before the delay and must after it, with its receive count
+// grown and without the delay request.
+func (s *suite) delayedRedelivery(t *testing.T) {
+	e := s.env(t)
+	topic := e.name("topic")
+	q := e.declare(transport.Queue{Name: e.name("queue"), Topics: []string{topic}, VisibilityTimeout: s.visibility()})
+	ch := e.subscribe(e.ctx, q.Name)
+	sent := newMessage("later", nil)
+	e.publish(topic, sent)
+	got := e.receive(ch, "first delivery")
+	if idOf(got) != idOf(sent) {
+		t.Fatalf("got %s, want %s", idOf(got), idOf(sent))
+	}
+	d := s.delay()
+	if s.f.MaxRedeliveryDelay > 0 {
+		d = min(d, s.f.MaxRedeliveryDelay)
+	}
+	transport.SetRedeliveryDelay(got, d)
+	nackedAt := time.Now()
+	got.Nack()
+	again := e.receive(ch, "redelivery after the delay")
+	waited := time.Since(nackedAt)
+	if idOf(again) != idOf(sent) {
+		t.Fatalf("redelivered %s, want %s", idOf(again), idOf(sent))
+	}
+	if waited < d {
+		t.Errorf("redelivered %s after the nack, before the redelivery delay %s", waited, d)
+	}
+	if s.f.ReceiveCount && again.Metadata.Get(transport.MetadataReceiveCount) != "2" {
+		t.Errorf("receive count after delayed redelivery %q, want 2", again.Metadata.Get(transport.MetadataReceiveCount))
+	}
+	if v, ok := again.Metadata[transport.MetadataRedeliveryDelay]; ok {
+		t.Errorf("redelivered message still carries %s=%q", transport.MetadataRedeliveryDelay, v)
+	}
+	again.Ack()
+}
+
+// delayedDelivery publishes messages with MetadataDeliverAt: in the future
+// (delivered no earlier), in the past (delivered at once), over
+// MaxDeliveryDelay (refused with ErrDelayUnsupported, the whole call) and
+// malformed (refused with ErrInvalidConfig).
+func (s *suite) delayedDelivery(t *testing.T) {
+	e := s.env(t)
+	topic := e.name("topic")
+	q := e.declare(transport.Queue{Name: e.name("queue"), Topics: []string{topic}, VisibilityTimeout: s.visibility()})
+	ch := e.subscribe(e.ctx, q.Name)
+
+	// Refused calls first: whatever they sent would arrive before the marker.
+	if s.f.MaxDeliveryDelay > 0 {
+		fine, tooLate := newMessage("fine", nil), newMessage("too late", nil)
+		transport.SetDeliverAt(tooLate, time.Now().Add(s.f.MaxDeliveryDelay+time.Minute))
+		err := e.tr.Publish(topic, fine, tooLate)
+		if !errors.Is(err, transport.ErrDelayUnsupported) {
+			t.Errorf("publishing with a delay over MaxDeliveryDelay %s: got %v, want ErrDelayUnsupported", s.f.MaxDeliveryDelay, err)
+		}
+	}
+	bad := newMessage("bad deliver-at", nil)
+	bad.Metadata.Set(transport.MetadataDeliverAt, "tomorrow")
+	if err := e.tr.Publish(topic, newMessage("fine too", nil), bad); !errors.Is(err, transport.ErrInvalidConfig) {
+		t.Errorf("publishing with %s=%q: got %v, want ErrInvalidConfig", transport.MetadataDeliverAt, "tomorrow", err)
+	}
+	marker := newMessage("marker", nil)
+	e.publish(topic, marker)
+	if got := e.receive(ch, "marker after refused publishes"); idOf(got) != idOf(marker) {
+		t.Fatalf("received %q before the marker: a refused Publish sent it", got.Payload)
+	} else {
+		got.Ack()
+	}
+
+	// One call with a delayed message and one due already.
+	d := s.delay()
+	if s.f.MaxDeliveryDelay > 0 {
+		d = min(d, s.f.MaxDeliveryDelay)
+	}
+	delayed, past := newMessage("delayed", nil), newMessage("past", nil)
+	deliverAt := time.Now().Add(d)
+	transport.SetDeliverAt(delayed, deliverAt)
+	transport.SetDeliverAt(past, time.Now().Add(-time.Hour))
+	e.publish(topic, delayed, past)
+	first := e.receive(ch, "message with a deliver-at in the past")
+	if idOf(first) != idOf(past) {
+		t.Fatalf("received %q at %s, before its deliver-at %s; want the message due already first",
+			first.Payload, time.Now().Format(time.RFC3339Nano), deliverAt.Format(time.RFC3339Nano))
+	}
+	first.Ack()
+	second := e.receive(ch, "delayed message")
+	now := time.Now()
+	if idOf(second) != idOf(delayed) {
+		t.Fatalf("received %q, want the delayed message", second.Payload)
+	}
+	if now.Before(deliverAt) {
+		t.Errorf("delayed message received %s before its deliver-at", deliverAt.Sub(now))
+	}
+	for _, m := range []*message.Message{first, second} {
+		if v, ok := m.Metadata[transport.MetadataDeliverAt]; ok {
+			t.Errorf("message %q delivered with %s=%q: the transport must not pass it on", m.Payload, transport.MetadataDeliverAt, v)
+		}
+	}
+	second.Ack()
+	e.quiet(ch, s.visibility(), "after the delayed messages")
+}
+
+// heartbeat holds a message in a handler for three visibility timeouts: a
+// competing consumer must get nothing meanwhile. Then the holding consumer
+// crashes (stops without settling): the message must come back.
+func (s *suite) heartbeat(t *testing.T) {
+	e := s.env(t)
+	topic := e.name("topic")
+	vt := s.visibility()
+	q := e.declare(transport.Queue{Name: e.name("queue"), Topics: []string{topic}, VisibilityTimeout: vt})
+	crashCtx, crash := context.WithCancel(e.ctx)
+	a := e.subscribe(crashCtx, q.Name)
+	sent := newMessage("long handler", nil)
+	e.publish(topic, sent)
+	held := e.receive(a, "first delivery")
+	if idOf(held) != idOf(sent) {
+		t.Fatalf("got %s, want %s", idOf(held), idOf(sent))
+	}
+	b := e.subscribe(e.ctx, q.Name)
+	e.quiet(b, 3*vt, "competing consumer while the handler holds the message")
+	crash() // neither ack nor nack
+	again := e.receive(b, "redelivery after the holding consumer crashed")
+	if idOf(again) != idOf(sent) {
+		t.Fatalf("redelivered %s, want %s", idOf(again), idOf(sent))
+	}
+	if s.f.ReceiveCount && again.Metadata.Get(transport.MetadataReceiveCount) != "2" {
+		t.Errorf("receive count after crash %q, want 2", again.Metadata.Get(transport.MetadataReceiveCount))
+	}
+	again.Ack()
 }
