@@ -11,6 +11,7 @@ import (
 	"github.com/ThreeDotsLabs/watermill/message"
 
 	"github.com/edaproject/eda/eda"
+	"github.com/edaproject/eda/middleware"
 	"github.com/edaproject/eda/transport"
 
 	"github.com/edaproject/eda/internal/poll"
@@ -284,7 +285,9 @@ func maxReceiveRedrive(t *testing.T, tr transport.Transport, prefix string, fifo
 	msgs := waitShow(t, 1, append([]string{"-queue", dlq}, conn...)...)
 	cancel()
 	<-done
-	if m := msgs[0]; m.Reason != "max_receive_count" || m.RedriveTo != "queue "+billing || m.EventID != "ev-1" {
+	if m := msgs[0]; m.Reason != "max_receive_count" || m.RedriveTo != "queue "+billing || m.EventID != "ev-1" ||
+		m.TotalDeliveries != 1 || m.Redrives != 0 { // the source queue's max receive count
+
 		t.Errorf("dlq show: %+v", m)
 	}
 	// -to a queue that does not exist: rolled back, nothing moved.
@@ -311,7 +314,8 @@ func maxReceiveRedrive(t *testing.T, tr transport.Transport, prefix string, fifo
 	case got := <-ch:
 		got.Ack()
 		if got.UUID != "ev-1" || got.Metadata.Get(transport.MetadataReceiveCount) != "1" || got.Metadata.Get(transport.MetadataDeadLetterSource) != "" ||
-			(fifo && got.Metadata.Get(transport.MetadataGroupID) != "customer-7") {
+			(fifo && got.Metadata.Get(transport.MetadataGroupID) != "customer-7") ||
+			got.Metadata.Get(middleware.MetadataPoisonRedrives) != "1" || got.Metadata.Get(middleware.MetadataPoisonTotalDeliveries) != "1" {
 			t.Errorf("redriven message: %s %v", got.UUID, got.Metadata)
 		}
 	case <-time.After(20 * time.Second):
