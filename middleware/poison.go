@@ -128,7 +128,9 @@ func (c PoisonConfig) Validate() error {
 
 // PoisonQueue returns the declaration of a queue that receives what Poison
 // publishes to topic, to pass to eda.App.DeclareQueue (or
-// transport.Declare) so poisoned messages are kept until someone reads them.
+// transport.Declare) so poisoned messages are kept until the operator
+// inspects and redrives them (edactl dlq show, edactl dlq redrive); no eda
+// component consumes it.
 func PoisonQueue(name, topic string) eda.QueueConfig {
 	return eda.QueueConfig{Queue: transport.Queue{Name: name, Topics: []string{topic}}}
 }
