@@ -35,7 +35,10 @@
 // permanent or the message is on its PoisonConfig.MaxDeliveries-th delivery.
 // If that publish fails the message is nacked: nothing is acked before it is
 // handled or safely poisoned. See Poison for when to rely on the SQS redrive
-// dead-letter queue instead.
+// dead-letter queue instead. The poison queue and the dead-letter queues
+// belong to the operator (edactl dlq list|show|redrive): nothing in eda
+// consumes them, and a message that fails again after a redrive keeps its
+// history (first failure, total deliveries, redrive count).
 //
 // Recover turns a panic into a *PanicError (with the stack) that Retry and
 // Poison handle like any other error. Timeout bounds each attempt. Limiter

@@ -37,11 +37,22 @@ const (
 	// MetadataPoisonTopic is the topic the message was published on, when
 	// its publisher recorded it (MetadataTopic, set by NewPublisher).
 	MetadataPoisonTopic = "eda_poison_topic"
-	// MetadataPoisonFirstFailure and MetadataPoisonLastFailure are the
-	// times (RFC 3339, UTC) of the first and last failed call of the last
-	// delivery.
+	// MetadataPoisonFirstFailure is the time (RFC 3339, UTC) of the first
+	// failed call: of the message's first poison round, when it carries
+	// one (it was redriven and failed again), else of the last delivery.
 	MetadataPoisonFirstFailure = "eda_poison_firstfailure"
-	MetadataPoisonLastFailure  = "eda_poison_lastfailure"
+	// MetadataPoisonLastFailure is the time (RFC 3339, UTC) of the last
+	// failed call.
+	MetadataPoisonLastFailure = "eda_poison_lastfailure"
+	// MetadataPoisonTotalDeliveries is how many times the message was
+	// delivered over every poison round: the previous rounds' total (or
+	// their MetadataPoisonDeliveries) plus this round's deliveries (1 when
+	// the transport does not count).
+	MetadataPoisonTotalDeliveries = "eda_poison_totaldeliveries"
+	// MetadataPoisonRedrives is how many times an operator sent the
+	// message back from a poison or dead-letter queue (edactl dlq redrive
+	// increments it). Poison carries it over unchanged.
+	MetadataPoisonRedrives = "eda_poison_redrives"
 )
 
 // MetadataTopic is the topic a message was published on, written by the
@@ -117,7 +128,9 @@ func (c PoisonConfig) Validate() error {
 
 // PoisonQueue returns the declaration of a queue that receives what Poison
 // publishes to topic, to pass to eda.App.DeclareQueue (or
-// transport.Declare) so poisoned messages are kept until someone reads them.
+// transport.Declare) so poisoned messages are kept until the operator
+// inspects and redrives them (edactl dlq show, edactl dlq redrive); no eda
+// component consumes it.
 func PoisonQueue(name, topic string) eda.QueueConfig {
 	return eda.QueueConfig{Queue: transport.Queue{Name: name, Topics: []string{topic}}}
 }
@@ -132,6 +145,11 @@ func PoisonQueue(name, topic string) eda.QueueConfig {
 // The poisoned copy keeps the payload, the metadata (event id, type,
 // correlation...) and gets the Metadata* keys above: reason, error text,
 // attempts, deliveries, handler, queue, topic, first and last failure time.
+// A message that was poisoned before and redriven (it carries the earlier
+// round's MetadataPoisonFirstFailure, MetadataPoisonTotalDeliveries or
+// MetadataPoisonDeliveries, and MetadataPoisonRedrives) keeps its history:
+// the first failure time stays the earliest, total deliveries add up, and
+// the redrive count is carried over.
 // If publishing it fails, the error is returned and the original nacked:
 // nothing is acked before it is handled or safely poisoned. Never poisoned:
 // an error met while the message context is cancelled (shutdown), and an
@@ -206,6 +224,15 @@ func poison(ctx context.Context, cfg *PoisonConfig, logger *slog.Logger, msg *me
 	pm.Metadata = maps.Clone(msg.Metadata)
 	delete(pm.Metadata, transport.MetadataReceiveCount)
 	md := pm.Metadata
+	first, total := carriedHistory(msg.Metadata)
+	if first.IsZero() || rec.firstFailure.Before(first) {
+		first = rec.firstFailure
+	}
+	if counted {
+		total += deliveries
+	} else {
+		total++ // a transport that does not count: this round was one delivery
+	}
 	md[MetadataPoisonReason] = string(reason)
 	md[MetadataPoisonError] = truncate(err.Error(), cfg.MaxErrorLen)
 	md[MetadataPoisonAttempts] = strconv.Itoa(rec.attempts)
@@ -215,8 +242,9 @@ func poison(ctx context.Context, cfg *PoisonConfig, logger *slog.Logger, msg *me
 	md[MetadataPoisonHandler] = message.HandlerNameFromCtx(ctx)
 	md[MetadataPoisonQueue] = message.SubscribeTopicFromCtx(ctx)
 	md[MetadataPoisonTopic] = msg.Metadata.Get(MetadataTopic)
-	md[MetadataPoisonFirstFailure] = rec.firstFailure.UTC().Format(time.RFC3339Nano)
+	md[MetadataPoisonFirstFailure] = first.UTC().Format(time.RFC3339Nano)
 	md[MetadataPoisonLastFailure] = rec.lastFailure.UTC().Format(time.RFC3339Nano)
+	md[MetadataPoisonTotalDeliveries] = strconv.Itoa(total)
 	pm.SetContext(ctx)
 	if perr := cfg.Publisher.Publish(cfg.Topic, pm); perr != nil {
 		return fmt.Errorf("%w %q: %w", ErrPoisonPublish, cfg.Topic, perr)
@@ -231,6 +259,22 @@ func poison(ctx context.Context, cfg *PoisonConfig, logger *slog.Logger, msg *me
 		slog.String("poison_topic", cfg.Topic),
 		slog.Any("error", err))
 	return nil
+}
+
+// carriedHistory returns the poison history an earlier round left on md:
+// its first failure time (zero if none) and its total deliveries
+// (MetadataPoisonTotalDeliveries, else that round's
+// MetadataPoisonDeliveries, else 0).
+func carriedHistory(md message.Metadata) (first time.Time, total int) {
+	if t, err := time.Parse(time.RFC3339Nano, md.Get(MetadataPoisonFirstFailure)); err == nil {
+		first = t
+	}
+	for _, k := range []string{MetadataPoisonTotalDeliveries, MetadataPoisonDeliveries} {
+		if n, err := strconv.Atoi(md.Get(k)); err == nil && n > 0 {
+			return first, n
+		}
+	}
+	return first, 0
 }
 
 // isDeferred reports whether err says the message must wait rather than

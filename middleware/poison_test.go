@@ -264,3 +264,58 @@ func TestPoisonNeverPoisonsDeferredErrors(t *testing.T) {
 	default:
 	}
 }
+
+// A message poisoned before, redriven and failing again keeps its history:
+// the earliest first failure, deliveries added up over the rounds, and the
+// redrive count carried over.
+func TestPoisonKeepsHistoryOfEarlierRounds(t *testing.T) {
+	earlier := "2020-01-02T03:04:05.5Z"
+	cases := []struct {
+		name                   string
+		carried                message.Metadata
+		wantFirst              string // "" means this round's
+		wantTotal, wantRedrive string
+	}{
+		{"first round", nil, "", "1", ""},
+		{"redriven, with a total", message.Metadata{middleware.MetadataPoisonFirstFailure: earlier,
+			middleware.MetadataPoisonTotalDeliveries: "5", middleware.MetadataPoisonRedrives: "2"}, earlier, "6", "2"},
+		{"an earlier round's deliveries only", message.Metadata{middleware.MetadataPoisonFirstFailure: earlier,
+			middleware.MetadataPoisonDeliveries: "3", middleware.MetadataPoisonRedrives: "1"}, earlier, "4", "1"},
+		{"a first failure after this round's is not kept", message.Metadata{middleware.MetadataPoisonFirstFailure: "2999-01-01T00:00:00Z",
+			middleware.MetadataPoisonRedrives: "1"}, "", "1", "1"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			tr := newTransport(t)
+			poisoned := subscribe(t, tr, poisonQueue, poisonTopic)
+			poison := mustMW(t)(middleware.Poison(middleware.PoisonConfig{Publisher: tr, Topic: poisonTopic}))
+			app := newApp(t, tr, nil, poison)
+			must(t, eda.Handle(app, "q", func(ctx context.Context, e placed) error { return eda.Permanent(errors.New("no")) }))
+			start(t, app)
+			before := time.Now()
+			msg := message.NewMessage("h-1", []byte(`{"id":"1"}`))
+			msg.Metadata = message.Metadata{eda.MetadataID: "h-1", eda.MetadataType: "test.Placed", eda.MetadataSchemaVersion: "1"}
+			for k, v := range c.carried {
+				msg.Metadata[k] = v
+			}
+			must(t, tr.Publish(placedTopic, msg))
+			md := receive(t, poisoned).Metadata
+			first := md.Get(middleware.MetadataPoisonFirstFailure)
+			if c.wantFirst != "" && first != c.wantFirst {
+				t.Errorf("first failure %s, want the earlier round's %s", first, c.wantFirst)
+			}
+			if at, err := time.Parse(time.RFC3339Nano, first); c.wantFirst == "" && (err != nil || at.Before(before) || time.Since(at) > time.Minute) {
+				t.Errorf("first failure %s (%v), want this round's", first, err)
+			}
+			if got := md.Get(middleware.MetadataPoisonTotalDeliveries); got != c.wantTotal {
+				t.Errorf("total deliveries %s, want %s", got, c.wantTotal)
+			}
+			if got := md.Get(middleware.MetadataPoisonDeliveries); got != "1" {
+				t.Errorf("deliveries of this round %s, want 1", got)
+			}
+			if got := md.Get(middleware.MetadataPoisonRedrives); got != c.wantRedrive {
+				t.Errorf("redrives %s, want %s", got, c.wantRedrive)
+			}
+		})
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"sort"
 	"strconv"
@@ -16,6 +17,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/sqs"
 	sqstypes "github.com/aws/aws-sdk-go-v2/service/sqs/types"
 
+	"github.com/edaproject/eda/middleware"
 	"github.com/edaproject/eda/transport"
 	edaaws "github.com/edaproject/eda/transport/aws"
 )
@@ -25,7 +27,8 @@ import (
 type awsDLQ struct {
 	tr         *edaaws.Transport
 	sqs        *sqs.Client
-	visibility time.Duration // how long received messages stay hidden while edactl holds them
+	visibility time.Duration  // how long received messages stay hidden while edactl holds them
+	maxReceive map[string]int // source queue → its maxReceiveCount
 }
 
 func (a *awsDLQ) close() { _ = a.tr.Close() }
@@ -198,19 +201,60 @@ func attrsOf(m sqstypes.Message) map[string]string {
 }
 
 // describe decodes a received message.
-func (a *awsDLQ) describe(m sqstypes.Message, dlqSource string) (deadMessage, message.Metadata, []byte, error) {
+func (a *awsDLQ) describe(ctx context.Context, m sqstypes.Message, dlqSource string) (deadMessage, string, []byte, error) {
 	id := awssdk.ToString(m.MessageId)
 	md, payload, claim, err := decodeSQS(awssdk.ToString(m.Body), attrsOf(m))
 	if err != nil {
-		return deadMessage{ID: id}, nil, nil, fmt.Errorf("message %s: %w", id, err)
+		return deadMessage{ID: id}, "", nil, fmt.Errorf("message %s: %w", id, err)
 	}
 	if src := m.Attributes[string(sqstypes.MessageSystemAttributeNameDeadLetterQueueSourceArn)]; src != "" {
 		dlqSource = logical(nameOfARN(src))
 	}
-	d := newDeadMessage(id, md, payload, dlqSource)
+	d := newDeadMessage(id, md, payload, dlqSource, a.maxReceiveCount(ctx, dlqSource))
 	d.ReceiveCount = m.Attributes[string(sqstypes.MessageSystemAttributeNameApproximateReceiveCount)]
+	if at, ok := sentAt(m); ok {
+		d.Enqueued = at.UTC().Format(time.RFC3339Nano)
+	}
 	d.ClaimCheck = claim
-	return d, md, payload, nil
+	return d, dlqSource, payload, nil
+}
+
+// sentAt is the message's SentTimestamp: when SQS accepted it (for a
+// message its redrive policy moved, AWS keeps the original one).
+func sentAt(m sqstypes.Message) (time.Time, bool) {
+	ms, err := strconv.ParseInt(m.Attributes[string(sqstypes.MessageSystemAttributeNameSentTimestamp)], 10, 64)
+	if err != nil {
+		return time.Time{}, false
+	}
+	return time.UnixMilli(ms), true
+}
+
+// maxReceiveCount returns the maxReceiveCount of queue's redrive policy:
+// how many times it delivered a message its policy dead-lettered. 0 when
+// unknown.
+func (a *awsDLQ) maxReceiveCount(ctx context.Context, queue string) int {
+	if queue == "" {
+		return 0
+	}
+	if n, ok := a.maxReceive[queue]; ok {
+		return n
+	}
+	n := 0
+	if url, err := a.queueURL(ctx, queue); err == nil {
+		if attrs, err := a.attributes(ctx, url); err == nil {
+			var rp struct {
+				MaxReceiveCount json.RawMessage `json:"maxReceiveCount"` // a number, or a string of one
+			}
+			if json.Unmarshal([]byte(attrs["RedrivePolicy"]), &rp) == nil {
+				n, _ = strconv.Atoi(strings.Trim(string(rp.MaxReceiveCount), `"`))
+			}
+		}
+	}
+	if a.maxReceive == nil {
+		a.maxReceive = map[string]int{}
+	}
+	a.maxReceive[queue] = n
+	return n
 }
 
 // sourceOf returns the one queue whose redrive policy targets the
@@ -283,7 +327,7 @@ func (a *awsDLQ) peek(ctx context.Context, queue string, limit int) ([]deadMessa
 		}
 		held = append(held, msgs...)
 		for _, m := range msgs {
-			d, _, _, err := a.describe(m, src)
+			d, _, _, err := a.describe(ctx, m, src)
 			if err != nil {
 				d.Error = "cannot decode: " + err.Error()
 			}
@@ -294,10 +338,24 @@ func (a *awsDLQ) peek(ctx context.Context, queue string, limit int) ([]deadMessa
 	return out, errors.Join(errs...)
 }
 
+// redrive moves what was in the queue when it started (o.started: by
+// SentTimestamp, and each SQS message id once) and o selects. It holds every
+// message it receives and does not move (not selected, arrived later, failed)
+// until it is done, so each receive brings new ones, then makes them all
+// visible again at once; it stops at the first receive that brings none.
 func (a *awsDLQ) redrive(ctx context.Context, queue string, o redriveOptions) (res redriveResult, err error) {
 	url, err := a.queueURL(ctx, queue)
 	if err != nil {
 		return res, err
+	}
+	urls := map[string]string{} // target queue → URL
+	if o.to != "" {
+		// A -to that does not exist fails before anything is received.
+		u, err := a.queueURL(ctx, o.to)
+		if err != nil {
+			return res, fmt.Errorf("-to: %w", err)
+		}
+		urls[o.to] = u
 	}
 	src := ""
 	if o.to == "" {
@@ -305,46 +363,62 @@ func (a *awsDLQ) redrive(ctx context.Context, queue string, o redriveOptions) (r
 			return res, err
 		}
 	}
-	urls := map[string]string{} // target queue → URL
-	var kept []sqstypes.Message // received, not moved: made visible again at the end
+	kept := map[string]sqstypes.Message{} // received, not moved: made visible again at the end
+	seen := map[string]bool{}             // message ids considered
 	defer func() {
-		if rerr := a.release(ctx, url, kept); rerr != nil {
+		if rerr := a.release(ctx, url, slices.Collect(maps.Values(kept))); rerr != nil {
 			res.Failed = append(res.Failed, failedMove{Error: rerr.Error()})
 		}
 	}()
+	// SentTimestamp has millisecond precision, from the server's clock.
+	cutoff := o.started.Truncate(time.Millisecond)
 	for o.limit == 0 || len(res.Moved) < o.limit {
-		n := 10
-		if o.limit > 0 {
-			n = o.limit - len(res.Moved)
-		}
-		msgs, err := a.receive(ctx, url, n)
+		msgs, err := a.receive(ctx, url, 10)
 		if err != nil {
 			return res, err
 		}
-		if len(msgs) == 0 {
-			break
-		}
+		fresh := 0
 		for _, m := range msgs {
-			d, md, payload, err := a.describe(m, src)
+			id := awssdk.ToString(m.MessageId)
+			if seen[id] {
+				kept[id] = m // its visibility ran out while we held it: the newest receipt
+				continue
+			}
+			fresh++
+			seen[id] = true
+			if at, ok := sentAt(m); ok && at.After(cutoff) {
+				kept[id] = m
+				res.Later++
+				continue
+			}
+			if o.limit > 0 && len(res.Moved) >= o.limit {
+				kept[id] = m
+				continue
+			}
+			d, dlqSource, payload, err := a.describe(ctx, m, src)
 			if err != nil {
-				kept = append(kept, m)
+				kept[id] = m
 				res.Failed = append(res.Failed, failedMove{ID: d.ID, Error: err.Error()})
 				continue
 			}
-			if !o.wants(d.ID, d.EventID) {
-				kept = append(kept, m)
+			if !o.selects(d) {
+				kept[id] = m
 				continue
 			}
-			dlqSource := src
-			if s := m.Attributes[string(sqstypes.MessageSystemAttributeNameDeadLetterQueueSourceArn)]; s != "" {
-				dlqSource = logical(nameOfARN(s))
+			t, err := redriveTarget(dlqSource, d.Metadata, o.to)
+			md := redriveMetadata(d, dlqSource, a.maxReceiveCount(ctx, dlqSource))
+			moved := movedMessage{ID: d.ID, EventID: d.EventID, Type: d.Type, Reason: d.Reason, To: t.String()}
+			moved.Redrives, _ = strconv.Atoi(md[middleware.MetadataPoisonRedrives])
+			if err == nil && o.dryRun {
+				kept[id] = m
+				res.Moved = append(res.Moved, moved)
+				continue
 			}
-			t, err := redriveTarget(dlqSource, md, o.to)
 			if err == nil {
 				err = a.send(ctx, t, m, md, payload, d.ClaimCheck, urls)
 			}
 			if err != nil {
-				kept = append(kept, m)
+				kept[id] = m
 				res.Failed = append(res.Failed, failedMove{ID: d.ID, EventID: d.EventID, Error: err.Error()})
 				continue
 			}
@@ -354,7 +428,10 @@ func (a *awsDLQ) redrive(ctx context.Context, queue string, o redriveOptions) (r
 					Error: fmt.Sprintf("sent to %s but not deleted from %s (a later redrive sends it again; the inbox drops the duplicate): %v", t, queue, err)})
 				continue
 			}
-			res.Moved = append(res.Moved, movedMessage{ID: d.ID, EventID: d.EventID, Type: d.Type, To: t.String()})
+			res.Moved = append(res.Moved, moved)
+		}
+		if fresh == 0 {
+			break // nothing left that this redrive has not considered
 		}
 	}
 	return res, nil
@@ -371,7 +448,7 @@ func (a *awsDLQ) send(ctx context.Context, t target, m sqstypes.Message, md mess
 		if id := md.Get(transport.MetadataEventID); id != "" {
 			msg.UUID = id
 		}
-		msg.Metadata = stripped(md)
+		msg.Metadata = md
 		msg.SetContext(ctx)
 		return a.tr.Publish(t.topic, msg)
 	}
@@ -383,7 +460,7 @@ func (a *awsDLQ) send(ctx context.Context, t target, m sqstypes.Message, md mess
 		}
 		urls[t.queue] = url
 	}
-	body, attrs, err := stripSQS(awssdk.ToString(m.Body), attrsOf(m))
+	body, attrs, err := reencodeSQS(awssdk.ToString(m.Body), attrsOf(m), md)
 	if err != nil {
 		return err
 	}

@@ -12,6 +12,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/edaproject/eda/middleware"
 	"github.com/edaproject/eda/transport"
 	"github.com/edaproject/eda/transport/postgres"
 )
@@ -116,8 +117,10 @@ func (d *pgDLQ) peek(ctx context.Context, queue string, limit int) ([]deadMessag
 		return nil, err
 	}
 	rows, err := d.pool.Query(ctx, d.sql(`
-SELECT id, payload, metadata, receive_count, coalesce(dead_letter_source, ''), published_at, visible_at > now()
-FROM {{schema}}.messages WHERE queue = $1 ORDER BY id LIMIT $2`), queue, limit)
+SELECT m.id, m.payload, m.metadata, m.receive_count, coalesce(m.dead_letter_source, ''), m.published_at, m.visible_at > now(),
+	coalesce(q.max_receive_count, 0)
+FROM {{schema}}.messages m LEFT JOIN {{schema}}.queues q ON q.name = m.dead_letter_source
+WHERE m.queue = $1 ORDER BY m.id LIMIT $2`), queue, limit)
 	if err != nil {
 		return nil, fmt.Errorf("read %s: %w", queue, err)
 	}
@@ -132,8 +135,9 @@ FROM {{schema}}.messages WHERE queue = $1 ORDER BY id LIMIT $2`), queue, limit)
 			src      string
 			at       time.Time
 			inFlight bool
+			maxRC    int
 		)
-		if err := rows.Scan(&id, &payload, &rawMD, &rc, &src, &at, &inFlight); err != nil {
+		if err := rows.Scan(&id, &payload, &rawMD, &rc, &src, &at, &inFlight, &maxRC); err != nil {
 			return nil, fmt.Errorf("read %s: %w", queue, err)
 		}
 		md, err := decodePGMetadata(rawMD)
@@ -141,7 +145,8 @@ FROM {{schema}}.messages WHERE queue = $1 ORDER BY id LIMIT $2`), queue, limit)
 			out = append(out, deadMessage{ID: strconv.FormatInt(id, 10), Error: "cannot decode: " + err.Error()})
 			continue
 		}
-		m := newDeadMessage(strconv.FormatInt(id, 10), md, payload, src)
+		m := newDeadMessage(strconv.FormatInt(id, 10), md, payload, src, maxRC)
+		m.Enqueued = at.UTC().Format(time.RFC3339Nano)
 		m.ReceiveCount = strconv.Itoa(rc)
 		if inFlight {
 			m.ReceiveCount += " (in flight now)"
@@ -151,18 +156,25 @@ FROM {{schema}}.messages WHERE queue = $1 ORDER BY id LIMIT $2`), queue, limit)
 	return out, rows.Err()
 }
 
+// redrive moves, in one transaction, the rows of queue that o selects among
+// those there when it started (one statement's snapshot, and published_at
+// no later than the transaction's start: a copy a consumer poisons again
+// while the redrive runs is never read; rows someone holds under a lease are
+// skipped). Nothing is written with -dry-run, and nothing at all
+// if one selected message cannot be moved.
 func (d *pgDLQ) redrive(ctx context.Context, queue string, o redriveOptions) (redriveResult, error) {
 	var res redriveResult
 	if _, err := d.queueFIFO(ctx, d.pool, queue); err != nil {
 		return res, err
 	}
+	if o.to != "" {
+		if _, err := d.queueFIFO(ctx, d.pool, o.to); err != nil {
+			return res, fmt.Errorf("-to: %w", err)
+		}
+	}
 	var ids []string
 	for id := range o.ids {
 		ids = append(ids, id)
-	}
-	limit := int64(o.limit)
-	if limit == 0 {
-		limit = 1 << 62
 	}
 	notify := map[string]bool{}
 	err := pgx.BeginFunc(ctx, d.pool, func(tx pgx.Tx) error {
@@ -170,12 +182,13 @@ func (d *pgDLQ) redrive(ctx context.Context, queue string, o redriveOptions) (re
 		// Rows someone holds under a lease (a consumer of the DLQ) are left
 		// alone, like SQS leaves invisible messages.
 		rows, err := tx.Query(ctx, d.sql(`
-SELECT id, uuid, payload, metadata, coalesce(group_id, ''), coalesce(dead_letter_source, '')
-FROM {{schema}}.messages
-WHERE queue = $1 AND visible_at <= now()
-  AND ($2::text[] IS NULL OR uuid = ANY($2) OR id::text = ANY($2))
-ORDER BY id LIMIT $3
-FOR UPDATE SKIP LOCKED`), queue, ids, limit)
+SELECT m.id, m.uuid, m.payload, m.metadata, coalesce(m.group_id, ''), coalesce(m.dead_letter_source, ''), m.published_at,
+	coalesce(q.max_receive_count, 0)
+FROM {{schema}}.messages m LEFT JOIN {{schema}}.queues q ON q.name = m.dead_letter_source
+WHERE m.queue = $1 AND m.visible_at <= now() AND m.published_at <= now() -- now(): when the transaction began
+  AND ($2::text[] IS NULL OR m.uuid = ANY($2) OR m.id::text = ANY($2))
+ORDER BY m.id
+FOR UPDATE OF m SKIP LOCKED`), queue, ids)
 		if err != nil {
 			return fmt.Errorf("read %s: %w", queue, err)
 		}
@@ -183,11 +196,13 @@ FOR UPDATE SKIP LOCKED`), queue, ids, limit)
 			id                int64
 			uuid, group, src  string
 			payload, metadata []byte
+			at                time.Time
+			maxRC             int
 		}
 		var todo []row
 		for rows.Next() {
 			var r row
-			if err := rows.Scan(&r.id, &r.uuid, &r.payload, &r.metadata, &r.group, &r.src); err != nil {
+			if err := rows.Scan(&r.id, &r.uuid, &r.payload, &r.metadata, &r.group, &r.src, &r.at, &r.maxRC); err != nil {
 				rows.Close()
 				return fmt.Errorf("read %s: %w", queue, err)
 			}
@@ -198,16 +213,31 @@ FOR UPDATE SKIP LOCKED`), queue, ids, limit)
 		}
 		fifo := map[string]bool{}
 		for _, r := range todo {
+			if o.limit > 0 && len(res.Moved) >= o.limit {
+				break
+			}
 			id := strconv.FormatInt(r.id, 10)
 			md, err := decodePGMetadata(r.metadata)
 			if err != nil {
 				return fmt.Errorf("message %s: %w", id, err)
 			}
+			m := newDeadMessage(id, md, r.payload, r.src, r.maxRC)
+			m.Enqueued = r.at.UTC().Format(time.RFC3339Nano)
+			if !o.selects(m) {
+				continue
+			}
 			t, err := redriveTarget(r.src, md, o.to)
 			if err != nil {
 				return fmt.Errorf("message %s (event %s): %w", id, md.Get(transport.MetadataEventID), err)
 			}
-			out := encodePGMetadata(stripped(md))
+			outMD := redriveMetadata(m, r.src, r.maxRC)
+			moved := movedMessage{ID: id, EventID: m.EventID, Type: m.Type, Reason: m.Reason, To: t.String()}
+			moved.Redrives, _ = strconv.Atoi(outMD[middleware.MetadataPoisonRedrives])
+			if o.dryRun {
+				res.Moved = append(res.Moved, moved)
+				continue
+			}
+			out := encodePGMetadata(outMD)
 			group := groupID(r.group, md)
 			if t.queue != "" {
 				f, ok := fifo[t.queue]
@@ -250,10 +280,10 @@ RETURNING queue`), t.topic, r.uuid, r.payload, out, group)
 					notify[q] = true
 				}
 			}
-			if _, err := tx.Exec(ctx, d.sql(`DELETE FROM {{schema}}.messages WHERE id = $1`), r.id); err != nil {
+			if _, err := tx.Exec(ctx, d.sql(`DELETE FROM {{schema}}.messages WHERE queue = $1 AND id = $2`), queue, r.id); err != nil {
 				return fmt.Errorf("message %s: delete from %s: %w", id, queue, err)
 			}
-			res.Moved = append(res.Moved, movedMessage{ID: id, EventID: md.Get(transport.MetadataEventID), Type: md.Get("ce_type"), To: t.String()})
+			res.Moved = append(res.Moved, moved)
 		}
 		// Wake the consumers of the queues written to (the transport's
 		// LISTEN channel, postgres.go channelName), at commit.

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -10,6 +11,7 @@ import (
 	"github.com/ThreeDotsLabs/watermill/message"
 
 	"github.com/edaproject/eda/eda"
+	"github.com/edaproject/eda/middleware"
 	"github.com/edaproject/eda/transport"
 
 	"github.com/edaproject/eda/internal/poll"
@@ -93,13 +95,13 @@ func poisonAndRedrive(t *testing.T, s *scenario, conn []string) {
 	}
 
 	// An id that matches nothing moves nothing and says so.
-	if _, errs, code := edactl(t, append([]string{"dlq", "redrive", "-id", "no-such-id"}, show...)...); code != exitError || !strings.Contains(errs, "matched") {
-		t.Errorf("redrive of an unknown id: exit %d, %s", code, errs)
+	if out := mustRun(t, append([]string{"dlq", "redrive", "-id", "no-such-id"}, show...)...); !strings.Contains(out, "0 moved from "+s.poisonQueue+": no message matched") {
+		t.Errorf("redrive of an unknown id:\n%s", out)
 	}
 
 	s.failing.Store(false) // the bug is fixed
 	out := mustRun(t, append([]string{"dlq", "redrive", m.EventID}, show...)...)
-	if !strings.Contains(out, "redrove 1 message(s)") || !strings.Contains(out, "queue "+s.queue) {
+	if !strings.Contains(out, "1 moved from "+s.poisonQueue+": 1 to queue "+s.queue) {
 		t.Errorf("redrive:\n%s", out)
 	}
 	select {
@@ -113,6 +115,102 @@ func poisonAndRedrive(t *testing.T, s *scenario, conn []string) {
 	if left := dlqShow(t, show...); len(left) != 0 {
 		t.Errorf("poison queue after redrive: %+v", left)
 	}
+}
+
+// redriveRepoisoned is the regression test of a redrive that never ended:
+// the handler poisons every message again, and dlq redrive, without -n,
+// moves the message once and returns; the message is back in the poison
+// queue exactly once more, with its history: the first failure unchanged,
+// deliveries added up, one redrive. On the way: filters that match nothing
+// move nothing, say "0 moved", exit 0 and leave the message visible at
+// once; -dry-run moves nothing; -to a queue that does not exist fails.
+func redriveRepoisoned(t *testing.T, s *scenario, conn []string) {
+	ctx := testContext(t)
+	if err := s.app.Publish(ctx, Reserve{OrderID: "o-2", SKU: "no-such-sku"}); err != nil {
+		t.Fatal(err)
+	}
+	show := append([]string{"-queue", s.poisonQueue}, conn...)
+	before := waitShow(t, 1, show...)[0]
+	if before.Redrives != 0 || before.TotalDeliveries != 1 || before.FirstFailure == "" {
+		t.Fatalf("first poisoning: %+v", before)
+	}
+	redrive := func(args ...string) (string, string, int) {
+		return edactl(t, append(append([]string{"dlq", "redrive"}, show...), args...)...)
+	}
+	for _, filter := range [][]string{
+		{"-type", "test.Other"},
+		{"-reason", "retries_exhausted"},
+		{"-until", "1h"}, // failed before an hour ago
+		{"-since", time.Now().Add(time.Hour).UTC().Format(time.RFC3339)},
+		{"no-such-event"},
+	} {
+		out, errs, code := redrive(filter...)
+		if code != exitOK || !strings.Contains(out, "0 moved from "+s.poisonQueue) {
+			t.Errorf("redrive %v: exit %d\n%s%s", filter, code, out, errs)
+		}
+		// Not selected: visible again at once, not after -visibility.
+		if got := dlqShow(t, show...); len(got) != 1 {
+			t.Fatalf("after redrive %v, show lists %d message(s) at once, want 1", filter, len(got))
+		}
+	}
+	out, errs, code := redrive("-dry-run", "-type", "test.Reserve", "-reason", "permanent", "-since", "1h")
+	if code != exitOK || !strings.Contains(out, "1 would move from "+s.poisonQueue+": 1 to queue "+s.queue) || !strings.Contains(out, before.EventID) {
+		t.Errorf("redrive -dry-run: exit %d\n%s%s", code, out, errs)
+	}
+	out, errs, code = redrive("-to", "nowhere")
+	if code != exitError || !strings.Contains(errs, "nowhere") || !strings.Contains(errs, "unknown queue") {
+		t.Errorf("redrive -to nowhere: exit %d\n%s%s", code, out, errs)
+	}
+	if got := dlqShow(t, show...); len(got) != 1 || s.calls.Load() != 1 {
+		t.Fatalf("after -dry-run and -to nowhere: %d message(s) in the poison queue, %d handler call(s); want 1, 1", len(got), s.calls.Load())
+	}
+
+	// The redrive itself, while the handler still fails: it returns.
+	out, errs, code = redrive("-o", "json")
+	if code != exitOK {
+		t.Fatalf("redrive: exit %d\n%s%s", code, out, errs)
+	}
+	var res redriveResult
+	if err := json.Unmarshal([]byte(out), &res); err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Moved) != 1 || res.ByTarget["queue "+s.queue] != 1 || res.Moved[0].Redrives != 1 || res.DryRun {
+		t.Fatalf("redrive: %s", out)
+	}
+	var after []deadMessage
+	if !poll.Until(30*time.Second, func() bool {
+		after = dlqShow(t, show...)
+		return len(after) == 1 && after[0].Redrives == 1
+	}) {
+		t.Fatalf("the message is not back in the poison queue with one redrive: %+v", after)
+	}
+	m := after[0]
+	if m.EventID != before.EventID || m.FirstFailure != before.FirstFailure || m.TotalDeliveries != 2 || m.LastFailure <= before.LastFailure {
+		t.Errorf("history after redrive and a second poisoning: %+v\nbefore: %+v", m, before)
+	}
+	if n := s.calls.Load(); n != 2 {
+		t.Errorf("%d handler calls, want 2: the redrive moved the message more than once", n)
+	}
+	table := mustRun(t, append([]string{"dlq", "show"}, show...)...)
+	for _, want := range []string{fmt.Sprintf("%-17s 2", "total deliveries:"), fmt.Sprintf("%-17s 1", "redrives:"),
+		fmt.Sprintf("%-17s %s", "first failure:", before.FirstFailure)} {
+		if !strings.Contains(table, want) {
+			t.Errorf("dlq show lacks %q:\n%s", want, table)
+		}
+	}
+}
+
+func TestDLQRedriveRepoisonedPostgres(t *testing.T) {
+	t.Parallel()
+	tr, _, schema := pgTransport(t)
+	s := startScenario(t, tr, "p-")
+	redriveRepoisoned(t, s, []string{"-transport", "postgres", "-db", testDSN(), "-schema", schema})
+}
+
+func TestDLQRedriveRepoisonedAWS(t *testing.T) {
+	t.Parallel()
+	s := startScenario(t, awsTransport(t), uniq("r")+"-")
+	redriveRepoisoned(t, s, []string{"-transport", "aws", "-aws-endpoint", endpoint()})
 }
 
 func TestDLQPostgres(t *testing.T) {
@@ -187,7 +285,9 @@ func maxReceiveRedrive(t *testing.T, tr transport.Transport, prefix string, fifo
 	msgs := waitShow(t, 1, append([]string{"-queue", dlq}, conn...)...)
 	cancel()
 	<-done
-	if m := msgs[0]; m.Reason != "max_receive_count" || m.RedriveTo != "queue "+billing || m.EventID != "ev-1" {
+	if m := msgs[0]; m.Reason != "max_receive_count" || m.RedriveTo != "queue "+billing || m.EventID != "ev-1" ||
+		m.TotalDeliveries != 1 || m.Redrives != 0 { // the source queue's max receive count
+
 		t.Errorf("dlq show: %+v", m)
 	}
 	// -to a queue that does not exist: rolled back, nothing moved.
@@ -214,7 +314,8 @@ func maxReceiveRedrive(t *testing.T, tr transport.Transport, prefix string, fifo
 	case got := <-ch:
 		got.Ack()
 		if got.UUID != "ev-1" || got.Metadata.Get(transport.MetadataReceiveCount) != "1" || got.Metadata.Get(transport.MetadataDeadLetterSource) != "" ||
-			(fifo && got.Metadata.Get(transport.MetadataGroupID) != "customer-7") {
+			(fifo && got.Metadata.Get(transport.MetadataGroupID) != "customer-7") ||
+			got.Metadata.Get(middleware.MetadataPoisonRedrives) != "1" || got.Metadata.Get(middleware.MetadataPoisonTotalDeliveries) != "1" {
 			t.Errorf("redriven message: %s %v", got.UUID, got.Metadata)
 		}
 	case <-time.After(20 * time.Second):

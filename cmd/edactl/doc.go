@@ -11,7 +11,7 @@
 //	edactl outbox failed | retry [seq...|-all] | discard [seq...|-all]
 //	edactl dlq list       -transport aws|postgres
 //	edactl dlq show  -queue inventory-dlq [-n 20]
-//	edactl dlq redrive -queue inventory-dlq [-id event-id] [-to queue]
+//	edactl dlq redrive -queue inventory-dlq [event-id...] [-type t] [-reason r] [-since 1h] [-until t] [-to queue] [-n count] [-dry-run]
 //	edactl tail -queue inventory [-topic t] [-n count]
 //
 // Every command prints a human-readable table, or JSON with -o json (tail
@@ -64,11 +64,36 @@
 // show peeks without consuming: on SQS it receives with a visibility timeout
 // (-visibility) and makes the messages visible again at once, which counts as
 // a receive (a dead-letter queue has no redrive policy of its own, so this is
-// harmless); on Postgres it only reads the transport's tables. dlq redrive sends each message back where it came from
-// (the dead-letter source queue, else the poison metadata's queue, else its
-// topic, or -to), without the poison metadata, and deletes it from the
-// dead-letter queue only once the send succeeded (on Postgres, all in one
-// transaction).
+// harmless); on Postgres it only reads the transport's tables.
+//
+// The operator owns these queues, through edactl: nothing in eda (nor the
+// examples) consumes or acknowledges a dead-letter or poison queue, so a
+// message stays there until dlq redrive moves it.
+//
+// dlq redrive sends each message back where it came from (the dead-letter
+// source queue, else the poison metadata's queue, else its topic, or -to)
+// and deletes it from the dead-letter queue only once the send succeeded (on
+// Postgres, all in one transaction). It is bounded: it moves only what was
+// in the queue when it started (on SQS a SentTimestamp no later than its
+// start and each message id once; on Postgres one snapshot), so a consumer
+// that poisons the message again does not make it loop; messages it
+// received and did not move are made visible again as soon as it is done.
+// It moves what the event ids given as arguments, -type, -reason (permanent,
+// retries_exhausted, max_receive_count) and -since/-until (on the last
+// failure time; for a message the broker moved, its enqueue time) select,
+// all of them by default, at most -n; -dry-run lists what would move. It
+// prints how many went to each target; a selection that matches nothing
+// prints "0 moved" and exits 0; a -to queue that does not exist is an error
+// and moves nothing.
+//
+// The redriven message loses the last round's poison metadata and the
+// transport's bookkeeping, and carries its history: the first failure
+// (middleware.MetadataPoisonFirstFailure), the deliveries so far
+// (MetadataPoisonTotalDeliveries; for a message the broker moved, the source
+// queue's max receive count is added) and the redrive count
+// (MetadataPoisonRedrives, incremented). When it is poisoned again the poison
+// middleware keeps the first failure, adds up the deliveries and carries the
+// redrive count, and dlq show prints them.
 //
 // # tail
 //

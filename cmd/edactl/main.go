@@ -70,8 +70,14 @@ consume its queues (and their DLQs with readDeadLetters). -role deploy: what top
 DB is a postgres:// URL (pgxstore; -schema, default public) or a SQLite file (sqlitestore).`, runOutbox},
 		{"dlq", "list|show|redrive -transport aws|postgres: dead-letter and poison queues", `
   edactl dlq list    -transport T [-prefix p]                dead-letter and poison queues with their depth
-  edactl dlq show    -transport T -queue Q [-n 20]           peek at messages and why they failed (consumes nothing)
-  edactl dlq redrive -transport T -queue Q [id...] [-to q]   send messages back to their source, then delete them
+  edactl dlq show    -transport T -queue Q [-n 20]           peek at messages, why they failed, their history
+                                                             (first failure, total deliveries, redrives); consumes nothing
+  edactl dlq redrive -transport T -queue Q [event-id...] [-type t] [-reason r] [-since t] [-until t]
+                     [-to q] [-n count] [-dry-run]           send what was in Q when it started back to its source,
+                                                             then delete it; prints the count per target
+-since/-until compare the last failure (RFC 3339, or a duration ago: 1h). A filter that matches nothing
+moves nothing and exits 0 ("0 moved"). The operator owns dead-letter and poison queues: no eda component
+consumes them.
 T is aws (-aws-endpoint, -region) or postgres (-db postgres://..., -schema of the transport's tables).`, runDLQ},
 		{"tail", "-queue name: watch events arriving on a queue, without consuming them", `
   edactl tail -transport T -queue Q [-topic t]... [-n count] [-for 1m] [-o json]

@@ -211,7 +211,8 @@ type scenario struct {
 	app                                    *eda.App
 	topic, queue, poisonTopic, poisonQueue string
 	failing                                atomic.Bool
-	handled                                chan string // event ids handled successfully
+	calls                                  atomic.Int32 // handler calls
+	handled                                chan string  // event ids handled successfully
 }
 
 func startScenario(t *testing.T, tr transport.Transport, prefix string) *scenario {
@@ -239,14 +240,18 @@ func startScenario(t *testing.T, tr transport.Transport, prefix string) *scenari
 		app.DeclareQueue(eda.QueueConfig{Queue: transport.Queue{Name: s.queue, Topics: []string{s.topic}, MaxReceiveCount: 5}}),
 		app.DeclareQueue(middleware.PoisonQueue(s.poisonQueue, s.poisonTopic)),
 		eda.Handle(app, s.queue, func(ctx context.Context, e Reserve) error {
+			s.calls.Add(1)
 			if s.failing.Load() {
 				return eda.Permanent(errors.New("unknown sku " + e.SKU))
 			}
 			msg, _ := eda.MessageFromContext(ctx)
 			for k := range msg.Metadata {
-				if strings.HasPrefix(k, poisonPrefix) || k == transport.MetadataDeadLetterSource {
+				if isRedriveKey(k) && k != transport.MetadataReceiveCount {
 					t.Errorf("the redriven message still has %s=%q", k, msg.Metadata[k])
 				}
+			}
+			if r := msg.Metadata.Get(middleware.MetadataPoisonRedrives); r != "1" {
+				t.Errorf("the redriven message has %s=%q, want 1", middleware.MetadataPoisonRedrives, r)
 			}
 			s.handled <- msg.Metadata.Get(eda.MetadataID)
 			return nil

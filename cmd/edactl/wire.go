@@ -5,6 +5,7 @@ import (
 
 	"github.com/ThreeDotsLabs/watermill/message"
 
+	"github.com/edaproject/eda/middleware"
 	"github.com/edaproject/eda/transport"
 	edaaws "github.com/edaproject/eda/transport/aws"
 	"github.com/edaproject/eda/transport/postgres"
@@ -27,24 +28,26 @@ func decodeSQS(body string, attrs map[string]string) (md message.Metadata, paylo
 }
 
 // isRedriveKey tells the metadata keys a redriven message loses: the poison
-// middleware's (middleware.MetadataPoison*) and the transport's delivery
-// bookkeeping, so the next failure records fresh ones.
+// middleware's (middleware.MetadataPoison*) of the last round, and the
+// transport's delivery bookkeeping, so the next failure records fresh ones.
+// The history middleware.Poison carries into the next round stays (first
+// failure, total deliveries, redrives): redriveMetadata sets it.
 func isRedriveKey(k string) bool {
+	switch k {
+	case middleware.MetadataPoisonFirstFailure, middleware.MetadataPoisonTotalDeliveries, middleware.MetadataPoisonRedrives:
+		return false
+	}
 	return strings.HasPrefix(k, poisonPrefix) || k == transport.MetadataReceiveCount || k == transport.MetadataDeadLetterSource
 }
 
-// stripSQS returns the body and attributes of an SQS message without the
-// redrive keys.
-func stripSQS(body string, attrs map[string]string) (string, map[string]string, error) {
+// reencodeSQS returns the body and attributes of an SQS message with its
+// metadata replaced by md (the payload, or its claim check, unchanged).
+func reencodeSQS(body string, attrs map[string]string, md message.Metadata) (string, map[string]string, error) {
 	msg, claimKey, err := edaaws.DecodeSQS(body, attrs)
 	if err != nil {
 		return "", nil, err
 	}
-	for k := range msg.Metadata {
-		if isRedriveKey(k) {
-			delete(msg.Metadata, k)
-		}
-	}
+	msg.Metadata = md
 	return edaaws.EncodeSQS(msg, claimKey)
 }
 

@@ -6,6 +6,7 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/ThreeDotsLabs/watermill/message"
 
@@ -14,19 +15,20 @@ import (
 	edaaws "github.com/edaproject/eda/transport/aws"
 )
 
-// Redrive strips the poison middleware's keys by their prefix: every key
-// the middleware writes must have it.
+// Redrive strips the last round's poison keys by their prefix: every key
+// the middleware writes must have it; the history keys stay.
 func TestPoisonKeysHavePrefix(t *testing.T) {
 	for _, k := range []string{
 		middleware.MetadataPoisonReason, middleware.MetadataPoisonError, middleware.MetadataPoisonAttempts,
 		middleware.MetadataPoisonDeliveries, middleware.MetadataPoisonHandler, middleware.MetadataPoisonQueue,
-		middleware.MetadataPoisonTopic, middleware.MetadataPoisonFirstFailure, middleware.MetadataPoisonLastFailure,
+		middleware.MetadataPoisonTopic, middleware.MetadataPoisonLastFailure,
 	} {
 		if !strings.HasPrefix(k, poisonPrefix) || !isRedriveKey(k) {
 			t.Errorf("poison key %q does not start with %q", k, poisonPrefix)
 		}
 	}
-	for _, k := range []string{"ce_id", "ce_type", transport.MetadataGroupID, "eda_topic"} {
+	for _, k := range []string{"ce_id", "ce_type", transport.MetadataGroupID, "eda_topic",
+		middleware.MetadataPoisonFirstFailure, middleware.MetadataPoisonTotalDeliveries, middleware.MetadataPoisonRedrives} {
 		if isRedriveKey(k) {
 			t.Errorf("redrive would strip %q", k)
 		}
@@ -44,7 +46,7 @@ func TestPGMetadataRoundTrip(t *testing.T) {
 	}
 }
 
-func TestStripSQS(t *testing.T) {
+func TestReencodeSQS(t *testing.T) {
 	msg := message.NewMessage("1", []byte(`{"order_id":"o-1"}`))
 	msg.Metadata = message.Metadata{"ce_id": "1", "ce_correlationid": "c", "eda_poison_reason": "permanent",
 		"eda_poison_error": "boom", transport.MetadataReceiveCount: "3"}
@@ -55,7 +57,12 @@ func TestStripSQS(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	body, attrs, err = stripSQS(body, attrs)
+	want := maps.Clone(msg.Metadata)
+	delete(want, "eda_poison_reason")
+	delete(want, "eda_poison_error")
+	delete(want, transport.MetadataReceiveCount)
+	want[middleware.MetadataPoisonRedrives] = "1"
+	body, attrs, err = reencodeSQS(body, attrs, want)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -63,14 +70,103 @@ func TestStripSQS(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := maps.Clone(msg.Metadata)
-	delete(want, "eda_poison_reason")
-	delete(want, "eda_poison_error")
-	delete(want, transport.MetadataReceiveCount)
 	if !reflect.DeepEqual(md, want) || string(payload) != string(msg.Payload) {
-		t.Errorf("after stripping: %v %q, want %v %q", md, payload, want, msg.Payload)
+		t.Errorf("re-encoded: %v %q, want %v %q", md, payload, want, msg.Payload)
 	}
-	if _, _, err := stripSQS("x", map[string]string{"eda_md": "{"}); err == nil {
-		t.Error("corrupt overflow attribute stripped without error")
+	if _, _, err := reencodeSQS("x", map[string]string{"eda_md": "{"}, want); err == nil {
+		t.Error("corrupt overflow attribute re-encoded without error")
+	}
+}
+
+// What a redriven message carries: the history, not the last round.
+func TestRedriveMetadata(t *testing.T) {
+	first := "2024-05-01T10:00:00Z"
+	cases := []struct {
+		name        string
+		md          message.Metadata
+		dlqSource   string
+		maxReceive  int
+		wantTotal   string // "" absent
+		wantRedrive string
+	}{
+		{"poisoned once", message.Metadata{"ce_id": "e", middleware.MetadataPoisonReason: "permanent", middleware.MetadataPoisonDeliveries: "2",
+			middleware.MetadataPoisonTotalDeliveries: "2", middleware.MetadataPoisonFirstFailure: first}, "", 0, "2", "1"},
+		{"poisoned after a redrive", message.Metadata{"ce_id": "e", middleware.MetadataPoisonReason: "permanent", middleware.MetadataPoisonDeliveries: "1",
+			middleware.MetadataPoisonTotalDeliveries: "3", middleware.MetadataPoisonRedrives: "1", middleware.MetadataPoisonFirstFailure: first}, "", 0, "3", "2"},
+		{"an old poisoned message, without a total", message.Metadata{"ce_id": "e", middleware.MetadataPoisonReason: "permanent",
+			middleware.MetadataPoisonDeliveries: "4", middleware.MetadataPoisonFirstFailure: first}, "", 0, "4", "1"},
+		{"moved by the broker", message.Metadata{"ce_id": "e", transport.MetadataDeadLetterSource: "billing"}, "billing", 5, "5", "1"},
+		{"moved by the broker after a poison round and a redrive", message.Metadata{"ce_id": "e", middleware.MetadataPoisonTotalDeliveries: "3",
+			middleware.MetadataPoisonRedrives: "1", middleware.MetadataPoisonFirstFailure: first}, "billing", 5, "8", "2"},
+		{"moved by a broker that does not say how often", message.Metadata{"ce_id": "e"}, "billing", 0, "", "1"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			d := newDeadMessage("1", c.md, nil, c.dlqSource, c.maxReceive)
+			got := redriveMetadata(d, c.dlqSource, c.maxReceive)
+			if got[middleware.MetadataPoisonTotalDeliveries] != c.wantTotal || got[middleware.MetadataPoisonRedrives] != c.wantRedrive {
+				t.Errorf("total %q redrives %q, want %q %q", got[middleware.MetadataPoisonTotalDeliveries], got[middleware.MetadataPoisonRedrives], c.wantTotal, c.wantRedrive)
+			}
+			if _, ok := c.md[middleware.MetadataPoisonFirstFailure]; ok && got[middleware.MetadataPoisonFirstFailure] != first {
+				t.Errorf("first failure %q, want %q kept", got[middleware.MetadataPoisonFirstFailure], first)
+			}
+			if got["ce_id"] != "e" {
+				t.Errorf("lost the envelope: %v", got)
+			}
+			for k := range got {
+				if isRedriveKey(k) {
+					t.Errorf("kept %s", k)
+				}
+			}
+		})
+	}
+}
+
+// What -id, -type, -reason, -since and -until select.
+func TestRedriveSelects(t *testing.T) {
+	at := func(s string) time.Time {
+		v, err := time.Parse(time.RFC3339, s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return v
+	}
+	poisoned := deadMessage{ID: "m-1", EventID: "ev-1", Type: "orders.OrderCreated", Reason: "permanent", LastFailure: "2024-05-01T10:00:00Z"}
+	broker := deadMessage{ID: "m-2", EventID: "ev-2", Type: "billing.Invoice", Reason: reasonMaxReceive, Enqueued: "2024-05-01T12:00:00Z"}
+	unknown := deadMessage{ID: "m-3", Type: "x"} // no time known
+	cases := []struct {
+		name string
+		o    redriveOptions
+		want []string // ids selected
+	}{
+		{"everything", redriveOptions{}, []string{"m-1", "m-2", "m-3"}},
+		{"by event id", redriveOptions{ids: map[string]bool{"ev-2": true}}, []string{"m-2"}},
+		{"by message id", redriveOptions{ids: map[string]bool{"m-1": true}}, []string{"m-1"}},
+		{"by type", redriveOptions{types: map[string]bool{"orders.OrderCreated": true}}, []string{"m-1"}},
+		{"by reason", redriveOptions{reasons: map[string]bool{reasonMaxReceive: true}}, []string{"m-2"}},
+		{"since: the last failure, else the enqueue time", redriveOptions{since: at("2024-05-01T11:00:00Z")}, []string{"m-2"}},
+		{"until", redriveOptions{until: at("2024-05-01T11:00:00Z")}, []string{"m-1"}},
+		{"bounds are inclusive", redriveOptions{since: at("2024-05-01T10:00:00Z"), until: at("2024-05-01T12:00:00Z")}, []string{"m-1", "m-2"}},
+		{"type and reason together", redriveOptions{types: map[string]bool{"billing.Invoice": true}, reasons: map[string]bool{"permanent": true}}, nil},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			var got []string
+			for _, m := range []deadMessage{poisoned, broker, unknown} {
+				if c.o.selects(m) {
+					got = append(got, m.ID)
+				}
+			}
+			if !reflect.DeepEqual(got, c.want) {
+				t.Errorf("selected %v, want %v", got, c.want)
+			}
+		})
+	}
+	now := at("2024-05-01T12:00:00Z")
+	if got, err := parseWhen("90m", now); err != nil || !got.Equal(at("2024-05-01T10:30:00Z")) {
+		t.Errorf("parseWhen 90m: %v %v", got, err)
+	}
+	if got, err := parseWhen("2024-04-30T08:00:00+02:00", now); err != nil || !got.Equal(at("2024-04-30T06:00:00Z")) {
+		t.Errorf("parseWhen RFC 3339: %v %v", got, err)
 	}
 }

@@ -164,7 +164,9 @@ func (s *system) count(ctx context.Context, sum *summary) error {
 		WHERE o.customer_id LIKE ?`), mine).Scan(&sum.Notified); err != nil {
 		return err
 	}
-	sum.DeadLettered = s.dead.snapshot()
+	if sum.DeadLettered, err = s.dead.snapshot(ctx); err != nil {
+		return err
+	}
 	lat, err := s.latencies(ctx)
 	if err != nil {
 		return err
@@ -208,12 +210,19 @@ func (sum *summary) print(out io.Writer) {
 	fmt.Fprintf(out, "  rejected          %d (out of stock)\n", sum.Rejected)
 	fmt.Fprintf(out, "  still pending     %d\n", sum.Pending)
 	fmt.Fprintf(out, "  notified          %d\n", sum.Notified)
-	fmt.Fprintf(out, "  dead-lettered     %d\n", len(sum.DeadLettered))
+	fmt.Fprintf(out, "  dead-lettered     %d (left in place for the operator: edactl dlq show|redrive)\n", len(sum.DeadLettered))
 	for _, d := range sum.DeadLettered {
-		fmt.Fprintf(out, "    %s from %s: %s: %s\n", d.Type, d.Queue, d.Reason, firstLine(d.Error))
+		fmt.Fprintf(out, "    %s from %s, in %s: %s: %s\n", orUnknown(d.Type), d.Queue, d.In, d.Reason, firstLine(d.Error))
 	}
 	fmt.Fprintf(out, "  end-to-end latency (order insert → final state): p50 %s, p99 %s\n",
 		sum.P50.Round(100*time.Microsecond), sum.P99.Round(100*time.Microsecond))
+}
+
+func orUnknown(s string) string {
+	if s == "" {
+		return "(type unknown)"
+	}
+	return s
 }
 
 func firstLine(s string) string {

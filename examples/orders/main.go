@@ -6,6 +6,12 @@
 // order service turns into the order's final state. Every consumer runs with
 // retries, a same-transaction inbox and a poison queue.
 //
+// The poison queue and the queues' dead-letter queues belong to the
+// operator: the example reads them for its summary (what they hold, with the
+// reasons) and never acknowledges them, so a poisoned message stays in the
+// broker until someone inspects and redrives it with edactl dlq show and
+// edactl dlq redrive.
+//
 // With no flags it runs all three services in one process on an embedded
 // SQLite database and the in-memory transport, places a demo batch of orders
 // over HTTP, shows progress and prints a summary:

@@ -136,6 +136,7 @@ func TestOrdersEndToEnd(t *testing.T) {
 			}
 			assertEffectsOnce(t, s, n)
 			assertPoisoned(t, sum)
+			assertStillInBroker(t, s)
 		})
 	}
 }
@@ -189,6 +190,25 @@ func assertPoisoned(t *testing.T, sum *summary) {
 		if d.Reason != "permanent" || !strings.Contains(d.Error, "cannot decode payload") || d.Type != "orders.OrderCreated" {
 			t.Errorf("dead letter %+v: want reason permanent, a decode error, type orders.OrderCreated", d)
 		}
+	}
+}
+
+// assertStillInBroker checks that nothing consumed the poison queue: the
+// two poisoned copies are still there for the operator, and the DLQs, which
+// nothing moved to, are empty but for what is there.
+func assertStillInBroker(t *testing.T, s *system) {
+	t.Helper()
+	ctx := context.Background()
+	n, err := s.dead.depth(ctx, s.opts.name(queuePoison))
+	must(t, err)
+	if n != 2 {
+		t.Errorf("the poison queue holds %d message(s) after the run, want the 2 poisoned copies: something consumed it", n)
+	}
+	// Reading it again for the summary finds them again.
+	sum, err := s.dead.snapshot(ctx)
+	must(t, err)
+	if len(sum) != 2 {
+		t.Errorf("a second look at the dead letters finds %+v, want the same 2", sum)
 	}
 }
 

@@ -110,11 +110,15 @@ func start(ctx context.Context, o options) (*system, error) {
 	}
 	closers = append(closers, func() { tr.Close() })
 	s.tr = tr
+	if s.dead, err = newDeadLetters(ctx, o, tr, d); err != nil {
+		return fail(err)
+	}
+	closers = append(closers, s.dead.close)
 
 	stack, err := middleware.Default(middleware.Config{
 		Logger: o.Logger,
 		Retry:  middleware.RetryConfig{MaxAttempts: 3, InitialInterval: 10 * time.Millisecond, MaxInterval: 100 * time.Millisecond},
-		Poison: &middleware.PoisonConfig{Publisher: tr, Topic: o.name(topicPoison), MaxDeliveries: o.MaxDelivery},
+		Poison: &middleware.PoisonConfig{Publisher: s.dead.publisher(tr), Topic: o.name(topicPoison), MaxDeliveries: o.MaxDelivery},
 	})
 	if err != nil {
 		return fail(err)
@@ -188,20 +192,12 @@ func start(ctx context.Context, o options) (*system, error) {
 		go func() { defer wg.Done(); _ = relay.Run(runCtx) }()
 	}
 
-	// The order service's process reports dead letters (as separate
-	// processes, the others would compete for them).
-	var deadQueues []string
+	// The order service's process reports what the poison queue and the
+	// DLQs hold, reading them without consuming: they belong to the
+	// operator (edactl dlq list|show|redrive), and a message stays there
+	// until an operator redrives it.
 	if o.has("orders") {
-		deadQueues = append(deadQueues, o.name(queuePoison))
-		for _, q := range app.Queues() {
-			if q.DeadLetterQueue != "" {
-				deadQueues = append(deadQueues, q.DeadLetterQueue)
-			}
-		}
-	}
-	s.dead, err = watchDeadLetters(runCtx, tr, deadQueues, &wg)
-	if err != nil {
-		return fail(err)
+		s.dead.watch(o.name(queuePoison), app.Queues())
 	}
 
 	if o.has("orders") {
@@ -268,52 +264,4 @@ func newTransport(ctx context.Context, o options, d *db) (transport.Transport, e
 		return edaaws.New(edaaws.Config{AWS: awsCfg, Endpoint: o.AWSEndpoint, AutoCreate: !o.NoAutoCreate, Logger: o.Logger})
 	}
 	return nil, fmt.Errorf("unknown -transport %q: memory, postgres or aws", o.Transport)
-}
-
-// deadLetter is one message that ended in the poison queue or a DLQ.
-type deadLetter struct {
-	Queue, Type, Reason, Error string
-}
-
-// deadLetters watches the poison queue and the queues' DLQs.
-type deadLetters struct {
-	mu   sync.Mutex
-	list []deadLetter
-}
-
-func watchDeadLetters(ctx context.Context, tr transport.Transport, queues []string, wg *sync.WaitGroup) (*deadLetters, error) {
-	d := &deadLetters{}
-	for _, name := range queues {
-		ch, err := tr.Subscribe(ctx, name)
-		if err != nil {
-			return nil, fmt.Errorf("watch %s: %w", name, err)
-		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for msg := range ch {
-				d.add(msg)
-				msg.Ack()
-			}
-		}()
-	}
-	return d, nil
-}
-
-func (d *deadLetters) add(msg *message.Message) {
-	md := msg.Metadata
-	dl := deadLetter{Queue: md.Get(middleware.MetadataPoisonQueue), Type: md.Get(eda.MetadataType),
-		Reason: md.Get(middleware.MetadataPoisonReason), Error: md.Get(middleware.MetadataPoisonError)}
-	if dl.Queue == "" { // moved by the broker's redrive policy: no reason recorded
-		dl.Queue, dl.Reason = md.Get(transport.MetadataDeadLetterSource), "max_receive_count"
-	}
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	d.list = append(d.list, dl)
-}
-
-func (d *deadLetters) snapshot() []deadLetter {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	return append([]deadLetter(nil), d.list...)
 }
