@@ -250,3 +250,43 @@ func TestClaimPartition(t *testing.T) {
 		}
 	}
 }
+
+// Retry and Discard notify the relays: a retried record is published at
+// once, not at the relay's next poll (regression: the notify statement was
+// never set, so they sent nothing).
+func TestRetryWakesRelay(t *testing.T) {
+	ctx := context.Background()
+	st, write := newStore(t)
+	app := outboxtest.NewApp(t)
+	sink := outboxtest.NewSink()
+	sink.SetReject(true)
+	const pollEvery = time.Minute
+	r, err := outbox.NewRelay(outbox.RelayConfig{Store: st, Publisher: sink, PollInterval: pollEvery})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rctx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- r.Run(rctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	if err := write(ctx, true, app, outboxtest.Event{Key: "k", N: 1, Poison: true}); err != nil {
+		t.Fatal(err)
+	}
+	var failed []outbox.Record
+	if !poll.Until(10*time.Second, func() bool {
+		failed, err = st.Failed(ctx, 10)
+		return err == nil && len(failed) == 1
+	}) {
+		t.Fatalf("record not failed: %v %v", failed, err)
+	}
+	sink.SetReject(false)
+	// The relay now sleeps for its whole poll interval: only a
+	// notification wakes it.
+	start := time.Now()
+	if n, err := st.Retry(ctx, failed[0].Seq); err != nil || n != 1 {
+		t.Fatalf("Retry = %d, %v", n, err)
+	}
+	sink.WaitFor(t, pollEvery/4, "the retried record", func(ds []outboxtest.Delivery) bool { return len(ds) == 1 })
+	t.Logf("retried record published %s after Retry (poll interval %s)", time.Since(start).Round(time.Millisecond), pollEvery)
+}
+

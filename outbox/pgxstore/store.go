@@ -123,8 +123,9 @@ func New(pool *pgxpool.Pool, cfg Config) (*Store, error) {
 		SELECT a, b, c, d, e, f FROM unnest($1::text[], $2::text[], $3::bytea[], $4::jsonb[], $5::text[], $6::text[]) WITH ORDINALITY AS x(a, b, c, d, e, f, o) ORDER BY o)%s`,
 			t, cols, tail)
 	}
-	notify := fmt.Sprintf(" SELECT pg_notify('%s', '')", s.channel)
-	s.insertOne, s.insertMany = one(notify), many(notify)
+	// s.notify is what Retry and Discard send to wake the relays.
+	s.notify = fmt.Sprintf("SELECT pg_notify('%s', '')", s.channel)
+	s.insertOne, s.insertMany = one(" "+s.notify), many(" "+s.notify)
 	s.insertOneQuiet, s.insertManyQuiet = one(" SELECT 1"), many(" SELECT 1")
 	// The claim takes pending records whose key has no older record that
 	// must wait (failed, or backing off), locks them with SKIP LOCKED so
