@@ -289,4 +289,3 @@ func TestRetryWakesRelay(t *testing.T) {
 	sink.WaitFor(t, pollEvery/4, "the retried record", func(ds []outboxtest.Delivery) bool { return len(ds) == 1 })
 	t.Logf("retried record published %s after Retry (poll interval %s)", time.Since(start).Round(time.Millisecond), pollEvery)
 }
-
