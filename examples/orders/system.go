@@ -39,9 +39,13 @@ type options struct {
 	// WrapPublisher, when set, wraps the publisher the outbox relay
 	// publishes through (the tests inject duplicates and outages with it).
 	WrapPublisher func(message.Publisher) message.Publisher
-	Logger        *slog.Logger  // nil: quiet
-	MaxDelivery   int           // deliveries before a failing message is poisoned
-	Visibility    time.Duration // queue visibility timeout
+	Logger        *slog.Logger // nil: quiet
+	MaxDelivery   int          // deliveries before a failing message is poisoned
+	// Redelivery delays the redelivery of a message whose handler failed
+	// (nil: at once); main sets the default schedule, which rides out a
+	// 2-minute outage within MaxDelivery 3.
+	Redelivery *middleware.RedeliveryConfig
+	Visibility time.Duration // queue visibility timeout
 }
 
 func (o options) has(role string) bool { return o.Role == "all" || o.Role == role }
@@ -103,7 +107,7 @@ func start(ctx context.Context, o options) (*system, error) {
 
 	stack, err := middleware.Default(middleware.Config{
 		Logger: o.Logger,
-		Retry:  middleware.RetryConfig{MaxAttempts: 3, InitialInterval: 10 * time.Millisecond, MaxInterval: 100 * time.Millisecond},
+		Retry:  middleware.RetryConfig{MaxAttempts: 3, InitialInterval: 10 * time.Millisecond, MaxInterval: 100 * time.Millisecond, Redelivery: o.Redelivery},
 		Poison: &middleware.PoisonConfig{Publisher: tr, Topic: o.name(topicPoison), MaxDeliveries: o.MaxDelivery},
 	})
 	if err != nil {
