@@ -297,10 +297,19 @@ func Handle[E Event](a *App, queue string, fn func(context.Context, E) error) er
 // NewMessage encodes e into a message with its envelope and returns the
 // topic it is published on. Correlation and causation ids come from ctx when
 // it is a handler's context. Outboxes and custom publishers use it; Publish
-// calls it.
+// calls it. For a Delayed event (At, After) it encodes the wrapped event and
+// sets transport.MetadataDeliverAt; it does not check that a publisher can
+// honour the delay (Publish does).
 func (a *App) NewMessage(ctx context.Context, e Event) (topic string, msg *message.Message, err error) {
 	if e == nil {
 		return "", nil, fmt.Errorf("%w: nil event", ErrInvalidConfig)
+	}
+	var deliverAt time.Time
+	switch e.(type) {
+	case Delayed, *Delayed:
+		if e, deliverAt, err = unwrapDelayed(e, time.Now()); err != nil {
+			return "", nil, err
+		}
 	}
 	a.mu.RLock()
 	et, ok := a.byType[reflect.TypeOf(e)]
@@ -353,6 +362,9 @@ func (a *App) NewMessage(ctx context.Context, e Event) (topic string, msg *messa
 			md[MetadataOrderingKey] = k
 		}
 	}
+	if !deliverAt.IsZero() {
+		transport.SetDeliverAt(msg, deliverAt)
+	}
 	msg.SetContext(ctx)
 	return et.topic, msg, nil
 }
@@ -360,13 +372,20 @@ func (a *App) NewMessage(ctx context.Context, e Event) (topic string, msg *messa
 // Publish encodes events and publishes each to its registered topic, in
 // order. Consecutive events for one topic go in one Publish call, which
 // batching transports (SNS PublishBatch) send together. Nothing is published
-// if an event cannot be encoded; on a publish error, the events of earlier
+// if an event cannot be encoded, or if a Delayed event (At, After) asks for
+// a delay the publisher cannot honour (an error wrapping
+// transport.ErrDelayUnsupported); on a publish error, the events of earlier
 // calls were published.
 func (a *App) Publish(ctx context.Context, events ...Event) error {
 	if len(events) == 1 { // the common case, without the run bookkeeping
 		topic, msg, err := a.NewMessage(ctx, events[0])
 		if err != nil {
 			return err
+		}
+		if _, delayed := msg.Metadata[transport.MetadataDeliverAt]; delayed {
+			if err := a.checkDelay(topic, msg, time.Now()); err != nil {
+				return err
+			}
 		}
 		return a.publish(topic, msg)
 	}
@@ -376,6 +395,11 @@ func (a *App) Publish(ctx context.Context, events ...Event) error {
 		var err error
 		if topics[i], msgs[i], err = a.NewMessage(ctx, e); err != nil {
 			return err
+		}
+		if _, delayed := msgs[i].Metadata[transport.MetadataDeliverAt]; delayed {
+			if err := a.checkDelay(topics[i], msgs[i], time.Now()); err != nil {
+				return err
+			}
 		}
 	}
 	for start := 0; start < len(msgs); {

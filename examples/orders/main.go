@@ -40,6 +40,8 @@ import (
 	"path/filepath"
 	"syscall"
 	"time"
+
+	"github.com/edaproject/eda/middleware"
 )
 
 func main() {
@@ -90,6 +92,7 @@ func run(ctx context.Context, o options, orders int, serve bool, timeout time.Du
 		o.DB = filepath.Join(dir, "orders.db")
 	}
 	o.MaxDelivery, o.Visibility = 3, 30*time.Second
+	o.Redelivery = &middleware.RedeliveryConfig{} // the default schedule: 1m, 2m... then the poison queue
 	s, err := start(ctx, o)
 	if err != nil {
 		return err
