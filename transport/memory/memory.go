@@ -275,6 +275,7 @@ type entry struct {
 	received int
 	receipt  uint64
 	timer    *time.Timer
+	at       time.Time // when it entered this queue
 }
 
 func (q *queue) enqueueLocked(uuid string, payload message.Payload, md message.Metadata, now time.Time) {
@@ -292,7 +293,7 @@ func (q *queue) enqueueLocked(uuid string, payload message.Payload, md message.M
 		q.seenOrder = append(q.seenOrder, seenID{id, now})
 	}
 	q.seq++
-	q.ready = append(q.ready, &entry{uuid: uuid, payload: payload, metadata: md, seq: q.seq, group: group})
+	q.ready = append(q.ready, &entry{uuid: uuid, payload: payload, metadata: md, seq: q.seq, group: group, at: now})
 	q.wakeLocked()
 }
 

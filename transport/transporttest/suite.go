@@ -61,6 +61,7 @@ func Run(t *testing.T, h Harness) {
 		{"FIFOGroupOrder", s.fifoOrder, f.FIFO},
 		{"FIFODeduplication", s.fifoDedup, f.FIFO && f.Deduplication},
 		{"MaxMessageSize", s.maxMessageSize, f.MaxMessageSize > 0},
+		{"Inspect", s.inspect, inspects(probe)},
 	}
 	for _, tc := range tests {
 		if !tc.on {
