@@ -42,6 +42,9 @@ type options struct {
 	Logger        *slog.Logger  // nil: quiet
 	MaxDelivery   int           // deliveries before a failing message is poisoned
 	Visibility    time.Duration // queue visibility timeout
+
+	MaxOutboxLag  time.Duration // readiness fails over this outbox lag; default defaultMaxOutboxLag (ops.go)
+	DepthInterval time.Duration // how often /metrics' queue depths are read; default defaultDepthInterval
 }
 
 func (o options) has(role string) bool { return o.Role == "all" || o.Role == role }
@@ -195,6 +198,9 @@ func start(ctx context.Context, o options) (*system, error) {
 		}
 		mux := http.NewServeMux()
 		s.orders.routes(mux)
+		if err := s.ops(runCtx, mux, &wg); err != nil {
+			return fail(err)
+		}
 		srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 		s.addr = ln.Addr().String()
 		wg.Add(1)
