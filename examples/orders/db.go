@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/jackc/pgx/v5/stdlib"
 	_ "modernc.org/sqlite" // the embedded default database
@@ -48,7 +49,14 @@ func openDB(ctx context.Context, dsn, schema string) (*db, error) {
 		if err != nil {
 			return nil, fmt.Errorf("postgres: %w", err)
 		}
-		if _, err := pool.Exec(ctx, `CREATE SCHEMA IF NOT EXISTS `+pgx.Identifier{schema}.Sanitize()); err != nil {
+		// Processes starting together race on CREATE SCHEMA IF NOT EXISTS:
+		// the loser fails with a unique violation on pg_namespace, and the
+		// schema then exists.
+		_, err = pool.Exec(ctx, `CREATE SCHEMA IF NOT EXISTS `+pgx.Identifier{schema}.Sanitize())
+		if pgErr := (*pgconn.PgError)(nil); errors.As(err, &pgErr) && (pgErr.Code == "23505" || pgErr.Code == "42P06") {
+			err = nil
+		}
+		if err != nil {
 			pool.Close()
 			return nil, fmt.Errorf("postgres is not reachable (start it: scripts/postgres.sh): %w", err)
 		}
