@@ -124,7 +124,7 @@ func (a *App) Live() error {
 // Ready runs the readiness checks at once, each bounded by cfg.Timeout:
 // CheckSubscriptions, CheckTransport when the transport is a
 // transport.Pinger, then cfg.Checks; the app is ready when every check
-// passes. cfg must be valid (HealthHandler validates it).
+// passes. A check of an invalid cfg (HealthConfig.Validate) fails.
 func (a *App) Ready(ctx context.Context, cfg HealthConfig) HealthReport {
 	timeout := cfg.Timeout
 	if timeout == 0 {
@@ -148,7 +148,12 @@ func (a *App) Ready(ctx context.Context, cfg HealthConfig) HealthReport {
 			defer wg.Done()
 			cctx, cancel := context.WithTimeout(ctx, timeout)
 			defer cancel()
-			err := c.Check(cctx)
+			var err error
+			if c.Check == nil { // an invalid HealthConfig: fail, do not panic
+				err = Unhealthy("check has no Check function")
+			} else {
+				err = c.Check(cctx)
+			}
 			rep.Checks[i] = CheckResult{Name: c.Name, OK: err == nil}
 			if err != nil {
 				rep.Checks[i].Reason = healthReason(cctx, err)
