@@ -120,6 +120,10 @@ type App struct {
 	order   []string // queue declaration order, for stable startup
 	started bool
 	running chan struct{}
+
+	// For health.go.
+	done     chan struct{}               // closed when Run returns
+	handlers map[string]*message.Handler // the router's by name, once Run has added them; guarded by mu
 }
 
 type eventType struct {
@@ -147,6 +151,7 @@ func New(cfg Config) (*App, error) {
 		byName:  map[string]*eventType{},
 		queues:  map[string]*queueSpec{},
 		running: make(chan struct{}),
+		done:    make(chan struct{}),
 	}, nil
 }
 
@@ -492,6 +497,7 @@ func (a *App) Run(ctx context.Context) error {
 	}
 	a.started = true
 	a.mu.Unlock()
+	defer close(a.done)
 
 	if err := a.Declare(ctx); err != nil {
 		return err
@@ -502,6 +508,7 @@ func (a *App) Run(ctx context.Context) error {
 	}
 	router.AddMiddleware(a.cfg.Middleware...)
 	sub := keepOpen{a.cfg.Transport}
+	handlers := map[string]*message.Handler{}
 	for _, name := range a.order {
 		q := a.queues[name]
 		if len(q.handlers) == 0 {
@@ -513,9 +520,12 @@ func (a *App) Run(ctx context.Context) error {
 			if q.cfg.Concurrency > 1 {
 				hname = fmt.Sprintf("%s#%d", name, i+1)
 			}
-			router.AddConsumerHandler(hname, name, sub, dispatch)
+			handlers[hname] = router.AddConsumerHandler(hname, name, sub, dispatch)
 		}
 	}
+	a.mu.Lock()
+	a.handlers = handlers
+	a.mu.Unlock()
 	errc := make(chan error, 1)
 	go func() { errc <- router.Run(context.WithoutCancel(ctx)) }()
 	select {

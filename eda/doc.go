@@ -27,4 +27,8 @@
 // message with an error that matches ErrUnknownEvent, ErrDecode or
 // ErrSchemaVersion and is marked permanent (IsPermanent), which the poison
 // middleware routes with its reason.
+//
+// HealthHandler serves an App's liveness (/healthz: Run has not returned)
+// and readiness (/readyz: subscribed, the transport answers its Ping, and
+// any extra checks, such as an outbox's lag, pass) for a service's own mux.
 package eda

@@ -56,6 +56,9 @@ type options struct {
 	// 2-minute outage within MaxDelivery 3.
 	Redelivery *middleware.RedeliveryConfig
 	Visibility time.Duration // queue visibility timeout
+
+	MaxOutboxLag  time.Duration // readiness fails over this outbox lag; default defaultMaxOutboxLag (ops.go)
+	DepthInterval time.Duration // how often /metrics' queue depths are read; default defaultDepthInterval
 }
 
 func (o options) has(role string) bool { return o.Role == "all" || o.Role == role }
@@ -211,6 +214,9 @@ func start(ctx context.Context, o options) (*system, error) {
 		}
 		mux := http.NewServeMux()
 		s.orders.routes(mux)
+		if err := s.ops(runCtx, mux, &wg); err != nil {
+			return fail(err)
+		}
 		srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 		s.addr = ln.Addr().String()
 		wg.Add(1)
