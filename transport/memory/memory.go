@@ -282,7 +282,7 @@ type queue struct {
 	plain bool // declared only as another queue's DLQ
 
 	seq       uint64
-	ready     []*entry // standard: delivery order, all visible; FIFO: sorted by seq, delayed ones included
+	ready     []*entry            // standard: delivery order, all visible; FIFO: sorted by seq, delayed ones included
 	waiting   map[*entry]struct{} // standard: entries waiting for their visibleAt, outside ready
 	inflight  map[*entry]struct{}
 	busy      map[string]bool     // FIFO groups with a message in flight
