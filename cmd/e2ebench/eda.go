@@ -1,0 +1,172 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/edaproject/eda/eda"
+	"github.com/edaproject/eda/middleware"
+	"github.com/edaproject/eda/middleware/inbox/pgstore"
+	"github.com/edaproject/eda/outbox"
+	"github.com/edaproject/eda/outbox/pgxstore"
+	"github.com/edaproject/eda/transport"
+	edaaws "github.com/edaproject/eda/transport/aws"
+)
+
+// edaBuild is the flow on eda's public API: the order and its event in one
+// implicit transaction (pgxstore.Store.Queue, one round trip), the outbox
+// relay into the eda AWS transport (SNS PublishBatch), batched SQS
+// consumers, middleware.Default (retry, poison queue) and each handler in
+// a pgstore.Tx, whose inbox mark commits with the handler's effects.
+type edaBuild struct {
+	env   *env
+	pool  *pgxpool.Pool
+	store *pgxstore.Store
+	app   *eda.App
+	tr    *edaaws.Transport
+	stop  func()
+}
+
+func newEdaBuild(ctx context.Context, e *env, prefix string) (_ *edaBuild, err error) {
+	b := &edaBuild{env: e}
+	var closers []func()
+	b.stop = func() {
+		for i := len(closers) - 1; i >= 0; i-- {
+			closers[i]()
+		}
+	}
+	defer func() {
+		if err != nil {
+			b.stop()
+		}
+	}()
+	schema := prefix + "_eda"
+	if b.pool, err = e.newPool(ctx, schema); err != nil {
+		return nil, err
+	}
+	closers = append(closers, b.pool.Close)
+	if b.store, err = pgxstore.New(b.pool, pgxstore.Config{Schema: schema}); err != nil {
+		return nil, err
+	}
+	if err := b.store.Migrate(ctx); err != nil {
+		return nil, err
+	}
+	in, err := pgstore.New(b.pool, pgstore.Config{Schema: schema})
+	if err != nil {
+		return nil, err
+	}
+	if err := in.Migrate(ctx); err != nil {
+		return nil, err
+	}
+
+	name := func(s string) string { return prefix + "-eda-" + s }
+	if b.tr, err = edaaws.New(edaaws.Config{AWS: e.awsCfg, Endpoint: e.endpoint, AccountID: account, AutoCreate: true,
+		Concurrency: e.concurrency}); err != nil {
+		return nil, err
+	}
+	closers = append(closers, func() { b.tr.Close() })
+	stack, err := middleware.Default(middleware.Config{
+		Retry:  middleware.RetryConfig{MaxAttempts: 3, InitialInterval: 10 * time.Millisecond, MaxInterval: 100 * time.Millisecond},
+		Poison: &middleware.PoisonConfig{Publisher: b.tr, Topic: name(topicPoison)},
+	})
+	if err != nil {
+		return nil, err
+	}
+	if b.app, err = eda.New(eda.Config{Transport: b.tr, Source: "e2ebench", Middleware: stack}); err != nil {
+		return nil, err
+	}
+	queue := func(q string) eda.QueueConfig {
+		return eda.QueueConfig{Queue: transport.Queue{Name: name(q), MaxReceiveCount: 5}}
+	}
+	t := e.tracker("eda")
+	err = errors.Join(
+		eda.Register[OrderCreated](b.app, name(topicOrders)),
+		eda.Register[StockReserved](b.app, name(topicInventory)),
+		eda.Register[StockReservationFailed](b.app, name(topicInventory)),
+		b.app.DeclareQueue(middleware.PoisonQueue(name(queuePoison), name(topicPoison))),
+		b.app.DeclareQueue(queue(queueInventory)),
+		b.app.DeclareQueue(queue(queueNotification)),
+		b.app.DeclareQueue(queue(queueOrderStatus)),
+		eda.Handle(b.app, name(queueInventory), pgstore.Tx(in, "inventory", func(ctx context.Context, tx pgx.Tx, ev OrderCreated) error {
+			t.stage("1 inventory", ev.OrderID)
+			ok, reason, err := reserve(ctx, tx, ev)
+			if err != nil {
+				return err
+			}
+			var out eda.Event = StockReserved{OrderID: ev.OrderID, CustomerID: ev.CustomerID}
+			if !ok {
+				out = StockReservationFailed{OrderID: ev.OrderID, CustomerID: ev.CustomerID, Reason: reason}
+			}
+			return b.store.Write(ctx, tx, b.app, out)
+		})),
+		eda.Handle(b.app, name(queueNotification), pgstore.Tx(in, "notification", func(ctx context.Context, tx pgx.Tx, ev OrderCreated) error {
+			env, _ := eda.EnvelopeFromContext(ctx)
+			return notify(ctx, tx, env.ID, ev)
+		})),
+		eda.Handle(b.app, name(queueOrderStatus), tracked(t, func(e StockReserved) string { return e.OrderID },
+			pgstore.Tx(in, "orders", func(ctx context.Context, tx pgx.Tx, ev StockReserved) error {
+				t.stage("2 order-status", ev.OrderID)
+				return finish(ctx, tx, ev.OrderID, "reserved", "")
+			}))),
+		eda.Handle(b.app, name(queueOrderStatus), tracked(t, func(e StockReservationFailed) string { return e.OrderID },
+			pgstore.Tx(in, "orders", func(ctx context.Context, tx pgx.Tx, ev StockReservationFailed) error {
+				t.stage("2 order-status", ev.OrderID)
+				return finish(ctx, tx, ev.OrderID, "rejected", ev.Reason)
+			}))),
+	)
+	if err != nil {
+		return nil, err
+	}
+
+	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	var wg sync.WaitGroup
+	closers = append(closers, func() { cancel(); wg.Wait() })
+	appErr := make(chan error, 1)
+	wg.Add(1)
+	go func() { defer wg.Done(); appErr <- b.app.Run(runCtx) }()
+	select {
+	case <-b.app.Running():
+	case err := <-appErr:
+		return nil, fmt.Errorf("eda app: %w", err)
+	}
+	// The relay wakes on the outbox's NOTIFY; PollInterval only covers a
+	// lost notification.
+	relay, err := outbox.NewRelay(outbox.RelayConfig{Store: b.store, Publisher: b.tr, Workers: e.relayWorkers})
+	if err != nil {
+		return nil, err
+	}
+	wg.Add(1)
+	go func() { defer wg.Done(); _ = relay.Run(runCtx) }()
+	return b, nil
+}
+
+// tracked reports to t when fn, the order-status handler, has committed
+// the order's final state.
+func tracked[E eda.Event](t *tracker, id func(E) string, fn func(context.Context, E) error) func(context.Context, E) error {
+	return func(ctx context.Context, e E) error {
+		if err := fn(ctx, e); err != nil {
+			return err
+		}
+		t.finish(id(e))
+		return nil
+	}
+}
+
+// place commits the order row and its OrderCreated event in one round trip:
+// a pgx.Batch sent outside a transaction runs as one implicit transaction.
+func (b *edaBuild) place(ctx context.Context, req orderRequest, items []byte) error {
+	batch := &pgx.Batch{}
+	batch.Queue(sqlInsertOrder, req.ID, req.CustomerID, items)
+	if err := b.store.Queue(ctx, batch, b.app, OrderCreated{OrderID: req.ID, CustomerID: req.CustomerID, Items: req.Items}); err != nil {
+		return err
+	}
+	return b.pool.SendBatch(ctx, batch).Close()
+}
+
+func (b *edaBuild) close() { b.stop() }

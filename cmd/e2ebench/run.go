@@ -1,0 +1,569 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	awssdk "github.com/aws/aws-sdk-go-v2/aws"
+	awssns "github.com/aws/aws-sdk-go-v2/service/sns"
+	"github.com/aws/aws-sdk-go-v2/service/sqs"
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+// env is what both builds share: the servers and this run's names.
+type env struct {
+	dsn          string
+	endpoint     string
+	awsCfg       awssdk.Config
+	prefix       string
+	concurrency  int
+	relayWorkers int
+	stages       bool
+
+	mu       sync.Mutex
+	trackers map[string]*tracker
+}
+
+// newPool opens a pool whose search_path is schema (created with the
+// flow's tables).
+func (e *env) newPool(ctx context.Context, schema string) (*pgxpool.Pool, error) {
+	cfg, err := pgxpool.ParseConfig(e.dsn)
+	if err != nil {
+		return nil, err
+	}
+	cfg.MaxConns = 32
+	cfg.ConnConfig.RuntimeParams["search_path"] = schema
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		return nil, err
+	}
+	if err := pool.Ping(ctx); err != nil {
+		pool.Close()
+		return nil, fmt.Errorf("postgres at %s: %w (start it with: pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start)", e.dsn, err)
+	}
+	if err := createTables(ctx, pool, schema); err != nil {
+		pool.Close()
+		return nil, err
+	}
+	return pool, nil
+}
+
+func (e *env) tracker(name string) *tracker {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.trackers[name] == nil {
+		e.trackers[name] = &tracker{pending: map[string]time.Time{}}
+		if e.stages {
+			e.trackers[name].stages = map[string][]time.Duration{}
+		}
+	}
+	return e.trackers[name]
+}
+
+// tracker matches each order's final state to its scheduled send time.
+type tracker struct {
+	mu          sync.Mutex
+	pending     map[string]time.Time
+	lat         []time.Duration
+	first, last time.Time
+	stages      map[string][]time.Duration // -stages: time from the scheduled send to each handler's start
+}
+
+// stage records, with -stages, when an order reached a handler.
+func (t *tracker) stage(name, id string) {
+	now := time.Now()
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.stages == nil {
+		return
+	}
+	if at, ok := t.pending[id]; ok {
+		t.stages[name] = append(t.stages[name], now.Sub(at))
+	}
+}
+
+// takeStages returns the p50 and p99 of each stage and forgets them.
+func (t *tracker) takeStages() string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	var parts []string
+	for name, lat := range t.stages {
+		slices.Sort(lat)
+		parts = append(parts, fmt.Sprintf("%s p50 %s p99 %s", name, ms(quantile(lat, 0.5)), ms(quantile(lat, 0.99))))
+		delete(t.stages, name)
+	}
+	slices.Sort(parts)
+	return strings.Join(parts, "; ")
+}
+
+func (t *tracker) begin(id string, at time.Time) {
+	t.mu.Lock()
+	t.pending[id] = at
+	t.mu.Unlock()
+}
+
+// drop forgets an order whose request failed.
+func (t *tracker) drop(id string) {
+	t.mu.Lock()
+	delete(t.pending, id)
+	t.mu.Unlock()
+}
+
+// finish records that id reached its final state; a redelivery's second
+// finish finds nothing.
+func (t *tracker) finish(id string) {
+	now := time.Now()
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	at, ok := t.pending[id]
+	if !ok {
+		return
+	}
+	delete(t.pending, id)
+	t.lat = append(t.lat, now.Sub(at))
+	if t.first.IsZero() {
+		t.first = now
+	}
+	t.last = now
+}
+
+func (t *tracker) outstanding() int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return len(t.pending)
+}
+
+// take returns what was recorded since the last take, and forgets it.
+func (t *tracker) take() (lat []time.Duration, first, last time.Time) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	lat, first, last = t.lat, t.first, t.last
+	t.lat, t.first, t.last = nil, time.Time{}, time.Time{}
+	return lat, first, last
+}
+
+// build is one of the two implementations under load.
+type build struct {
+	name   string
+	url    string
+	client *http.Client
+	track  *tracker
+	schema string
+	close  func()
+	alive  bool
+	best   *stepResult // highest sustained step
+	steps  map[float64]stepResult
+}
+
+type stepResult struct {
+	offered, achieved float64
+	sent, done, errs  int
+	p50, p99, p999    time.Duration
+	drained           bool
+	sustained         bool
+	cpuPerOrder       time.Duration // the bench process's CPU per order
+	emuPerOrder       time.Duration // the emulator's CPU per order (with -emulator-pid)
+}
+
+func run(ctx context.Context, c config) error {
+	e := &env{dsn: c.dsn, endpoint: c.endpoint, awsCfg: awsConfig(), prefix: newPrefix(),
+		concurrency: c.concurrency, relayWorkers: c.relayWorkers, stages: c.stages, trackers: map[string]*tracker{}}
+	defer cleanup(e, c.out)
+	var builds []*build
+	defer func() {
+		for _, b := range builds {
+			b.close()
+		}
+	}()
+	for _, name := range c.builds {
+		var place func(context.Context, orderRequest, []byte) error
+		var closeFn func()
+		switch name {
+		case "eda":
+			b, err := newEdaBuild(ctx, e, e.prefix)
+			if err != nil {
+				return fmt.Errorf("eda build: %w", err)
+			}
+			place, closeFn = b.place, b.close
+		case "stock":
+			b, err := newStockBuild(ctx, e, e.prefix)
+			if err != nil {
+				return fmt.Errorf("stock build: %w", err)
+			}
+			place, closeFn = b.place, b.close
+		default:
+			return fmt.Errorf("-builds: unknown build %q (eda, stock)", name)
+		}
+		b, err := serve(name, place, closeFn)
+		if err != nil {
+			closeFn()
+			return err
+		}
+		b.track, b.schema = e.tracker(name), e.prefix+"_"+name
+		builds = append(builds, b)
+	}
+
+	fmt.Fprintf(c.out, "e2ebench %s: builds %s, %d in flight per queue, steps of %s, drain %s, p99 bound %s, prefix %s\n",
+		time.Now().UTC().Format(time.RFC3339), strings.Join(c.builds, ","), c.concurrency, c.step, c.drain, c.p99Bound, e.prefix)
+	// Warm up: connections, prepared statements, the emulator's queues.
+	for _, b := range builds {
+		if _, err := runStep(ctx, c, b, warmupRate, 2*time.Second); err != nil {
+			return fmt.Errorf("%s warm-up: %w", b.name, err)
+		}
+	}
+	fmt.Fprintf(c.out, "\n%s\n", header(builds))
+	for _, rate := range c.rates {
+		any := false
+		for _, b := range builds {
+			if !b.alive {
+				continue
+			}
+			any = true
+			r, err := runStep(ctx, c, b, rate, c.step)
+			if err != nil {
+				return fmt.Errorf("%s at %v/s: %w", b.name, rate, err)
+			}
+			b.steps[rate] = r
+			if r.sustained {
+				b.best = &r
+			} else {
+				b.alive = false
+			}
+		}
+		if !any {
+			break
+		}
+		fmt.Fprintln(c.out, row(builds, rate))
+	}
+	summary(c, builds)
+	for _, b := range builds {
+		if err := check(ctx, e, b); err != nil {
+			return err
+		}
+	}
+	fmt.Fprintln(c.out, "checked: every accepted order is final, with its reservation and its notification, in both builds")
+	return nil
+}
+
+// serve starts the HTTP front of a build on a loopback port.
+func serve(name string, place func(context.Context, orderRequest, []byte) error, closeFn func()) (*build, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	srv := &http.Server{Handler: orderHandler(place), ReadHeaderTimeout: 5 * time.Second}
+	go func() { _ = srv.Serve(ln) }()
+	tr := &http.Transport{MaxIdleConns: 1024, MaxIdleConnsPerHost: 1024, IdleConnTimeout: time.Minute}
+	return &build{name: name, url: "http://" + ln.Addr().String() + "/orders", client: &http.Client{Transport: tr, Timeout: 30 * time.Second},
+		alive: true, steps: map[float64]stepResult{},
+		close: func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			_ = srv.Shutdown(ctx)
+			tr.CloseIdleConnections()
+			closeFn()
+		}}, nil
+}
+
+var orderSeq atomic.Int64
+
+const warmupRate = 10
+
+// runStep offers rate orders/s to b for d, open loop, and waits for them
+// to finish.
+func runStep(ctx context.Context, c config, b *build, rate float64, d time.Duration) (stepResult, error) {
+	n := int(rate * d.Seconds())
+	r := stepResult{offered: rate, sent: n}
+	rng := rand.New(rand.NewPCG(uint64(n), uint64(rate)))
+	bodies := make([][]byte, n)
+	ids := make([]string, n)
+	for i := range bodies {
+		seq := orderSeq.Add(1)
+		ids[i] = b.name + "-" + strconv.FormatInt(seq, 10)
+		sku := "sku-" + strconv.Itoa(1+rng.IntN(skus))
+		if rng.IntN(20) == 0 {
+			sku = soldOutSKU
+		}
+		bodies[i], _ = json.Marshal(orderRequest{ID: ids[i], CustomerID: "customer-" + strconv.Itoa(int(seq%500)),
+			Items: []Item{{SKU: sku, Qty: 1 + rng.IntN(3)}}})
+	}
+	var errs atomic.Int64
+	var firstErr atomic.Value
+	var wg sync.WaitGroup
+	var postMu sync.Mutex
+	var posted []time.Duration
+	cpu0, emu0 := processCPU(os.Getpid()), processCPU(c.emulatorPID)
+	start := time.Now().Add(5 * time.Millisecond)
+	for i := 0; i < n; i++ {
+		at := start.Add(time.Duration(float64(i) / rate * float64(time.Second)))
+		if w := time.Until(at); w > 0 {
+			time.Sleep(w)
+		}
+		wg.Add(1)
+		go func(id string, body []byte) {
+			defer wg.Done()
+			b.track.begin(id, at)
+			resp, err := b.client.Post(b.url, "application/json", bytes.NewReader(body))
+			if err == nil {
+				if resp.StatusCode != http.StatusCreated {
+					err = fmt.Errorf("POST /orders: %s", resp.Status)
+				}
+				resp.Body.Close()
+				postMu.Lock()
+				posted = append(posted, time.Since(at))
+				postMu.Unlock()
+			}
+			if err != nil {
+				b.track.drop(id)
+				errs.Add(1)
+				firstErr.CompareAndSwap(nil, err)
+			}
+		}(ids[i], bodies[i])
+	}
+	wg.Wait()
+	deadline := start.Add(d + c.drain)
+	for b.track.outstanding() > 0 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	r.drained = b.track.outstanding() == 0
+	lat, first, last := b.track.take()
+	r.done, r.errs = len(lat), int(errs.Load())
+	if !r.drained {
+		// Leave the backlog out of the next step's figures.
+		b.track.mu.Lock()
+		clear(b.track.pending)
+		b.track.mu.Unlock()
+	}
+	if r.done > 0 {
+		cpu, emu := processCPU(os.Getpid())-cpu0, processCPU(c.emulatorPID)-emu0
+		r.cpuPerOrder, r.emuPerOrder = cpu/time.Duration(r.done), emu/time.Duration(r.done)
+	}
+	if r.done > 1 && last.After(first) {
+		r.achieved = float64(r.done-1) / last.Sub(first).Seconds()
+	}
+	slices.Sort(lat)
+	slices.Sort(posted)
+	r.p50, r.p99, r.p999 = quantile(lat, 0.5), quantile(lat, 0.99), quantile(lat, 0.999)
+	r.sustained = r.drained && r.errs == 0 && r.achieved >= 0.95*rate && r.p99 <= c.p99Bound
+	if st := b.track.takeStages(); st != "" && rate != warmupRate {
+		fmt.Fprintf(c.out, "%s at %v/s: POST done p50 %s; %s\n", b.name, rate, ms(quantile(posted, 0.5)), st)
+	}
+	if r.errs > 0 {
+		fmt.Fprintf(c.out, "%s at %v/s: %d of %d requests failed, first: %v\n", b.name, rate, r.errs, n, firstErr.Load())
+	}
+	return r, ctx.Err()
+}
+
+func quantile(sorted []time.Duration, q float64) time.Duration {
+	if len(sorted) == 0 {
+		return 0
+	}
+	i := int(q*float64(len(sorted))+0.5) - 1
+	return sorted[max(0, min(i, len(sorted)-1))]
+}
+
+// processCPU is the user+system CPU time of pid so far (0 if unknown).
+func processCPU(pid int) time.Duration {
+	if pid == 0 {
+		return 0
+	}
+	if pid == os.Getpid() {
+		var ru syscall.Rusage
+		if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+			return 0
+		}
+		return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+	}
+	raw, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return 0
+	}
+	// Fields after the command (which is in parentheses): utime is the
+	// 14th field of the line, stime the 15th, in clock ticks (100/s).
+	s := string(raw)
+	f := strings.Fields(s[strings.LastIndexByte(s, ')')+2:])
+	if len(f) < 13 {
+		return 0
+	}
+	ut, _ := strconv.ParseInt(f[11], 10, 64)
+	st, _ := strconv.ParseInt(f[12], 10, 64)
+	return time.Duration(ut+st) * 10 * time.Millisecond
+}
+
+func header(builds []*build) string {
+	var h, sep strings.Builder
+	h.WriteString("| offered/s ")
+	sep.WriteString("|---:")
+	for _, b := range builds {
+		fmt.Fprintf(&h, "| %[1]s done/s | %[1]s p50 | %[1]s p99 | %[1]s p99.9 | %[1]s CPU/order ", b.name)
+		sep.WriteString("|---:|---:|---:|---:|---:")
+	}
+	if len(builds) == 2 {
+		h.WriteString("| p99 " + builds[0].name + "/" + builds[1].name + " ")
+		sep.WriteString("|---:")
+	}
+	return h.String() + "|\n" + sep.String() + "|"
+}
+
+func row(builds []*build, rate float64) string {
+	var s strings.Builder
+	fmt.Fprintf(&s, "| %g ", rate)
+	for _, b := range builds {
+		r, ok := b.steps[rate]
+		if !ok {
+			s.WriteString("| — | — | — | — | — ")
+			continue
+		}
+		mark := ""
+		if !r.sustained {
+			mark = " ✗"
+			if !r.drained {
+				mark = fmt.Sprintf(" ✗ (%d of %d done)", r.done, r.sent-r.errs)
+			}
+		}
+		cpu := ms(r.cpuPerOrder)
+		if r.emuPerOrder > 0 {
+			cpu += " + emu " + ms(r.emuPerOrder)
+		}
+		fmt.Fprintf(&s, "| %.0f%s | %s | %s | %s | %s ", r.achieved, mark, ms(r.p50), ms(r.p99), ms(r.p999), cpu)
+	}
+	if len(builds) == 2 {
+		a, aok := builds[0].steps[rate]
+		b, bok := builds[1].steps[rate]
+		if aok && bok && b.p99 > 0 {
+			fmt.Fprintf(&s, "| %.2f× ", float64(a.p99)/float64(b.p99))
+		} else {
+			s.WriteString("| — ")
+		}
+	}
+	return s.String() + "|"
+}
+
+func ms(d time.Duration) string {
+	return strconv.FormatFloat(float64(d)/float64(time.Millisecond), 'f', 1, 64) + " ms"
+}
+
+func summary(c config, builds []*build) {
+	fmt.Fprintln(c.out)
+	top := c.rates[len(c.rates)-1]
+	for _, b := range builds {
+		if b.best == nil {
+			fmt.Fprintf(c.out, "%s: no offered rate sustained (lowest %v/s)\n", b.name, c.rates[0])
+			continue
+		}
+		more := ""
+		if b.alive && b.best.offered == top {
+			more = " (the highest rate offered: saturation not reached)"
+		}
+		fmt.Fprintf(c.out, "%s: saturation point %v orders/s offered%s, %.0f orders/s sustained there, p99 %s\n",
+			b.name, b.best.offered, more, b.best.achieved, ms(b.best.p99))
+	}
+	if len(builds) != 2 || builds[0].best == nil || builds[1].best == nil {
+		return
+	}
+	a, s := builds[0], builds[1]
+	atLeast := ""
+	if a.alive && a.best.offered == top {
+		atLeast = "≥ "
+	}
+	fmt.Fprintf(c.out, "sustained orders/s %s/%s: %s%.2f× (target ≥ 2×)\n", a.name, s.name, atLeast, a.best.achieved/s.best.achieved)
+	// p99 at the highest offered rate below both saturation points.
+	var rate float64
+	for _, r := range c.rates {
+		if r < a.best.offered && r < s.best.offered {
+			rate = r
+		}
+	}
+	if rate == 0 { // no rate below both: the highest both sustained
+		rate = min(a.best.offered, s.best.offered)
+	}
+	ra, rs := a.steps[rate], s.steps[rate]
+	fmt.Fprintf(c.out, "p99 at %v orders/s %s/%s: %s / %s = %.2f× (target ≤ 0.5×)\n", rate, a.name, s.name, ms(ra.p99), ms(rs.p99), float64(ra.p99)/float64(rs.p99))
+}
+
+
+// check verifies, after the load, that every accepted order of b is final
+// with its reservation and its notification (and no more than one of each).
+func check(ctx context.Context, e *env, b *build) error {
+	pool, err := pgxpool.New(ctx, e.dsn)
+	if err != nil {
+		return err
+	}
+	defer pool.Close()
+	deadline := time.Now().Add(time.Minute)
+	for {
+		var orders, pending, reservations, notes int
+		err := pool.QueryRow(ctx, fmt.Sprintf(`SELECT (SELECT count(*) FROM %[1]s.orders), (SELECT count(*) FROM %[1]s.orders WHERE status = 'pending'),
+			(SELECT count(*) FROM %[1]s.reservations), (SELECT count(DISTINCT order_id) FROM %[1]s.notifications)`, b.schema)).Scan(&orders, &pending, &reservations, &notes)
+		if err != nil {
+			return err
+		}
+		if pending == 0 && reservations == orders && notes == orders {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%s: of %d orders %d still pending, %d reservations, %d notified", b.name, orders, pending, reservations, notes)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// cleanup drops the run's schemas, queues and topics.
+func cleanup(e *env, out interface{ Write([]byte) (int, error) }) {
+	ctx, cancel := context.WithTimeout(context.Background(), settleTimeout)
+	defer cancel()
+	var errs []error
+	if pool, err := pgxpool.New(ctx, e.dsn); err == nil {
+		for _, s := range []string{"eda", "stock"} {
+			if _, err := pool.Exec(ctx, "DROP SCHEMA IF EXISTS "+e.prefix+"_"+s+" CASCADE"); err != nil {
+				errs = append(errs, err)
+			}
+		}
+		pool.Close()
+	}
+	ep := e.endpoint
+	sq := sqs.NewFromConfig(e.awsCfg, func(o *sqs.Options) { o.BaseEndpoint = &ep })
+	qs, err := sq.ListQueues(ctx, &sqs.ListQueuesInput{QueueNamePrefix: awssdk.String(e.prefix), MaxResults: awssdk.Int32(1000)})
+	if err == nil {
+		for _, u := range qs.QueueUrls {
+			if _, err := sq.DeleteQueue(ctx, &sqs.DeleteQueueInput{QueueUrl: awssdk.String(u)}); err != nil {
+				errs = append(errs, err)
+			}
+		}
+	} else {
+		errs = append(errs, err)
+	}
+	sn := awssns.NewFromConfig(e.awsCfg, func(o *awssns.Options) { o.BaseEndpoint = &ep })
+	p := awssns.NewListTopicsPaginator(sn, &awssns.ListTopicsInput{})
+	for p.HasMorePages() {
+		page, err := p.NextPage(ctx)
+		if err != nil {
+			errs = append(errs, err)
+			break
+		}
+		for _, t := range page.Topics {
+			if arn := awssdk.ToString(t.TopicArn); strings.Contains(arn, ":"+e.prefix+"-") {
+				if _, err := sn.DeleteTopic(ctx, &awssns.DeleteTopicInput{TopicArn: t.TopicArn}); err != nil {
+					errs = append(errs, err)
+				}
+			}
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		fmt.Fprintf(out, "cleanup of %s: %v\n", e.prefix, err)
+	}
+}
