@@ -495,7 +495,6 @@ func summary(c config, builds []*build) {
 	fmt.Fprintf(c.out, "p99 at %v orders/s %s/%s: %s / %s = %.2f× (target ≤ 0.5×)\n", rate, a.name, s.name, ms(ra.p99), ms(rs.p99), float64(ra.p99)/float64(rs.p99))
 }
 
-
 // check verifies, after the load, that every accepted order of b is final
 // with its reservation and its notification (and no more than one of each).
 func check(ctx context.Context, e *env, b *build) error {
