@@ -1,7 +1,7 @@
 # The README's test command is `make test`; .ci/run calls it.
 GO ?= go
 
-.PHONY: test services vet outage bench bench-smoke bench-aws bench-postgres bench-middleware bench-outbox
+.PHONY: test services vet outage bench bench-smoke bench-aws bench-postgres bench-middleware bench-outbox bench-e2e bench-e2e-short
 test: services vet
 	$(GO) test -race -count=1 -timeout 20m ./...
 
@@ -55,3 +55,15 @@ bench-middleware: services
 bench-outbox: services
 	$(GO) run ./cmd/outboxbench -dsn postgres://postgres@127.0.0.1:5432/test \
 		-phases write,relay,sns,claim -duration 10s -drain 20000 -claimrows 1000000 -sns-events 10000
+
+# The orders flow end to end (POST /orders -> outbox -> SNS -> SQS -> handlers
+# -> final state), eda vs the same flow from stock Watermill components, at
+# rising open-loop offered rates; prints the side-by-side table (~10 min).
+# Details and recorded runs: cmd/e2ebench/RESULTS.md.
+bench-e2e: services
+	@mkdir -p bench
+	$(GO) run ./cmd/e2ebench -rates 50,100,200,400,800,1600 -step 15s -drain 30s | tee bench/e2e.txt
+
+# The same, short (~1 min): CI runs it to keep the benchmark working.
+bench-e2e-short: services
+	$(GO) run ./cmd/e2ebench -rates 25,50 -step 5s -drain 20s -p99-bound 2s
