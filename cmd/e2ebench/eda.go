@@ -33,7 +33,7 @@ type edaBuild struct {
 	stop  func()
 }
 
-func newEdaBuild(ctx context.Context, e *env, prefix string) (_ *edaBuild, err error) {
+func newEdaBuild(ctx context.Context, e *env, prefix string, timed *timedPublisher) (_ *edaBuild, err error) {
 	b := &edaBuild{env: e}
 	var closers []func()
 	b.stop = func() {
@@ -137,7 +137,8 @@ func newEdaBuild(ctx context.Context, e *env, prefix string) (_ *edaBuild, err e
 	}
 	// The relay wakes on the outbox's NOTIFY; PollInterval only covers a
 	// lost notification.
-	relay, err := outbox.NewRelay(outbox.RelayConfig{Store: b.store, Publisher: b.tr, Workers: e.relayWorkers})
+	timed.next = b.tr
+	relay, err := outbox.NewRelay(outbox.RelayConfig{Store: b.store, Publisher: timed, Workers: e.relayWorkers})
 	if err != nil {
 		return nil, err
 	}

@@ -74,7 +74,7 @@ func main() {
 	flag.DurationVar(&c.step, "step", 15*time.Second, "how long each rate is offered")
 	flag.DurationVar(&c.drain, "drain", 30*time.Second, "how long a step's orders may take to finish after the step")
 	flag.DurationVar(&c.p99Bound, "p99-bound", time.Second, "a sustained step's p99 latency bound")
-	flag.IntVar(&c.concurrency, "concurrency", 8, "messages in flight per queue, in both builds")
+	flag.IntVar(&c.concurrency, "concurrency", 16, "messages in flight per queue, in both builds")
 	flag.IntVar(&c.relayWorkers, "relay-workers", 1, "eda outbox relay workers")
 	builds := flag.String("builds", "eda,stock", "builds to run")
 	flag.IntVar(&c.emulatorPID, "emulator-pid", 0, "pid of the emulator process, to report its CPU time per order")

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"net"
 	"net/http"
@@ -22,6 +23,8 @@ import (
 	awssns "github.com/aws/aws-sdk-go-v2/service/sns"
 	"github.com/aws/aws-sdk-go-v2/service/sqs"
 	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/ThreeDotsLabs/watermill/message"
 )
 
 // env is what both builds share: the servers and this run's names.
@@ -45,7 +48,12 @@ func (e *env) newPool(ctx context.Context, schema string) (*pgxpool.Pool, error)
 	if err != nil {
 		return nil, err
 	}
-	cfg.MaxConns = 32
+	// A handler in flight holds a connection; 3 queues' handlers share
+	// 2 per queue's in-flight limit, with the HTTP front and the relay. An idle build gives its connections back
+	// within seconds, so that the two builds together stay under
+	// max_connections while they take turns.
+	cfg.MaxConns = int32(2*e.concurrency + 8)
+	cfg.MaxConnIdleTime, cfg.HealthCheckPeriod = 5*time.Second, time.Second
 	cfg.ConnConfig.RuntimeParams["search_path"] = schema
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {
@@ -156,6 +164,33 @@ func (t *tracker) take() (lat []time.Duration, first, last time.Time) {
 	return lat, first, last
 }
 
+// timedPublisher counts and times the outbox's publish calls to SNS (the
+// relay's, the forwarders'), for -stages.
+type timedPublisher struct {
+	next              message.Publisher
+	calls, msgs, nano atomic.Int64
+}
+
+func (p *timedPublisher) Publish(topic string, msgs ...*message.Message) error {
+	t := time.Now()
+	err := p.next.Publish(topic, msgs...)
+	p.nano.Add(int64(time.Since(t)))
+	p.calls.Add(1)
+	p.msgs.Add(int64(len(msgs)))
+	return err
+}
+
+func (p *timedPublisher) Close() error { return nil }
+
+// take reports and resets the counts.
+func (p *timedPublisher) take() string {
+	calls, msgs, nano := p.calls.Swap(0), p.msgs.Swap(0), p.nano.Swap(0)
+	if calls == 0 {
+		return "outbox publish: no calls"
+	}
+	return fmt.Sprintf("outbox publish: %d calls of %.1f messages, %s each", calls, float64(msgs)/float64(calls), ms(time.Duration(nano/calls)))
+}
+
 // build is one of the two implementations under load.
 type build struct {
 	name   string
@@ -163,6 +198,8 @@ type build struct {
 	client *http.Client
 	track  *tracker
 	schema string
+	pool   *pgxpool.Pool
+	pub    *timedPublisher
 	close  func()
 	alive  bool
 	best   *stepResult // highest sustained step
@@ -177,6 +214,7 @@ type stepResult struct {
 	sustained         bool
 	cpuPerOrder       time.Duration // the bench process's CPU per order
 	emuPerOrder       time.Duration // the emulator's CPU per order (with -emulator-pid)
+	pgPerOrder        time.Duration // Postgres's CPU per order (all its users)
 }
 
 func run(ctx context.Context, c config) error {
@@ -192,19 +230,21 @@ func run(ctx context.Context, c config) error {
 	for _, name := range c.builds {
 		var place func(context.Context, orderRequest, []byte) error
 		var closeFn func()
+		var pool *pgxpool.Pool
+		pub := &timedPublisher{}
 		switch name {
 		case "eda":
-			b, err := newEdaBuild(ctx, e, e.prefix)
+			b, err := newEdaBuild(ctx, e, e.prefix, pub)
 			if err != nil {
 				return fmt.Errorf("eda build: %w", err)
 			}
-			place, closeFn = b.place, b.close
+			place, closeFn, pool = b.place, b.close, b.pool
 		case "stock":
-			b, err := newStockBuild(ctx, e, e.prefix)
+			b, err := newStockBuild(ctx, e, e.prefix, pub)
 			if err != nil {
 				return fmt.Errorf("stock build: %w", err)
 			}
-			place, closeFn = b.place, b.close
+			place, closeFn, pool = b.place, b.close, b.pool
 		default:
 			return fmt.Errorf("-builds: unknown build %q (eda, stock)", name)
 		}
@@ -213,7 +253,7 @@ func run(ctx context.Context, c config) error {
 			closeFn()
 			return err
 		}
-		b.track, b.schema = e.tracker(name), e.prefix+"_"+name
+		b.track, b.schema, b.pool, b.pub = e.tracker(name), e.prefix+"_"+name, pool, pub
 		builds = append(builds, b)
 	}
 
@@ -233,6 +273,7 @@ func run(ctx context.Context, c config) error {
 				continue
 			}
 			any = true
+			settle(builds)
 			r, err := runStep(ctx, c, b, rate, c.step)
 			if err != nil {
 				return fmt.Errorf("%s at %v/s: %w", b.name, rate, err)
@@ -257,6 +298,25 @@ func run(ctx context.Context, c config) error {
 	}
 	fmt.Fprintln(c.out, "checked: every accepted order is final, with its reservation and its notification, in both builds")
 	return nil
+}
+
+// settle waits (up to 10s) for every build's pool to give back its idle
+// connections, so that the next step does not share the server's
+// connection limit with the last one.
+func settle(builds []*build) {
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		busy := false
+		for _, b := range builds {
+			if b.pool.Stat().TotalConns() > 4 {
+				busy = true
+			}
+		}
+		if !busy {
+			return
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 }
 
 // serve starts the HTTP front of a build on a loopback port.
@@ -306,7 +366,7 @@ func runStep(ctx context.Context, c config, b *build, rate float64, d time.Durat
 	var wg sync.WaitGroup
 	var postMu sync.Mutex
 	var posted []time.Duration
-	cpu0, emu0 := processCPU(os.Getpid()), processCPU(c.emulatorPID)
+	cpu0, emu0, pg0 := processCPU(os.Getpid()), processCPU(c.emulatorPID), postgresCPU()
 	start := time.Now().Add(5 * time.Millisecond)
 	for i := 0; i < n; i++ {
 		at := start.Add(time.Duration(float64(i) / rate * float64(time.Second)))
@@ -320,7 +380,8 @@ func runStep(ctx context.Context, c config, b *build, rate float64, d time.Durat
 			resp, err := b.client.Post(b.url, "application/json", bytes.NewReader(body))
 			if err == nil {
 				if resp.StatusCode != http.StatusCreated {
-					err = fmt.Errorf("POST /orders: %s", resp.Status)
+					msg, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
+					err = fmt.Errorf("POST /orders: %s: %s", resp.Status, bytes.TrimSpace(msg))
 				}
 				resp.Body.Close()
 				postMu.Lock()
@@ -349,8 +410,8 @@ func runStep(ctx context.Context, c config, b *build, rate float64, d time.Durat
 		b.track.mu.Unlock()
 	}
 	if r.done > 0 {
-		cpu, emu := processCPU(os.Getpid())-cpu0, processCPU(c.emulatorPID)-emu0
-		r.cpuPerOrder, r.emuPerOrder = cpu/time.Duration(r.done), emu/time.Duration(r.done)
+		cpu, emu, pg := processCPU(os.Getpid())-cpu0, processCPU(c.emulatorPID)-emu0, postgresCPU()-pg0
+		r.cpuPerOrder, r.emuPerOrder, r.pgPerOrder = cpu/time.Duration(r.done), emu/time.Duration(r.done), pg/time.Duration(r.done)
 	}
 	if r.done > 1 && last.After(first) {
 		r.achieved = float64(r.done-1) / last.Sub(first).Seconds()
@@ -360,7 +421,7 @@ func runStep(ctx context.Context, c config, b *build, rate float64, d time.Durat
 	r.p50, r.p99, r.p999 = quantile(lat, 0.5), quantile(lat, 0.99), quantile(lat, 0.999)
 	r.sustained = r.drained && r.errs == 0 && r.achieved >= 0.95*rate && r.p99 <= c.p99Bound
 	if st := b.track.takeStages(); st != "" && rate != warmupRate {
-		fmt.Fprintf(c.out, "%s at %v/s: POST done p50 %s; %s\n", b.name, rate, ms(quantile(posted, 0.5)), st)
+		fmt.Fprintf(c.out, "%s at %v/s: POST done p50 %s; %s; %s\n", b.name, rate, ms(quantile(posted, 0.5)), st, b.pub.take())
 	}
 	if r.errs > 0 {
 		fmt.Fprintf(c.out, "%s at %v/s: %d of %d requests failed, first: %v\n", b.name, rate, r.errs, n, firstErr.Load())
@@ -374,6 +435,54 @@ func quantile(sorted []time.Duration, q float64) time.Duration {
 	}
 	i := int(q*float64(len(sorted))+0.5) - 1
 	return sorted[max(0, min(i, len(sorted)-1))]
+}
+
+// postgresCPU is the CPU time of every postgres process on this host so
+// far, with that of exited backends (in the postmaster's cutime): other
+// users of the same server count too.
+func postgresCPU() time.Duration {
+	ents, err := os.ReadDir("/proc")
+	if err != nil {
+		return 0
+	}
+	var sum time.Duration
+	for _, e := range ents {
+		if e.Name()[0] < '0' || e.Name()[0] > '9' {
+			continue
+		}
+		raw, err := os.ReadFile("/proc/" + e.Name() + "/stat")
+		if err != nil || !bytes.Contains(raw, []byte("(postgres)")) {
+			continue
+		}
+		sum += statCPU(raw, true)
+	}
+	return sum
+}
+
+// statCPU reads utime+stime (and with children cutime+cstime) from a
+// /proc/<pid>/stat line, in clock ticks of 10ms.
+func statCPU(raw []byte, children bool) time.Duration {
+	s := string(raw)
+	i := strings.LastIndexByte(s, ')')
+	if i < 0 || i+2 > len(s) {
+		return 0
+	}
+	// Fields after the command: utime is the 14th field of the line,
+	// stime the 15th, cutime and cstime the 16th and 17th.
+	f := strings.Fields(s[i+2:])
+	if len(f) < 15 {
+		return 0
+	}
+	var ticks int64
+	n := 2
+	if children {
+		n = 4
+	}
+	for _, v := range f[11 : 11+n] {
+		t, _ := strconv.ParseInt(v, 10, 64)
+		ticks += t
+	}
+	return time.Duration(ticks) * 10 * time.Millisecond
 }
 
 // processCPU is the user+system CPU time of pid so far (0 if unknown).
@@ -392,16 +501,7 @@ func processCPU(pid int) time.Duration {
 	if err != nil {
 		return 0
 	}
-	// Fields after the command (which is in parentheses): utime is the
-	// 14th field of the line, stime the 15th, in clock ticks (100/s).
-	s := string(raw)
-	f := strings.Fields(s[strings.LastIndexByte(s, ')')+2:])
-	if len(f) < 13 {
-		return 0
-	}
-	ut, _ := strconv.ParseInt(f[11], 10, 64)
-	st, _ := strconv.ParseInt(f[12], 10, 64)
-	return time.Duration(ut+st) * 10 * time.Millisecond
+	return statCPU(raw, false)
 }
 
 func header(builds []*build) string {
@@ -409,7 +509,7 @@ func header(builds []*build) string {
 	h.WriteString("| offered/s ")
 	sep.WriteString("|---:")
 	for _, b := range builds {
-		fmt.Fprintf(&h, "| %[1]s done/s | %[1]s p50 | %[1]s p99 | %[1]s p99.9 | %[1]s CPU/order ", b.name)
+		fmt.Fprintf(&h, "| %[1]s done/s | %[1]s p50 | %[1]s p99 | %[1]s p99.9 | %[1]s CPU/order (bench + pg + emu) ", b.name)
 		sep.WriteString("|---:|---:|---:|---:|---:")
 	}
 	if len(builds) == 2 {
@@ -435,7 +535,7 @@ func row(builds []*build, rate float64) string {
 				mark = fmt.Sprintf(" ✗ (%d of %d done)", r.done, r.sent-r.errs)
 			}
 		}
-		cpu := ms(r.cpuPerOrder)
+		cpu := ms(r.cpuPerOrder) + " + pg " + ms(r.pgPerOrder)
 		if r.emuPerOrder > 0 {
 			cpu += " + emu " + ms(r.emuPerOrder)
 		}

@@ -24,13 +24,16 @@ import (
 // stockBuild is the same flow from stock Watermill components, as their
 // documentation shows them, tuned where a competent team would tune them:
 //
-//   - Outbox: a watermill-sql publisher on the order's own pgx transaction
-//     (wsql.TxFromPgx), wrapped by forwarder.NewPublisher, and
-//     forwarder.NewForwarder draining the forwarder table into SNS. The
-//     forwarder is a router handler: one message at a time, each published
-//     with one SNS Publish call and acked (an offsets-table UPDATE) before
-//     the next; that serial loop is the build's throughput bound (see
-//     cmd/outboxbench). The watermill-sql subscriber polls (no LISTEN/
+//   - Outbox: a watermill-sql publisher on the handler's own pgx
+//     transaction (wsql.TxFromPgx), wrapped by forwarder.NewPublisher, and
+//     forwarder.NewForwarder draining the table into SNS; the order
+//     service and the inventory service each have their own table and
+//     forwarder, as two services would. A forwarder is a router handler on
+//     a consumer group whose offset row is locked (FOR UPDATE) while it
+//     reads: one message at a time, each published with one SNS Publish
+//     call and acked before the next. That serial loop bounds the build's
+//     throughput (see cmd/outboxbench); a second forwarder on one table
+//     waits on the same lock. The watermill-sql subscriber polls (no LISTEN/
 //     NOTIFY): PollInterval is lowered from its 1s default to stockPoll, a
 //     latency a team would ask for, at the cost of an idle SELECT per
 //     interval. DefaultPostgreSQLSchema is the documented default.
@@ -65,10 +68,14 @@ type stockBuild struct {
 // build: how long the forwarder sleeps after finding its table empty.
 const stockPoll = 100 * time.Millisecond
 
-// forwarderTopic is the stock outbox table (watermill_<topic>).
-const forwarderTopic = "outbox"
+// The stock outbox tables (watermill_<topic>): the order service's and
+// the inventory service's.
+const (
+	outboxOrders    = "orders_outbox"
+	outboxInventory = "inventory_outbox"
+)
 
-func newStockBuild(ctx context.Context, e *env, prefix string) (_ *stockBuild, err error) {
+func newStockBuild(ctx context.Context, e *env, prefix string, timed *timedPublisher) (_ *stockBuild, err error) {
 	b := &stockBuild{env: e}
 	var closers []func()
 	b.stop = func() {
@@ -89,19 +96,25 @@ func newStockBuild(ctx context.Context, e *env, prefix string) (_ *stockBuild, e
 	logger := watermill.NopLogger{}
 	name := func(s string) string { return prefix + "-stock-" + s }
 
-	// The forwarder's table, created as the docs do (InitializeSchema).
-	outSub, err := wsql.NewSubscriber(wsql.BeginnerFromPgx(b.pool), wsql.SubscriberConfig{
-		ConsumerGroup:    "forwarder",
-		SchemaAdapter:    wsql.DefaultPostgreSQLSchema{},
-		OffsetsAdapter:   wsql.DefaultPostgreSQLOffsetsAdapter{},
-		InitializeSchema: true,
-		PollInterval:     stockPoll,
-	}, logger)
-	if err != nil {
-		return nil, err
-	}
-	if err := outSub.SubscribeInitialize(forwarderTopic); err != nil {
-		return nil, err
+	// Each service has its own outbox table and forwarder, as separate
+	// services would: the order service's and the inventory service's.
+	// Each table is created as the docs do (InitializeSchema).
+	var outSubs []*wsql.Subscriber
+	for _, topic := range []string{outboxOrders, outboxInventory} {
+		sub, err := wsql.NewSubscriber(wsql.BeginnerFromPgx(b.pool), wsql.SubscriberConfig{
+			ConsumerGroup:    "forwarder",
+			SchemaAdapter:    wsql.DefaultPostgreSQLSchema{},
+			OffsetsAdapter:   wsql.DefaultPostgreSQLOffsetsAdapter{},
+			InitializeSchema: true,
+			PollInterval:     stockPoll,
+		}, logger)
+		if err != nil {
+			return nil, err
+		}
+		if err := sub.SubscribeInitialize(topic); err != nil {
+			return nil, err
+		}
+		outSubs = append(outSubs, sub)
 	}
 
 	resolver, err := wsns.NewGenerateArnTopicResolver(account, e.awsCfg.Region)
@@ -116,6 +129,7 @@ func newStockBuild(ctx context.Context, e *env, prefix string) (_ *stockBuild, e
 	}, logger); err != nil {
 		return nil, err
 	}
+	timed.next = b.snsPub
 	for _, t := range []string{topicOrders, topicInventory, topicPoison} {
 		if _, err := b.snsPub.CreateTopic(ctx, name(t)); err != nil {
 			return nil, fmt.Errorf("create topic on the emulator at %s (start it with scripts/emulator.sh up): %w", e.endpoint, err)
@@ -154,11 +168,21 @@ func newStockBuild(ctx context.Context, e *env, prefix string) (_ *stockBuild, e
 	if err != nil {
 		return nil, err
 	}
-	b.router.AddMiddleware(poison, wmw.Retry{MaxRetries: 2, InitialInterval: 10 * time.Millisecond, MaxInterval: 100 * time.Millisecond, Multiplier: 2}.Middleware)
+	retry := wmw.Retry{MaxRetries: 2, InitialInterval: 10 * time.Millisecond, MaxInterval: 100 * time.Millisecond, Multiplier: 2}.Middleware
+	b.router.AddMiddleware(poison, retry)
 
-	// The forwarder runs on the same router.
-	if _, err := forwarder.NewForwarder(outSub, b.snsPub, logger, forwarder.Config{ForwarderTopic: forwarderTopic, Router: b.router}); err != nil {
+	// The forwarders run on the same router. forwarder.NewForwarder names
+	// its handler "events_forwarder", and a router takes one handler per
+	// name, so the second gets a router of its own.
+	fwd2, err := message.NewRouter(message.RouterConfig{CloseTimeout: 10 * time.Second}, logger)
+	if err != nil {
 		return nil, err
+	}
+	fwd2.AddMiddleware(poison, retry)
+	for i, r := range []*message.Router{b.router, fwd2} {
+		if _, err := forwarder.NewForwarder(outSubs[i], timed, logger, forwarder.Config{ForwarderTopic: []string{outboxOrders, outboxInventory}[i], Router: r}); err != nil {
+			return nil, err
+		}
 	}
 
 	t := e.tracker("stock")
@@ -182,13 +206,15 @@ func newStockBuild(ctx context.Context, e *env, prefix string) (_ *stockBuild, e
 
 	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	var wg sync.WaitGroup
-	closers = append(closers, func() { cancel(); _ = b.router.Close(); wg.Wait() })
-	wg.Add(1)
-	go func() { defer wg.Done(); _ = b.router.Run(runCtx) }()
-	select {
-	case <-b.router.Running():
-	case <-time.After(30 * time.Second):
-		return nil, errors.New("stock router did not start")
+	closers = append(closers, func() { cancel(); _ = b.router.Close(); _ = fwd2.Close(); wg.Wait() })
+	for _, r := range []*message.Router{b.router, fwd2} {
+		wg.Add(1)
+		go func() { defer wg.Done(); _ = r.Run(runCtx) }()
+		select {
+		case <-r.Running():
+		case <-time.After(30 * time.Second):
+			return nil, errors.New("stock router did not start")
+		}
 	}
 	return b, nil
 }
@@ -196,7 +222,7 @@ func newStockBuild(ctx context.Context, e *env, prefix string) (_ *stockBuild, e
 // outboxPublisher is the stock write path on tx: the watermill-sql
 // publisher on the caller's transaction, wrapped by the forwarder's
 // envelope publisher. Creating it per transaction is what the docs do.
-func outboxPublisher(tx pgx.Tx) (message.Publisher, error) {
+func outboxPublisher(tx pgx.Tx, forwarderTopic string) (message.Publisher, error) {
 	pub, err := wsql.NewPublisher(wsql.TxFromPgx(tx), wsql.PublisherConfig{SchemaAdapter: wsql.DefaultPostgreSQLSchema{}}, watermill.NopLogger{})
 	if err != nil {
 		return nil, err
@@ -228,7 +254,7 @@ func (b *stockBuild) place(ctx context.Context, req orderRequest, items []byte) 
 		if _, err := tx.Exec(ctx, sqlInsertOrder, req.ID, req.CustomerID, items); err != nil {
 			return err
 		}
-		pub, err := outboxPublisher(tx)
+		pub, err := outboxPublisher(tx, outboxOrders)
 		if err != nil {
 			return err
 		}
@@ -298,7 +324,7 @@ func (b *stockBuild) onOrderCreatedInventory(t *tracker, topic string) txHandler
 		if err != nil {
 			return err
 		}
-		pub, err := outboxPublisher(tx)
+		pub, err := outboxPublisher(tx, outboxInventory)
 		if err != nil {
 			return err
 		}
