@@ -89,6 +89,7 @@ type tracker struct {
 	lat         []time.Duration
 	first, last time.Time
 	stages      map[string][]time.Duration // -stages: time from the scheduled send to each handler's start
+	series      [][2]time.Time             // -stages: scheduled send and final state of each order
 }
 
 // stage records, with -stages, when an order reached a handler.
@@ -115,6 +116,24 @@ func (t *tracker) takeStages() string {
 		delete(t.stages, name)
 	}
 	slices.Sort(parts)
+	// The worst latency of the orders scheduled in each second of the step.
+	if len(t.series) > 0 {
+		t0 := t.series[0][0]
+		var worst []time.Duration
+		for _, x := range t.series {
+			sec := int(x[0].Sub(t0) / time.Second)
+			for len(worst) <= sec {
+				worst = append(worst, 0)
+			}
+			worst[sec] = max(worst[sec], x[1].Sub(x[0]))
+		}
+		t.series = nil
+		w := make([]string, len(worst))
+		for i, d := range worst {
+			w[i] = strconv.Itoa(int(d / time.Millisecond))
+		}
+		parts = append(parts, "worst per second (ms): "+strings.Join(w, " "))
+	}
 	return strings.Join(parts, "; ")
 }
 
@@ -143,6 +162,9 @@ func (t *tracker) finish(id string) {
 	}
 	delete(t.pending, id)
 	t.lat = append(t.lat, now.Sub(at))
+	if t.stages != nil {
+		t.series = append(t.series, [2]time.Time{at, now})
+	}
 	if t.first.IsZero() {
 		t.first = now
 	}
