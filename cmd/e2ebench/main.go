@@ -20,11 +20,15 @@
 // turns at each rate. A build's step is sustained when every order was
 // done within -drain after the step, the completion rate was at least 95%
 // of the offered rate and p99 was within -p99-bound; a build stops at its
-// first step that is not. Its saturation point is its highest sustained
-// offered rate.
+// first step that is not, after -retries more tries of it. Its saturation
+// point is its highest sustained offered rate.
 //
 //	go run ./cmd/e2ebench                         # make bench-e2e
 //	go run ./cmd/e2ebench -rates 25,50 -step 5s   # make bench-e2e-short
+//
+// -stages adds, per step, when orders reached each handler, the worst
+// latency per second and the outbox's SNS publish calls; -cpuprofile and
+// -emulator-pid (the emulator's CPU per order) say where the time goes.
 //
 // Each run uses its own Postgres schemas and topic and queue names (a
 // random prefix) and removes them at the end.
@@ -63,6 +67,7 @@ type config struct {
 	builds       []string
 	emulatorPID  int
 	stages       bool
+	retries      int
 	out          io.Writer
 }
 
@@ -76,6 +81,7 @@ func main() {
 	flag.DurationVar(&c.p99Bound, "p99-bound", time.Second, "a sustained step's p99 latency bound")
 	flag.IntVar(&c.concurrency, "concurrency", 16, "messages in flight per queue, in both builds")
 	flag.IntVar(&c.relayWorkers, "relay-workers", 1, "eda outbox relay workers")
+	flag.IntVar(&c.retries, "retries", 1, "times a step that is not sustained is run again before the build stops (the machine is shared: a stall elsewhere can sink one step)")
 	builds := flag.String("builds", "eda,stock", "builds to run")
 	flag.IntVar(&c.emulatorPID, "emulator-pid", 0, "pid of the emulator process, to report its CPU time per order")
 	flag.BoolVar(&c.stages, "stages", false, "also report when orders reach each handler (p50, p99 from the scheduled send)")

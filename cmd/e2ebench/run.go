@@ -295,10 +295,20 @@ func run(ctx context.Context, c config) error {
 				continue
 			}
 			any = true
-			settle(builds)
-			r, err := runStep(ctx, c, b, rate, c.step)
-			if err != nil {
-				return fmt.Errorf("%s at %v/s: %w", b.name, rate, err)
+			var r stepResult
+			for attempt := 0; attempt <= c.retries; attempt++ {
+				if attempt > 0 {
+					fmt.Fprintf(c.out, "%s at %v/s: not sustained (%.0f done/s, p99 %s, %d of %d done, %d errors); again\n",
+						b.name, rate, r.achieved, ms(r.p99), r.done, r.sent, r.errs)
+				}
+				settle(builds)
+				var err error
+				if r, err = runStep(ctx, c, b, rate, c.step); err != nil {
+					return fmt.Errorf("%s at %v/s: %w", b.name, rate, err)
+				}
+				if r.sustained {
+					break
+				}
 			}
 			b.steps[rate] = r
 			if r.sustained {
