@@ -72,8 +72,8 @@ type Config struct {
 	// (the standard chain: environment, shared files, IAM role). Its Region
 	// is required.
 	AWS awssdk.Config
-	// Endpoint overrides the SNS and SQS endpoint (BaseEndpoint), e.g. an
-	// emulator's "http://127.0.0.1:4566". Empty means AWS.
+	// Endpoint overrides the SNS, SQS and S3 endpoint (BaseEndpoint), e.g.
+	// an emulator's "http://127.0.0.1:4566". Empty means AWS.
 	Endpoint string
 	// AccountID is the account that owns the topics and queues, used to
 	// build ARNs. Empty means ask STS GetCallerIdentity once.
@@ -110,11 +110,11 @@ type Config struct {
 	// never match, and SNS would drop the messages silently). Default
 	// DefaultAttributes. Consumers decode either layout.
 	Attributes []string
-	// ClaimCheck, when set, stores the payload of a message too large for
-	// SNS/SQS in this store and sends a pointer; subscribers fetch it back.
-	// Nil means messages over the limit fail with
-	// transport.ErrMessageTooLarge.
-	ClaimCheck BlobStore
+	// ClaimCheck, when it names an S3 bucket (or another BlobStore), stores
+	// the payload of a message too large for SNS/SQS there and sends a
+	// pointer; subscribers fetch it back. Unset, messages over the limit
+	// fail with transport.ErrMessageTooLarge.
+	ClaimCheck ClaimCheckConfig
 	// Logger receives warnings (failed deletes, receive errors). Nil
 	// discards.
 	Logger *slog.Logger
@@ -146,6 +146,7 @@ func (c Config) Validate() error {
 			errs = append(errs, fmt.Errorf("%w: aws: Attributes: %q is not a name SQS accepts for a message attribute", transport.ErrInvalidConfig, a))
 		}
 	}
+	errs = append(errs, c.ClaimCheck.Validate())
 	return errors.Join(errs...)
 }
 
@@ -172,5 +173,6 @@ func (c Config) withDefaults() Config {
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
+	c.ClaimCheck = c.ClaimCheck.withDefaults()
 	return c
 }

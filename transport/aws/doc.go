@@ -44,14 +44,24 @@
 //     endpoint cannot be reached; transport.ErrUnknownTopic and
 //     transport.ErrUnknownQueue when AutoCreate is off and something is
 //     missing; transport.ErrMessageTooLarge over MaxMessageSize, unless a
-//     claim check (Config.ClaimCheck, e.g. PostgresBlobStore) stores the
-//     payload and sends a pointer.
+//     claim check is configured.
+//   - Claim check: with Config.ClaimCheck.Bucket, the payload of a message
+//     whose wire form (body and attributes) is over the 256 KiB SNS limit
+//     goes to S3 (S3BlobStore, key prefix Config.ClaimCheck.Prefix) and the
+//     message carries a pointer; subscribers fetch it back transparently.
+//     The blob of a publish SNS refuses is deleted; Plan and Apply (and
+//     Declare with AutoCreate) keep a lifecycle rule on the prefix that
+//     expires blobs after Config.ClaimCheck.Expiration, which also covers a
+//     crash between storing and publishing. Config.ClaimCheck.Store takes
+//     another BlobStore instead (PostgresBlobStore).
 //
 // The tests and benchmarks run against the fauxqs emulator
 // (scripts/emulator.sh up; endpoint from EDA_AWS_ENDPOINT, default
 // http://127.0.0.1:4566; EDA_TEST_LOG=1 logs the transport and SDK retries).
 // fauxqs does not enforce IAM, so the policies are tested for their content
-// only. Differences from AWS met on the way: fauxqs wants TopicArn (not
+// only; it stores S3 lifecycle rules without enforcing them (the tests
+// check the rule, not an expiry), and serves S3 path-style on the same
+// endpoint (ClaimCheckConfig.UsePathStyle). Differences from AWS met on the way: fauxqs wants TopicArn (not
 // TargetArn) in Publish, takes PublishBatch entries in string order of their
 // index (FIFO batches are sent 9 at a time), does not set
 // DeadLetterQueueSourceArn, ignores ReceiveRequestAttemptId, and keeps

@@ -461,9 +461,9 @@ func (s *subscription) message(h *held) (*message.Message, error) {
 	body, id := awssdk.ToString(h.raw.Body), awssdk.ToString(h.raw.MessageId)
 	d, err := decode(body, attrs, id)
 	if err == nil && d.claimKey != "" {
-		if s.t.cfg.ClaimCheck == nil {
-			err = fmt.Errorf("aws: message %s is claim-checked (key %s) and Config.ClaimCheck is nil", d.msg.UUID, d.claimKey)
-		} else if d.msg.Payload, err = s.t.cfg.ClaimCheck.Get(s.ctx, d.claimKey); err != nil && !errors.Is(err, ErrBlobNotFound) {
+		if s.t.blobs == nil {
+			err = fmt.Errorf("aws: message %s is claim-checked (key %s) and Config.ClaimCheck is not set", d.msg.UUID, d.claimKey)
+		} else if d.msg.Payload, err = s.t.blobs.Get(s.ctx, d.claimKey); err != nil && !errors.Is(err, ErrBlobNotFound) {
 			return nil, err
 		}
 	}

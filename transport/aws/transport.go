@@ -12,6 +12,7 @@ import (
 	"time"
 
 	awssdk "github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/aws/aws-sdk-go-v2/service/sns"
 	snstypes "github.com/aws/aws-sdk-go-v2/service/sns/types"
 	"github.com/aws/aws-sdk-go-v2/service/sqs"
@@ -31,6 +32,9 @@ type Transport struct {
 	sns *sns.Client
 	sqs *sqs.Client
 	sts *sts.Client
+	s3  *s3.Client // claim-check bucket; nil without one
+	// blobs is the claim-check store (Config.ClaimCheck), nil when off.
+	blobs BlobStore
 
 	mu       sync.Mutex
 	closed   bool
@@ -42,7 +46,9 @@ type Transport struct {
 	queues   map[string]queueInfo // queue name as declared → resolved
 	dlqOf    map[string]string    // DLQ name → the queue it serves (declared here)
 	cancels  map[*subscription]context.CancelFunc
-	wg       sync.WaitGroup // subscriptions, publishes and late verdicts in flight
+	// bucketReady: the claim-check bucket has eda's lifecycle rule.
+	bucketReady bool
+	wg          sync.WaitGroup // subscriptions, publishes and late verdicts in flight
 }
 
 var _ transport.Transport = (*Transport)(nil)
@@ -91,6 +97,7 @@ func New(cfg Config) (*Transport, error) {
 		cancels: map[*subscription]context.CancelFunc{},
 		live:    map[string]map[*subscription]struct{}{},
 	}
+	t.blobs, t.s3 = newBlobs(cfg)
 	t.closeCtx, t.closeAll = context.WithCancel(context.Background())
 	return t, nil
 }
@@ -99,7 +106,7 @@ func New(cfg Config) (*Transport, error) {
 // claim check, else MaxMessageSize; visibility timeouts are whole seconds.
 func (t *Transport) Features() transport.Features {
 	size := MaxMessageSize
-	if t.cfg.ClaimCheck != nil {
+	if t.blobs != nil {
 		size = 0
 	}
 	return transport.Features{
