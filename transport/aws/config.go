@@ -32,9 +32,12 @@ const (
 )
 
 // DefaultAttributes are the metadata sent as message attributes of their
-// own when Config.Attributes is nil: the event type and source, what
-// subscription filter policies usually match on.
-var DefaultAttributes = []string{"ce_type", "ce_source"}
+// own when Config.Attributes is nil: the CloudEvents required attributes
+// and the time (id, source, specversion, type, time), so that a consumer in
+// any language finds them where the CloudEvents convention puts them, and
+// filter policies can match on them. The other metadata travel in the one
+// JSON attribute eda_md (README, "Wire format").
+var DefaultAttributes = []string{"ce_id", "ce_source", "ce_specversion", "ce_type", "ce_time"}
 
 // AllAttributes as Config.Attributes sends every metadata entry as its own
 // message attribute, as many as SQS delivers (10, the eda envelope first),

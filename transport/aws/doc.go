@@ -32,11 +32,13 @@
 //     Each queue's policy lets only its topics send to it (aws:SourceArn).
 //     ServicePolicy writes the least-privilege IAM policy of a service.
 //   - Messages: the payload is the SQS body (base64 when it is not valid
-//     SQS text). The metadata named in Config.Attributes (default: ce_type
-//     and ce_source) are message attributes, for subscription filter
-//     policies; the rest of the envelope travels as one JSON attribute,
-//     since SNS and SQS work per attribute (AllAttributes sends as many as
-//     SQS delivers, 10, the way watermill-aws does). Plan and Apply refuse
+//     SQS text). The metadata named in Config.Attributes (default: the
+//     CloudEvents ce_id, ce_source, ce_specversion, ce_type and ce_time)
+//     are message attributes, for consumers in any language and for
+//     subscription filter policies; the rest of the envelope travels as one
+//     JSON attribute (eda_md), since SNS and SQS work per attribute
+//     (AllAttributes sends as many as SQS delivers, 10, the way
+//     watermill-aws does). Plan and Apply refuse
 //     a filter policy on metadata that is not an attribute. A message the
 //     transport cannot decode is delivered raw with MetadataTransportError,
 //     so the poison middleware can route it.
