@@ -155,3 +155,15 @@ func TestFifoID(t *testing.T) {
 		}
 	}
 }
+
+func TestQueueARN(t *testing.T) {
+	for _, tc := range []struct{ url, want string }{
+		{"https://sqs.eu-west-1.amazonaws.com/123456789012/orders", "arn:aws:sqs:eu-west-1:123456789012:orders"},
+		{"http://127.0.0.1:4566/000000000000/q.fifo", "arn:aws:sqs:eu-west-1:000000000000:q.fifo"},
+		{"http://127.0.0.1:4566/odd", "http://127.0.0.1:4566/odd"},
+	} {
+		if got := queueARN("aws", "eu-west-1", tc.url); got != tc.want {
+			t.Errorf("queueARN(%q) = %q, want %q", tc.url, got, tc.want)
+		}
+	}
+}

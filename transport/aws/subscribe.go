@@ -248,6 +248,7 @@ func (s *subscription) receive(n int) (out *sqs.ReceiveMessageOutput, err error,
 			sqstypes.MessageSystemAttributeNameApproximateReceiveCount,
 			sqstypes.MessageSystemAttributeNameMessageGroupId,
 			sqstypes.MessageSystemAttributeNameDeadLetterQueueSourceArn,
+			sqstypes.MessageSystemAttributeNameSentTimestamp, // ce_time of a message without one
 		},
 	}
 	if s.q.fifo {
@@ -472,6 +473,8 @@ func (s *subscription) message(h *held) (*message.Message, error) {
 		d.msg = message.NewMessage(id, []byte(body))
 		d.msg.Metadata = attrs
 		d.msg.Metadata[MetadataTransportError] = err.Error()
+	} else {
+		s.defaultEnvelope(d.msg, h.raw)
 	}
 	md := d.msg.Metadata
 	md[transport.MetadataReceiveCount] = h.raw.Attributes[string(sqstypes.MessageSystemAttributeNameApproximateReceiveCount)]
