@@ -11,6 +11,7 @@ import (
 	"github.com/ThreeDotsLabs/watermill/message"
 	awssdk "github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
+	s3types "github.com/aws/aws-sdk-go-v2/service/s3/types"
 	"github.com/aws/aws-sdk-go-v2/service/sns"
 
 	"github.com/edaproject/eda/transport"
@@ -198,5 +199,117 @@ func TestS3ClaimCheckFailedPublish(t *testing.T) {
 				t.Errorf("blobs left by a failed publish: %v", keys)
 			}
 		})
+	}
+}
+
+func TestClaimCheckConfigValidate(t *testing.T) {
+	store := edaaws.NewS3BlobStore(nil, "b", "")
+	for _, tc := range []struct {
+		name string
+		cc   edaaws.ClaimCheckConfig
+		ok   bool
+	}{
+		{"off", edaaws.ClaimCheckConfig{}, true},
+		{"bucket", edaaws.ClaimCheckConfig{Bucket: "acme-blobs", Expiration: 3 * 24 * time.Hour}, true},
+		{"store", edaaws.ClaimCheckConfig{Store: store}, true},
+		{"both", edaaws.ClaimCheckConfig{Bucket: "acme-blobs", Store: store}, false},
+		{"prefix without bucket", edaaws.ClaimCheckConfig{Prefix: "x/"}, false},
+		{"short bucket name", edaaws.ClaimCheckConfig{Bucket: "ab"}, false},
+		{"part of a day", edaaws.ClaimCheckConfig{Bucket: "acme-blobs", Expiration: 36 * time.Hour}, false},
+		{"negative", edaaws.ClaimCheckConfig{Bucket: "acme-blobs", Expiration: -24 * time.Hour}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := edaaws.Config{AWS: awsConfig(), ClaimCheck: tc.cc}
+			err := cfg.Validate()
+			if tc.ok != (err == nil) || (err != nil && !errors.Is(err, transport.ErrInvalidConfig)) {
+				t.Errorf("Validate: %v, want ok=%t or ErrInvalidConfig", err, tc.ok)
+			}
+		})
+	}
+}
+
+// Apply keeps the bucket's other lifecycle rules.
+func TestS3LifecycleKeepsOtherRules(t *testing.T) {
+	ctx := testContext(t)
+	cfg, client := s3Config(t)
+	bucket := cfg.ClaimCheck.Bucket
+	if _, err := client.CreateBucket(ctx, &s3.CreateBucketInput{Bucket: &bucket}); err != nil {
+		t.Fatal(err)
+	}
+	other := s3types.LifecycleRule{
+		ID: awssdk.String("logs"), Status: s3types.ExpirationStatusEnabled,
+		Filter:     &s3types.LifecycleRuleFilter{Prefix: awssdk.String("logs/")},
+		Expiration: &s3types.LifecycleExpiration{Days: awssdk.Int32(90)},
+	}
+	if _, err := client.PutBucketLifecycleConfiguration(ctx, &s3.PutBucketLifecycleConfigurationInput{
+		Bucket: &bucket, LifecycleConfiguration: &s3types.BucketLifecycleConfiguration{Rules: []s3types.LifecycleRule{other}},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	cfg.ClaimCheck.Expiration = 3 * 24 * time.Hour
+	tr := newTransport(t, cfg)
+	plan, err := tr.Plan(ctx, edaaws.Topology{})
+	if err != nil || len(plan.Changes) != 1 || plan.Changes[0].Action != edaaws.ActionPutLifecycle {
+		t.Fatalf("Plan: %v, %v; want one %s", plan, err, edaaws.ActionPutLifecycle)
+	}
+	if _, err := tr.Apply(ctx, edaaws.Topology{}); err != nil {
+		t.Fatal(err)
+	}
+	lc, err := client.GetBucketLifecycleConfiguration(ctx, &s3.GetBucketLifecycleConfigurationInput{Bucket: &bucket})
+	if err != nil {
+		t.Fatal(err)
+	}
+	days := map[string]int32{}
+	for _, r := range lc.Rules {
+		days[awssdk.ToString(r.ID)] = awssdk.ToInt32(r.Expiration.Days)
+	}
+	if len(days) != 2 || days["logs"] != 90 || days["eda-claim-check:"+s3Prefix] != 3 {
+		t.Errorf("lifecycle rules after Apply: %v, want logs kept (90 days) and eda's (3 days)", days)
+	}
+}
+
+// failingStore fails the Put after the first: the blob stored before it
+// must not stay.
+type failingStore struct {
+	edaaws.BlobStore
+	puts int
+}
+
+var errStoreDown = errors.New("store down")
+
+func (s *failingStore) Put(ctx context.Context, key string, data []byte) error {
+	if s.puts++; s.puts > 1 {
+		return errStoreDown
+	}
+	return s.BlobStore.Put(ctx, key, data)
+}
+
+func TestClaimCheckPutFailsMidway(t *testing.T) {
+	ctx := testContext(t)
+	cfg, client := s3Config(t)
+	bucket := cfg.ClaimCheck.Bucket
+	if _, err := newTransport(t, cfg).Apply(ctx, edaaws.Topology{}); err != nil { // the bucket
+		t.Fatal(err)
+	}
+	store := &failingStore{BlobStore: edaaws.NewS3BlobStore(client, bucket, s3Prefix)}
+	cfg.ClaimCheck = edaaws.ClaimCheckConfig{Store: store}
+	tr := newTransport(t, cfg)
+	topic := uniq("topic")
+	if _, err := tr.Apply(ctx, edaaws.Topology{Topics: []edaaws.Topic{{Name: topic}}}); err != nil {
+		t.Fatal(err)
+	}
+	big := func() *message.Message {
+		m := newMsg("", nil)
+		m.Payload = bytes.Repeat([]byte("p"), 300*1024)
+		return m
+	}
+	if err := tr.Publish(topic, big(), big()); !errors.Is(err, errStoreDown) {
+		t.Fatalf("Publish with the second Put failing: %v, want %v", err, errStoreDown)
+	}
+	if store.puts != 2 {
+		t.Fatalf("%d Puts, want 2", store.puts)
+	}
+	if keys := objects(t, client, bucket); len(keys) != 0 {
+		t.Errorf("blob of the first message left: %v", keys)
 	}
 }
