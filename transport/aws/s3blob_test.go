@@ -13,6 +13,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	s3types "github.com/aws/aws-sdk-go-v2/service/s3/types"
 	"github.com/aws/aws-sdk-go-v2/service/sns"
+	"github.com/aws/aws-sdk-go-v2/service/sqs"
+	sqstypes "github.com/aws/aws-sdk-go-v2/service/sqs/types"
 
 	"github.com/edaproject/eda/transport"
 	edaaws "github.com/edaproject/eda/transport/aws"
@@ -144,6 +146,23 @@ func TestS3ClaimCheck(t *testing.T) {
 				t.Errorf("transport error: %s", e)
 			}
 		})
+	}
+
+	// A pointer to a blob that is not in the bucket (expired) is delivered
+	// raw, marked, not retried.
+	url := queueURL(t, ctx, tr.SQS(), queue)
+	if _, err := tr.SQS().SendMessage(ctx, &sqs.SendMessageInput{
+		QueueUrl: &url, MessageBody: awssdk.String("eda-claim-check:expired"),
+		MessageAttributes: map[string]sqstypes.MessageAttributeValue{
+			"eda_claimcheck": {DataType: awssdk.String("String"), StringValue: awssdk.String("expired")},
+		},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	gone := receive(t, ch, "pointer to a missing blob")
+	gone.Ack()
+	if e := gone.Metadata.Get(edaaws.MetadataTransportError); !strings.Contains(e, "not found") || !strings.Contains(e, s3Prefix+"expired") {
+		t.Errorf("missing blob: %s = %q, want it named not found", edaaws.MetadataTransportError, e)
 	}
 }
 
