@@ -95,7 +95,7 @@ func runIAM(ctx context.Context, c *cli, args []string) error {
 			queues[q.Name] = q
 		}
 		for _, s := range services {
-			access := edaaws.ServiceAccess{Region: region, AccountID: account, Partition: *partition, ReadDeadLetters: s.ReadDeadLetters}
+			access := edaaws.ServiceAccess{Region: region, AccountID: account, Partition: *partition, ReadDeadLetters: s.ReadDeadLetters, ClaimCheck: af.claimCheck()}
 			for _, t := range s.Publishes {
 				access.Publishes = append(access.Publishes, edaaws.Topic{Name: t, FIFO: fifo[t]})
 			}
@@ -122,7 +122,11 @@ func runIAM(ctx context.Context, c *cli, args []string) error {
 		}
 		out = append(out, namedPolicy{"relay", doc})
 	case roleDeploy:
-		out = append(out, namedPolicy{"deploy", deployPolicy(f, arns)})
+		doc := deployPolicy(f, arns)
+		if cc := af.claimCheck(); cc.Bucket != "" {
+			doc.Statement = append(doc.Statement, edaaws.ClaimCheckDeployStatement(*partition, cc))
+		}
+		out = append(out, namedPolicy{"deploy", doc})
 	case roleOperator:
 		out = append(out, namedPolicy{"operator", operatorPolicy(f, arns)})
 	}

@@ -129,6 +129,10 @@ type ServiceAccess struct {
 	// dead-letter queues are included when ReadDeadLetters is set.
 	Consumes        []transport.Queue
 	ReadDeadLetters bool
+	// ClaimCheck is the service's Config.ClaimCheck: with a Bucket,
+	// publishers may put and delete blobs under its Prefix, consumers get
+	// them.
+	ClaimCheck ClaimCheckConfig
 }
 
 // ServicePolicy returns the least-privilege IAM policy of a service, the
@@ -147,8 +151,10 @@ type ServiceAccess struct {
 //     gives them the resource type topic, not a subscription ARN).
 //
 // It grants no create, subscribe, delete or policy rights: Apply the
-// topology with another role (deployment), and run the service with
-// AutoCreate off.
+// topology with another role (deployment; ClaimCheckDeployStatement for the
+// claim-check bucket), and run the service with AutoCreate off. With a
+// claim-check bucket, publishers may put and delete, consumers get, the
+// objects under its prefix.
 func ServicePolicy(a ServiceAccess) (PolicyDocument, error) {
 	var errs []error
 	if a.Region == "" {
@@ -244,6 +250,37 @@ func ServicePolicy(a ServiceAccess) (PolicyDocument, error) {
 			})
 		}
 	}
+	if cc := a.ClaimCheck.withDefaults(); cc.Bucket != "" {
+		blobs := StringList{fmt.Sprintf("arn:%s:s3:::%s/%s*", partition, cc.Bucket, cc.Prefix)}
+		if len(a.Publishes) > 0 {
+			doc.Statement = append(doc.Statement, Statement{
+				Sid: "ClaimCheckPut", Effect: "Allow", Resource: blobs,
+				Action: StringList{"s3:DeleteObject", "s3:PutObject"},
+			})
+		}
+		if len(a.Consumes) > 0 {
+			doc.Statement = append(doc.Statement, Statement{
+				Sid: "ClaimCheckGet", Effect: "Allow", Resource: blobs,
+				Action: StringList{"s3:GetObject"},
+			})
+		}
+	}
 	// GetCallerIdentity needs no permission; Config.AccountID skips it anyway.
 	return doc, nil
+}
+
+// ClaimCheckDeployStatement is what Plan and Apply need on the claim-check
+// bucket of cc, for the deployment role: create it (CreateBucket), check it
+// (HeadBucket: s3:ListBucket) and read and write its lifecycle rules
+// (GetBucketLifecycleConfiguration, PutBucketLifecycleConfiguration).
+// partition "" means DefaultPartition.
+func ClaimCheckDeployStatement(partition string, cc ClaimCheckConfig) Statement {
+	if partition == "" {
+		partition = DefaultPartition
+	}
+	return Statement{
+		Sid: "ClaimCheckBucket", Effect: "Allow",
+		Resource: StringList{fmt.Sprintf("arn:%s:s3:::%s", partition, cc.Bucket)},
+		Action:   StringList{"s3:CreateBucket", "s3:GetLifecycleConfiguration", "s3:ListBucket", "s3:PutLifecycleConfiguration"},
+	}
 }
