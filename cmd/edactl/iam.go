@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/edaproject/eda/transport"
 	edaaws "github.com/edaproject/eda/transport/aws"
 )
 
@@ -99,6 +100,9 @@ func runIAM(ctx context.Context, c *cli, args []string) error {
 			for _, t := range s.Publishes {
 				access.Publishes = append(access.Publishes, edaaws.Topic{Name: t, FIFO: fifo[t]})
 			}
+			if s.DelayedDelivery {
+				access.DelayedDelivery = f.subscribers(s.Publishes)
+			}
 			for _, q := range s.Consumes {
 				access.Consumes = append(access.Consumes, queues[q].queue())
 			}
@@ -111,11 +115,16 @@ func runIAM(ctx context.Context, c *cli, args []string) error {
 	case roleRelay:
 		fifo := f.topicFIFO()
 		access := edaaws.ServiceAccess{Region: region, AccountID: account, Partition: *partition}
+		var delayed []string
 		for _, s := range services {
 			for _, t := range s.Publishes {
 				access.Publishes = append(access.Publishes, edaaws.Topic{Name: t, FIFO: fifo[t]})
 			}
+			if s.DelayedDelivery { // the relay publishes the service's delayed records
+				delayed = append(delayed, s.Publishes...)
+			}
 		}
+		access.DelayedDelivery = f.subscribers(delayed)
 		doc, err := edaaws.ServicePolicy(access)
 		if err != nil {
 			return fmt.Errorf("%w: relay: %w", errUsage, err)
@@ -234,4 +243,18 @@ func operatorPolicy(f *topologyFile, a arnBuilder) edaaws.PolicyDocument {
 			"sqs:ChangeMessageVisibility", "sqs:CreateQueue", "sqs:DeleteMessage", "sqs:DeleteQueue",
 			"sqs:GetQueueAttributes", "sqs:GetQueueUrl", "sqs:ReceiveMessage", "sqs:SetQueueAttributes"}},
 	}}
+}
+
+// subscribers returns the queues subscribed to any of topics, each once.
+func (f *topologyFile) subscribers(topics []string) []transport.Queue {
+	var out []transport.Queue
+	for _, q := range f.Queues {
+		for _, t := range q.Topics {
+			if slices.Contains(topics, t) {
+				out = append(out, q.queue())
+				break
+			}
+		}
+	}
+	return out
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -288,5 +289,54 @@ func TestTopologyClaimCheckBucket(t *testing.T) {
 	}
 	if out := mustRun(t, append([]string{"topology", "plan"}, args...)...); !strings.Contains(out, "no changes") {
 		t.Errorf("plan after apply:\n%s", out)
+	}
+}
+
+// A service marked delayedDelivery may send to the queues subscribed to the
+// topics it publishes (the AWS transport's delayed path), and no other; so
+// may the relay that publishes its records. Without the mark, no service
+// may send to a queue.
+func TestIAMDelayedDelivery(t *testing.T) {
+	t.Parallel()
+	raw, err := os.ReadFile("testdata/orders-topology.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	file := filepath.Join(t.TempDir(), "topology.json")
+	marked := strings.Replace(string(raw), `"readDeadLetters": true}`, `"readDeadLetters": true, "delayedDelivery": true}`, 1)
+	if marked == string(raw) {
+		t.Fatal("testdata/orders-topology.json changed: no orders service to mark")
+	}
+	if err := os.WriteFile(file, []byte(marked), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	sends := func(file, role string) map[string]string { // policy → resources of sqs:SendMessage
+		var out []struct {
+			Name   string                `json:"name"`
+			Policy edaaws.PolicyDocument `json:"policy"`
+		}
+		js := mustRun(t, "iam", "-f", file, "-account", "123456789012", "-region", "eu-west-1", "-o", "json", "-role", role)
+		if err := json.Unmarshal([]byte(js), &out); err != nil {
+			t.Fatalf("%v:\n%s", err, js)
+		}
+		m := map[string]string{}
+		for _, p := range out {
+			for _, st := range p.Policy.Statement {
+				if slices.Contains(st.Action, "sqs:SendMessage") {
+					m[p.Name] += strings.Join(st.Resource, " ")
+				}
+			}
+		}
+		return m
+	}
+	want := "arn:aws:sqs:eu-west-1:123456789012:inventory arn:aws:sqs:eu-west-1:123456789012:notification arn:aws:sqs:eu-west-1:123456789012:orders-poison"
+	if got := sends(file, "services"); len(got) != 1 || got["orders"] != want {
+		t.Errorf("services with orders marked: SendMessage %v, want only orders on %s", got, want)
+	}
+	if got := sends(file, "relay"); got["relay"] != want {
+		t.Errorf("relay: SendMessage on %q, want %s", got["relay"], want)
+	}
+	if got := sends("testdata/orders-topology.json", "services"); len(got) != 0 {
+		t.Errorf("unmarked services may send to queues: %v", got)
 	}
 }

@@ -129,6 +129,13 @@ type ServiceAccess struct {
 	// dead-letter queues are included when ReadDeadLetters is set.
 	Consumes        []transport.Queue
 	ReadDeadLetters bool
+	// DelayedDelivery lists the queues subscribed to the topics the service
+	// publishes to, when it publishes with a delivery delay (eda.At,
+	// eda.After, or a relay of such records): SNS has no per-message delay,
+	// so the transport sends a delayed message to each subscribed queue
+	// itself (SQS DelaySeconds). It needs GetSubscriptionAttributes on its
+	// topics and GetQueueUrl and SendMessage on these queues.
+	DelayedDelivery []transport.Queue
 	// ClaimCheck is the service's Config.ClaimCheck: with a Bucket,
 	// publishers may put and delete blobs under its Prefix, consumers get
 	// them.
@@ -141,6 +148,9 @@ type ServiceAccess struct {
 //   - on the topics it publishes to: Publish (and PublishBatch), and
 //     GetTopicAttributes and ListSubscriptionsByTopic, with which a
 //     publisher finds a topic and its subscriptions;
+//   - with DelayedDelivery, GetSubscriptionAttributes on those topics and
+//     GetQueueUrl and SendMessage on the queues subscribed to them, where
+//     the transport sends delayed messages itself;
 //   - on the queues it consumes: receive, delete, change visibility (nack,
 //     heartbeat, delayed redelivery) and get URL and attributes;
 //   - Declare verifies a consumed queue's dead-letter queue (get URL and
@@ -176,6 +186,14 @@ func ServicePolicy(a ServiceAccess) (PolicyDocument, error) {
 			errs = append(errs, fmt.Errorf("%w: aws: policy: empty topic name", transport.ErrInvalidConfig))
 		}
 	}
+	if len(a.DelayedDelivery) > 0 && len(a.Publishes) == 0 {
+		errs = append(errs, fmt.Errorf("%w: aws: policy: delayed delivery without a published topic", transport.ErrInvalidConfig))
+	}
+	for _, q := range a.DelayedDelivery {
+		if q.Name == "" {
+			errs = append(errs, fmt.Errorf("%w: aws: policy: empty delayed-delivery queue name", transport.ErrInvalidConfig))
+		}
+	}
 	if err := errors.Join(errs...); err != nil {
 		return PolicyDocument{}, err
 	}
@@ -202,6 +220,21 @@ func ServicePolicy(a ServiceAccess) (PolicyDocument, error) {
 			Action:   StringList{"sns:GetTopicAttributes", "sns:ListSubscriptionsByTopic", "sns:Publish"},
 			Resource: sorted(topics),
 		})
+		if len(a.DelayedDelivery) > 0 {
+			var queues StringList
+			for _, q := range a.DelayedDelivery {
+				queues = append(queues, arn("sqs", physical(q.Name, q.FIFO)))
+			}
+			doc.Statement = append(doc.Statement,
+				Statement{
+					Sid: "DelayedDeliveryFindSubscriptions", Effect: "Allow",
+					Action: StringList{"sns:GetSubscriptionAttributes"}, Resource: sorted(topics),
+				},
+				Statement{
+					Sid: "DelayedDeliverySend", Effect: "Allow",
+					Action: StringList{"sqs:GetQueueUrl", "sqs:SendMessage"}, Resource: sorted(queues),
+				})
+		}
 	}
 	if len(a.Consumes) > 0 {
 		var queues, dlqs, topics StringList
