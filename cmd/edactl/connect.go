@@ -25,7 +25,7 @@ type awsFlags struct {
 }
 
 func (a *awsFlags) register(fs *flag.FlagSet) {
-	fs.StringVar(&a.endpoint, "aws-endpoint", os.Getenv("EDA_AWS_ENDPOINT"), "SNS/SQS endpoint, e.g. the emulator's http://127.0.0.1:4566 (env EDA_AWS_ENDPOINT); empty: AWS")
+	fs.StringVar(&a.endpoint, "aws-endpoint", os.Getenv("EDA_AWS_ENDPOINT"), "SNS/SQS endpoint, e.g. the emulator's http://127.0.0.1:4566 (env EDA_AWS_ENDPOINT), with the emulator's workarounds (aws.Config.ForFauxqs); empty: AWS")
 	fs.StringVar(&a.region, "region", "", "AWS region (default: the AWS chain's, us-east-1 with -aws-endpoint)")
 	fs.StringVar(&a.account, "account", os.Getenv("EDA_AWS_ACCOUNT_ID"), "AWS account id of the ARNs (env EDA_AWS_ACCOUNT_ID; default: ask STS)")
 	fs.Func("attributes", "metadata the publishers send as message attributes, comma separated, * for all: their aws.Config.Attributes (default "+strings.Join(edaaws.DefaultAttributes, ",")+"); filter policies may match only these", func(s string) error {
@@ -46,7 +46,11 @@ func (a *awsFlags) transport(ctx context.Context, autoCreate bool) (*edaaws.Tran
 	if err != nil {
 		return nil, err
 	}
-	return edaaws.New(edaaws.Config{AWS: cfg, Endpoint: a.endpoint, AccountID: a.account, AutoCreate: autoCreate, Attributes: a.attributes})
+	tc := edaaws.Config{AWS: cfg, Endpoint: a.endpoint, AccountID: a.account, AutoCreate: autoCreate, Attributes: a.attributes}
+	if a.endpoint != "" {
+		tc = tc.ForFauxqs() // an endpoint override is the emulator: its workarounds on
+	}
+	return edaaws.New(tc)
 }
 
 // config loads the SDK configuration.
