@@ -36,7 +36,7 @@ func (a *awsFlags) claimCheck() edaaws.ClaimCheckConfig {
 }
 
 func (a *awsFlags) register(fs *flag.FlagSet) {
-	fs.StringVar(&a.endpoint, "aws-endpoint", os.Getenv("EDA_AWS_ENDPOINT"), "SNS/SQS endpoint, e.g. the emulator's http://127.0.0.1:4566 (env EDA_AWS_ENDPOINT); empty: AWS")
+	fs.StringVar(&a.endpoint, "aws-endpoint", os.Getenv("EDA_AWS_ENDPOINT"), "SNS/SQS endpoint, e.g. the emulator's http://127.0.0.1:4566 (env EDA_AWS_ENDPOINT), with the emulator's workarounds (aws.Config.ForFauxqs); empty: AWS")
 	fs.StringVar(&a.region, "region", "", "AWS region (default: the AWS chain's, us-east-1 with -aws-endpoint)")
 	fs.StringVar(&a.account, "account", os.Getenv("EDA_AWS_ACCOUNT_ID"), "AWS account id of the ARNs (env EDA_AWS_ACCOUNT_ID; default: ask STS)")
 	fs.StringVar(&a.claimBucket, "claim-check-bucket", "", "S3 bucket of the services' claim check (aws.Config.ClaimCheck.Bucket): topology plan/apply keep its lifecycle rule, iam grants it")
@@ -59,7 +59,11 @@ func (a *awsFlags) transport(ctx context.Context, autoCreate bool) (*edaaws.Tran
 	if err != nil {
 		return nil, err
 	}
-	return edaaws.New(edaaws.Config{AWS: cfg, Endpoint: a.endpoint, AccountID: a.account, AutoCreate: autoCreate, Attributes: a.attributes, ClaimCheck: a.claimCheck()})
+	tc := edaaws.Config{AWS: cfg, Endpoint: a.endpoint, AccountID: a.account, AutoCreate: autoCreate, Attributes: a.attributes, ClaimCheck: a.claimCheck()}
+	if a.endpoint != "" {
+		tc = tc.ForFauxqs() // an endpoint override is the emulator: its workarounds on
+	}
+	return edaaws.New(tc)
 }
 
 // config loads the SDK configuration.

@@ -172,7 +172,7 @@ func awsTransport(t *testing.T) *edaaws.Transport {
 	tr, err := edaaws.New(edaaws.Config{
 		AWS:      awssdk.Config{Region: "us-east-1", Credentials: credentials.NewStaticCredentialsProvider("test", "test", "")},
 		Endpoint: requireEmulator(t), AutoCreate: true, AccountID: "000000000000", WaitTime: time.Second,
-	})
+	}.ForFauxqs())
 	if err != nil {
 		t.Fatal(err)
 	}

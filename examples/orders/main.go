@@ -24,9 +24,13 @@
 //	go run ./examples/orders -transport aws -aws-endpoint http://127.0.0.1:4566   # scripts/emulator.sh up
 //
 // and as separate processes, one per service (-role orders|inventory|
-// notification) sharing a Postgres or SNS/SQS transport. Start the consumers
-// first (or apply the topology with edactl): a topic delivers only to the
-// queues subscribed when a message is published, as SNS does.
+// notification) sharing a Postgres or SNS/SQS transport. A topic delivers
+// only to the queues subscribed when a message is published, as SNS does:
+// on the postgres transport start the consumers first (or apply the
+// topology with edactl); on SNS/SQS every process knows the whole topology
+// (aws.Config.Topology) and declares what is missing before it publishes,
+// and a consumer whose queue disappeared (an emulator restarted) declares
+// it again.
 package main
 
 import (

@@ -29,6 +29,12 @@ const (
 	DefaultPublishConcurrency = 8
 	// DefaultPartition is the AWS partition used to build ARNs.
 	DefaultPartition = "aws"
+	// DefaultReadyTTL is how long Publish trusts that a topic delivers to
+	// its expected subscriptions before it looks again.
+	DefaultReadyTTL = 10 * time.Second
+	// DefaultVerifyInterval is how often a running subscription checks that
+	// its queue and its subscriptions to its topics still exist.
+	DefaultVerifyInterval = time.Minute
 )
 
 // DefaultAttributes are the metadata sent as message attributes of their
@@ -84,11 +90,39 @@ type Config struct {
 	// Partition of the ARNs. Default DefaultPartition ("aws").
 	Partition string
 	// AutoCreate lets Declare create or update topics, queues and
-	// subscriptions, and Publish create a missing (standard) topic. Off,
-	// Declare only verifies and reports what is missing with
-	// transport.ErrUnknownQueue / transport.ErrUnknownTopic, and Publish to a
-	// missing topic fails with transport.ErrUnknownTopic.
+	// subscriptions; Publish declare the part of the known topology (see
+	// Topology) a topic lacks before it publishes to it; and a subscription
+	// declare its queue again when it disappears. Off, Declare only
+	// verifies and reports what is missing with transport.ErrUnknownQueue /
+	// transport.ErrUnknownTopic, and Publish to a topic that lacks any of
+	// it fails with transport.ErrTopicNotReady. Publish never creates a
+	// topic by itself: a topic with no subscriptions drops what it gets.
 	AutoCreate bool
+	// Topology is the topology this process relies on beyond what it
+	// declares itself (Declare, Apply): typically the queues of other
+	// services that subscribe to the topics it publishes to, so a
+	// publisher-only process knows who must receive its events. Before the
+	// first Publish to a topic (and again every ReadyTTL, and after SNS
+	// reports it missing) the transport checks that the topic exists with
+	// a subscription for every queue declared in the process or here that
+	// subscribes to it; with AutoCreate it declares what is missing,
+	// without it Publish fails with transport.ErrTopicNotReady. Use the
+	// same topology the consumers declare (one source, e.g. the file of
+	// edactl topology apply): Publish applies it as given. Optional.
+	Topology Topology
+	// ReadyTTL is how long Publish trusts a topic checked ready (see
+	// Topology) before it checks again; a NotFound or unreachable error from
+	// SNS forgets it at once. Default DefaultReadyTTL; negative checks
+	// before every Publish.
+	ReadyTTL time.Duration
+	// VerifyInterval is how often a running subscription checks that its
+	// queue and its subscriptions still exist (on AWS a topic deleted and
+	// created again has lost its subscriptions while the queue is still
+	// there); with AutoCreate it declares them again, without it it logs an
+	// error saying what is missing. A queue that disappears is noticed at
+	// once by ReceiveMessage. Default DefaultVerifyInterval; negative
+	// disables the periodic check.
+	VerifyInterval time.Duration
 	// Concurrency is how many messages one subscription hands out unsettled
 	// at once (the Watermill router handles each in its own goroutine). A
 	// FIFO queue never has two messages of one group out at once. Default
@@ -121,6 +155,28 @@ type Config struct {
 	// Logger receives warnings (failed deletes, receive errors). Nil
 	// discards.
 	Logger *slog.Logger
+
+	// EmulatorFIFOBatchOrder works around fauxqs taking the entries of a
+	// PublishBatch in the string order of their member index (the SDK
+	// sends member.1 ... member.10, so entry 10 would come second, out of
+	// order in its FIFO group): FIFO batches are sent 9 entries at a time.
+	// AWS orders by index: leave it off there (batches of 10).
+	EmulatorFIFOBatchOrder bool
+	// EmulatorNoDeadLetterQueueSourceArn works around fauxqs not setting
+	// the DeadLetterQueueSourceArn attribute on messages moved to a
+	// dead-letter queue: a subscription to a dead-letter queue declared in
+	// this process sets transport.MetadataDeadLetterSource to the queue it
+	// serves. AWS sets the attribute: leave it off there (a message sent to
+	// a dead-letter queue directly then carries no source).
+	EmulatorNoDeadLetterQueueSourceArn bool
+}
+
+// ForFauxqs returns c with every Emulator* workaround on: for tools and
+// tests pointed at the fauxqs emulator.
+func (c Config) ForFauxqs() Config {
+	c.EmulatorFIFOBatchOrder = true
+	c.EmulatorNoDeadLetterQueueSourceArn = true
+	return c
 }
 
 // Validate reports every problem with c, joined.
@@ -143,6 +199,11 @@ func (c Config) Validate() error {
 	}
 	if len(c.Attributes) > MaxAttributes-1 {
 		errs = append(errs, fmt.Errorf("%w: aws: %d Attributes: SQS delivers %d, one is kept for the rest of the metadata", transport.ErrInvalidConfig, len(c.Attributes), MaxAttributes))
+	}
+	if !c.Topology.empty() {
+		if err := c.Topology.Validate(); err != nil {
+			errs = append(errs, fmt.Errorf("aws: Topology: %w", err))
+		}
 	}
 	for _, a := range c.Attributes {
 		if a != allAttributes && !validAttrName(a) {
@@ -169,6 +230,12 @@ func (c Config) withDefaults() Config {
 	}
 	if c.Attributes == nil {
 		c.Attributes = DefaultAttributes
+	}
+	if c.ReadyTTL == 0 {
+		c.ReadyTTL = DefaultReadyTTL
+	}
+	if c.VerifyInterval == 0 {
+		c.VerifyInterval = DefaultVerifyInterval
 	}
 	if c.Partition == "" {
 		c.Partition = DefaultPartition

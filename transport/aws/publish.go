@@ -74,7 +74,7 @@ func (t *Transport) Publish(topic string, msgs ...*message.Message) error {
 		return nil
 	}
 	ctx := msgs[0].Context()
-	info, err := t.resolveTopic(ctx, topic)
+	info, err := t.readyTopic(ctx, topic)
 	if err != nil {
 		return err
 	}
@@ -135,7 +135,7 @@ func (t *Transport) publishSNS(ctx context.Context, topic string, info topicInfo
 		return nil, nil
 	}
 	size := maxBatch
-	if info.fifo {
+	if info.fifo && t.cfg.EmulatorFIFOBatchOrder {
 		// The SDK sends batch entries as member.1 ... member.10, sorted as
 		// strings (url.Values), and fauxqs takes them in that order: entry 10
 		// would come second. Nine entries sort the same either way; AWS
@@ -331,13 +331,17 @@ func (t *Transport) publishBatch(ctx context.Context, topic string, info topicIn
 
 func (t *Transport) publishError(topic string, info topicInfo, err error) error {
 	if isNotFound(err) {
-		// Deleted since it was resolved: forget it, so the next call looks again.
-		t.mu.Lock()
-		delete(t.topics, topic)
-		t.mu.Unlock()
-		return fmt.Errorf("%w: aws: SNS topic %q (%s): %w", transport.ErrUnknownTopic, topic, info.arn, err)
+		// Deleted since it was checked ready: forget it, so the next call
+		// checks the topic and its subscriptions again.
+		t.unready(topic)
+		return fmt.Errorf("%w: aws: SNS topic %q (%s) does not exist any more: %w", transport.ErrTopicNotReady, topic, info.arn, err)
 	}
-	return classify(fmt.Errorf("aws: publish to %q: %w", topic, err))
+	err = classify(fmt.Errorf("aws: publish to %q: %w", topic, err))
+	if errors.Is(err, transport.ErrUnavailable) {
+		// The broker may have restarted and lost its topology.
+		t.unready(topic)
+	}
+	return err
 }
 
 func snsAttributes(attrs map[string]string) map[string]snstypes.MessageAttributeValue {

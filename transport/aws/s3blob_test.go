@@ -183,16 +183,17 @@ func TestS3ClaimCheckFailedPublish(t *testing.T) {
 			t.Fatal(err)
 		}
 		err := tr.Publish(uniq("nosuchtopic"), big())
-		if !errors.Is(err, transport.ErrUnknownTopic) {
-			t.Fatalf("Publish to a missing topic: %v, want ErrUnknownTopic", err)
+		if !errors.Is(err, transport.ErrTopicNotReady) {
+			t.Fatalf("Publish to a missing topic: %v, want ErrTopicNotReady", err)
 		}
 		if keys := objects(t, client, cfg.ClaimCheck.Bucket); len(keys) != 0 {
 			t.Errorf("blobs left by a failed publish: %v", keys)
 		}
 	})
 
-	// The topic is known to the transport (declared), then deleted: SNS
-	// refuses the publish after the blob was stored.
+	// The topic is known to the transport (declared, and checked ready by a
+	// first publish), then deleted: SNS refuses the publish after the blob
+	// was stored.
 	for _, tc := range []struct {
 		name string
 		msgs func() []*message.Message
@@ -202,17 +203,21 @@ func TestS3ClaimCheckFailedPublish(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			cfg, client := s3Config(t)
+			cfg.AutoCreate = false // else Publish declares the topic again
 			tr := newTransport(t, cfg)
 			topic := uniq("topic")
 			if _, err := tr.Apply(ctx, edaaws.Topology{Topics: []edaaws.Topic{{Name: topic}}}); err != nil {
+				t.Fatal(err)
+			}
+			if err := tr.Publish(topic, newMsg("ready?", nil)); err != nil { // checked ready for Config.ReadyTTL
 				t.Fatal(err)
 			}
 			arn := "arn:aws:sns:us-east-1:000000000000:" + topic
 			if _, err := tr.SNS().DeleteTopic(ctx, &sns.DeleteTopicInput{TopicArn: &arn}); err != nil {
 				t.Fatal(err)
 			}
-			if err := tr.Publish(topic, tc.msgs()...); !errors.Is(err, transport.ErrUnknownTopic) {
-				t.Fatalf("Publish to a deleted topic: %v, want ErrUnknownTopic", err)
+			if err := tr.Publish(topic, tc.msgs()...); !errors.Is(err, transport.ErrTopicNotReady) {
+				t.Fatalf("Publish to a deleted topic: %v, want ErrTopicNotReady", err)
 			}
 			if keys := objects(t, client, cfg.ClaimCheck.Bucket); len(keys) != 0 {
 				t.Errorf("blobs left by a failed publish: %v", keys)

@@ -80,6 +80,8 @@ func (t *Transport) Subscribe(ctx context.Context, queue string) (<-chan *messag
 	t.mu.Unlock()
 	go func() {
 		defer t.wg.Done()
+		watched := t.watchQueue(subCtx, queue) // ready.go
+		defer watched()
 		s.run()
 		t.mu.Lock()
 		delete(t.cancels, s)
@@ -209,7 +211,12 @@ func (s *subscription) poll() {
 			if s.ctx.Err() != nil {
 				return
 			}
-			s.t.log.WarnContext(s.ctx, "eda/aws: receive failed", "queue", s.q.name, "error", classify(err), "retry_in", backoff)
+			healed, err := s.t.healQueue(s.ctx, s.q, err) // ready.go: a vanished queue is declared again
+			if healed {
+				backoff = 100 * time.Millisecond
+				continue
+			}
+			s.t.log.WarnContext(s.ctx, "eda/aws: receive failed", "queue", s.q.name, "error", err, "retry_in", backoff)
 			select {
 			case <-time.After(backoff):
 			case <-s.ctx.Done():
@@ -485,7 +492,7 @@ func (s *subscription) message(h *held) (*message.Message, error) {
 	md[transport.MetadataReceiveCount] = h.raw.Attributes[string(sqstypes.MessageSystemAttributeNameApproximateReceiveCount)]
 	if src := h.raw.Attributes[string(sqstypes.MessageSystemAttributeNameDeadLetterQueueSourceArn)]; src != "" {
 		md[transport.MetadataDeadLetterSource] = strings.TrimSuffix(src[strings.LastIndexByte(src, ':')+1:], fifoSuffix)
-	} else if s.dlqSource != "" {
+	} else if s.dlqSource != "" && s.t.cfg.EmulatorNoDeadLetterQueueSourceArn {
 		// fauxqs does not set DeadLetterQueueSourceArn; a DLQ declared by this
 		// transport knows its source.
 		md[transport.MetadataDeadLetterSource] = s.dlqSource

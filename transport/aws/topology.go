@@ -234,8 +234,11 @@ func (t *Transport) Declare(ctx context.Context, q transport.Queue) error {
 	defer t.wg.Done()
 	topo := Topology{Queues: []Queue{{Queue: q}}}
 	if t.cfg.AutoCreate {
-		_, err := t.apply(ctx, topo)
-		return err
+		if _, err := t.apply(ctx, topo); err != nil {
+			return err
+		}
+		t.noteDeclared(topo)
+		return nil
 	}
 	st, plan, err := t.plan(ctx, topo)
 	if err != nil {
@@ -256,6 +259,7 @@ func (t *Transport) Declare(ctx context.Context, q transport.Queue) error {
 		return err
 	}
 	t.remember(topo, st)
+	t.noteDeclared(topo)
 	return nil
 }
 
@@ -281,7 +285,11 @@ func (t *Transport) Apply(ctx context.Context, topo Topology) (Plan, error) {
 		return Plan{}, err
 	}
 	defer t.wg.Done()
-	return t.apply(ctx, topo)
+	plan, err := t.apply(ctx, topo)
+	if err == nil {
+		t.noteDeclared(topo)
+	}
+	return plan, err
 }
 
 func (t *Transport) apply(ctx context.Context, topo Topology) (Plan, error) {
@@ -547,8 +555,13 @@ func (t *Transport) planSubscriptions(ctx context.Context, st *planState, exists
 		if have["RawMessageDelivery"] != "true" {
 			set["RawMessageDelivery"] = "true"
 		}
-		if !sameJSON(have["FilterPolicy"], want["FilterPolicy"]) {
-			set["FilterPolicy"] = want["FilterPolicy"] // "" removes it
+		if !sameFilterPolicy(have["FilterPolicy"], want["FilterPolicy"]) {
+			set["FilterPolicy"] = want["FilterPolicy"]
+			if set["FilterPolicy"] == "" {
+				// SNS removes a filter policy set to an empty JSON object
+				// (AWS documents "{}" for that; "" is not a policy).
+				set["FilterPolicy"] = noFilterPolicy
+			}
 		}
 		for _, k := range slices.Sorted(maps.Keys(set)) {
 			v := set[k]
@@ -582,6 +595,22 @@ func (t *Transport) findSubscription(ctx context.Context, topicARN, queueARN str
 		}
 	}
 	return "", nil
+}
+
+// noFilterPolicy removes a subscription's filter policy: the value
+// SetSubscriptionAttributes takes for that.
+const noFilterPolicy = "{}"
+
+// sameFilterPolicy compares two filter policies; none ("") equals the
+// empty policy ("{}"), which is what removing one leaves behind.
+func sameFilterPolicy(a, b string) bool {
+	if a == "" {
+		a = noFilterPolicy
+	}
+	if b == "" {
+		b = noFilterPolicy
+	}
+	return sameJSON(a, b)
 }
 
 // sameJSON compares two JSON documents by value; "" equals "" only.
