@@ -4,6 +4,10 @@ GO ?= go
 .PHONY: test services vet outage bench bench-smoke bench-aws bench-postgres bench-middleware bench-outbox
 test: services vet
 	$(GO) test -race -count=1 -timeout 20m ./...
+	# The harness's own suite and Examples on the two server transports too
+	# (./... ran them on memory); a few seconds each.
+	EDA_TEST_TRANSPORT=postgres $(GO) test -race -count=1 ./eda/edatest/
+	EDA_TEST_TRANSPORT=aws $(GO) test -race -count=1 ./eda/edatest/
 
 # The real servers the tests talk to: PostgreSQL and the SNS/SQS emulator;
 # and the IAM policy engine the policy tests evaluate with (iam-simulate).

@@ -98,6 +98,9 @@ func run(ctx context.Context, o options, orders int, serve bool, timeout time.Du
 	}
 	o.MaxDelivery, o.Visibility = 3, 30*time.Second
 	o.Redelivery = &middleware.RedeliveryConfig{} // the default schedule: 1m, 2m... then the poison queue
+	// Said first: opening the database, migrating it and declaring the
+	// queues is the first step that takes time (seconds on SNS/SQS).
+	fmt.Fprintf(out, "orders example: starting %s on the %s transport (opening the database, declaring the queues)...\n", o.Role, o.Transport)
 	s, err := start(ctx, o)
 	if err != nil {
 		return err
