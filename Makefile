@@ -1,7 +1,7 @@
 # The README's test command is `make test`; .ci/run calls it.
 GO ?= go
 
-.PHONY: test services vet outage bench bench-smoke bench-aws bench-postgres bench-middleware bench-outbox
+.PHONY: test services vet outage fuzz bench bench-smoke bench-aws bench-postgres bench-middleware bench-outbox
 test: services vet
 	$(GO) test -race -count=1 -timeout 20m ./...
 	# The harness's own suite and Examples on the two server transports too
@@ -59,3 +59,21 @@ bench-middleware: services
 bench-outbox: services
 	$(GO) run ./cmd/outboxbench -dsn postgres://postgres@127.0.0.1:5432/test \
 		-phases write,relay,sns,claim -duration 10s -drain 20000 -claimrows 1000000 -sns-events 10000
+
+# Every fuzz target for FUZZTIME each, one after the other (the seed corpora
+# in testdata/fuzz and the f.Add seeds also run in `make test`). A crasher is
+# written to the package's testdata/fuzz/FuzzXxx/: fix it and commit it.
+FUZZTIME ?= 30s
+FUZZ_TARGETS = \
+	./outbox:FuzzParseMetadata ./outbox:FuzzMarshalMetadata \
+	./transport/aws:FuzzDecodeSQS ./transport/aws:FuzzEncodeSQS \
+	./transport/postgres:FuzzDecodeMetadata ./transport/postgres:FuzzEncodeMetadata \
+	./eda:FuzzEnvelope ./eda:FuzzDispatch \
+	./cmd/edactl:FuzzTopologyFile ./cmd/edactl:FuzzFilterPolicy \
+	./examples/orders:FuzzDecodeOrder
+fuzz:
+	@start=$$(date +%s); failed=; for t in $(FUZZ_TARGETS); do \
+		pkg=$${t%%:*}; fn=$${t##*:}; echo "== $$fn ($$pkg, $(FUZZTIME))"; \
+		$(GO) test -run '^$$' -fuzz "^$$fn\$$" -fuzztime $(FUZZTIME) $$pkg || failed="$$failed $$fn"; \
+	done; echo "fuzzed $(words $(FUZZ_TARGETS)) targets in $$(( $$(date +%s) - start ))s"; \
+	if [ -n "$$failed" ]; then echo "crashers (see testdata/fuzz):$$failed"; exit 1; fi

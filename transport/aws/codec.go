@@ -3,6 +3,7 @@ package aws
 import (
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -46,6 +47,11 @@ const (
 	allAttributes  = "*"
 )
 
+// ErrInvalidMetadata: a message's metadata cannot be sent as it is (SQS
+// message attributes and eda_md carry Unicode text only, and encoding/json
+// would replace invalid UTF-8 silently).
+var ErrInvalidMetadata = errors.New("aws: invalid metadata")
+
 // attrPriority orders metadata keys for the attribute slots under
 // AllAttributes: the envelope first, then the rest by name.
 var attrPriority = []string{
@@ -76,6 +82,9 @@ func encode(msg *message.Message, claimKey string, attrs []string) (wireMessage,
 	w := wireMessage{attrs: map[string]string{}}
 	switch {
 	case claimKey != "":
+		if !validText(claimKey) {
+			return wireMessage{}, fmt.Errorf("%w: message %s: claim-check key %q is not SQS text", ErrInvalidMetadata, msg.UUID, claimKey)
+		}
 		w.body = claimCheckBody + claimKey
 		w.attrs[attrClaimCheck] = claimKey
 	case len(msg.Payload) == 0:
@@ -89,6 +98,9 @@ func encode(msg *message.Message, claimKey string, attrs []string) (wireMessage,
 		w.attrs[attrEncoding] = encodingBase64
 	}
 	if msg.UUID != msg.Metadata.Get(transport.MetadataEventID) {
+		if msg.UUID == "" || !validText(msg.UUID) {
+			return wireMessage{}, fmt.Errorf("%w: message UUID %q cannot be a message attribute", ErrInvalidMetadata, msg.UUID)
+		}
 		w.attrs[attrUUID] = msg.UUID
 	}
 
@@ -96,6 +108,9 @@ func encode(msg *message.Message, claimKey string, attrs []string) (wireMessage,
 	keys := make([]string, 0, len(msg.Metadata))
 	var overflow map[string]string
 	for k, v := range msg.Metadata {
+		if !utf8.ValidString(k) || !utf8.ValidString(v) {
+			return wireMessage{}, fmt.Errorf("%w: message %s: metadata %q=%q is not valid UTF-8", ErrInvalidMetadata, msg.UUID, k, v)
+		}
 		if (all || slices.Contains(attrs, k)) && validAttrName(k) && v != "" && validText(v) {
 			keys = append(keys, k)
 			continue
