@@ -45,7 +45,7 @@ bench-smoke: services
 # Postgres transport vs watermill-sql, same database, same run.
 bench-postgres: services
 	@mkdir -p bench
-	$(GO) test -run '^$$' -bench . -benchtime 3000x ./transport/postgres/ | tee bench/postgres.txt
+	$(GO) test -run '^$$' -bench . -benchtime 3000x -count 3 ./transport/postgres/ | tee bench/postgres.txt
 
 # Per-message cost of the default middleware stack vs none vs the Watermill
 # equivalent; the Postgres inbox's cost inside the handler's transaction.
