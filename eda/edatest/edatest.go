@@ -171,7 +171,11 @@ func (h *Harness) useExtra(next message.HandlerFunc) message.HandlerFunc {
 }
 
 // Start runs the app until the test ends and returns once every handler is
-// subscribed. Dead-letter queues of declared queues are watched.
+// subscribed. Dead-letter queues of declared queues are watched: the
+// harness receives what they hold into DeadLettered and acknowledges it.
+// They are the test's own queues, removed when it ends; outside a test,
+// nothing in eda consumes a dead-letter queue (the operator does, with
+// edactl).
 func (h *Harness) Start() {
 	h.t.Helper()
 	h.mu.Lock()
