@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/edaproject/eda/internal/ops"
 	edaaws "github.com/edaproject/eda/transport/aws"
 )
 
@@ -18,7 +19,7 @@ const (
 )
 
 // tailQueuePrefix starts the name of every queue edactl tail creates.
-const tailQueuePrefix = "edactl-tail-"
+const tailQueuePrefix = ops.TailQueuePrefix
 
 type namedPolicy struct {
 	Name   string                `json:"name"`
