@@ -261,6 +261,9 @@ type DLQ interface {
 	Redrive(ctx context.Context, queue string, o RedriveOptions) (RedriveResult, error)
 	// Discard deletes what o selects from queue (o.To is ignored).
 	Discard(ctx context.Context, queue string, o RedriveOptions) (RedriveResult, error)
+	// Topology returns the queues and topics whose name starts with
+	// prefix, with each queue's depth.
+	Topology(ctx context.Context, prefix string) (Topology, error)
 	// Close releases what the DLQ holds (not a pool it was given).
 	Close()
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -25,6 +26,9 @@ import (
 type PostgresDLQ struct {
 	pool   *pgxpool.Pool
 	schema string
+
+	mu sync.Mutex
+	tr *postgres.Transport // its Inspector, made on first use
 }
 
 var _ DLQ = (*PostgresDLQ)(nil)
@@ -40,8 +44,15 @@ func NewPostgresDLQ(ctx context.Context, pool *pgxpool.Pool, schema string) (*Po
 	return d, nil
 }
 
-// Close does nothing: the pool is the caller's.
-func (d *PostgresDLQ) Close() {}
+// Close closes what the DLQ made; the pool stays open (it is the caller's).
+func (d *PostgresDLQ) Close() {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.tr != nil {
+		_ = d.tr.Close()
+		d.tr = nil
+	}
+}
 
 // Pool is the pool the DLQ reads through.
 func (d *PostgresDLQ) Pool() *pgxpool.Pool { return d.pool }
@@ -106,11 +117,10 @@ ORDER BY q.name`), prefix)
 		return out, nil
 	}
 	// The depths as the transport's Inspector reads them, in one query.
-	tr, err := postgres.New(ctx, postgres.Config{Pool: d.pool, Schema: d.schema})
+	tr, err := d.transport(ctx)
 	if err != nil {
 		return nil, err
 	}
-	defer tr.Close()
 	names := make([]string, len(out))
 	for i, q := range out {
 		names[i] = q.Queue
