@@ -669,4 +669,3 @@ func (h *Handler) tailEvents(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 }
-
