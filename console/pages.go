@@ -108,7 +108,7 @@ func (h *Handler) overviewData(ctx context.Context) overviewData {
 		h.log.Error("console: read the topology", "err", err)
 	}
 	d.Topology = top
-	d.Graph = layout(top)
+	d.Graph = layout(top, h.cfg.QueuePrefix)
 	for _, q := range top.Queues {
 		if q.IsDead() && q.Depth.Visible+q.Depth.InFlight > 0 {
 			d.Attention = append(d.Attention, fmt.Sprintf("%s holds %d dead letter(s)", q.Name, q.Depth.Visible+q.Depth.InFlight))
@@ -152,17 +152,23 @@ type node struct {
 
 type edge struct{ X1, Y1, X2, Y2 int }
 
-func layout(top ops.Topology) graph {
+func layout(top ops.Topology, prefix string) graph {
+	label := func(s string) string {
+		if t := strings.TrimPrefix(s, prefix); t != "" {
+			return t
+		}
+		return s
+	}
 	const (
-		w, h, gap = 220, 42, 14
-		x1, x2    = 10, 300
-		x3        = 590
+		w, h, gap = 240, 42, 14
+		x1, x2    = 10, 330
+		x3        = 650
 	)
 	var g graph
 	pos := map[string]node{}
 	y := 10
 	for _, t := range top.Topics {
-		n := node{X: x1, Y: y, W: w, H: h, Label: t, Sub: "topic", Class: "topic"}
+		n := node{X: x1, Y: y, W: w, H: h, Label: label(t), Sub: "topic", Class: "topic"}
 		pos["t:"+t] = n
 		g.Nodes = append(g.Nodes, n)
 		y += h + gap
@@ -175,7 +181,7 @@ func layout(top ops.Topology) graph {
 			dead = append(dead, q)
 			continue
 		}
-		n := node{X: x2, Y: y, W: w, H: h, Label: q.Name, Class: "queue",
+		n := node{X: x2, Y: y, W: w, H: h, Label: label(q.Name), Class: "queue",
 			Sub: fmt.Sprintf("%d visible · %d in flight · %d delayed", q.Depth.Visible, q.Depth.InFlight, q.Depth.Delayed)}
 		pos["q:"+q.Name] = n
 		g.Nodes = append(g.Nodes, n)
@@ -184,7 +190,7 @@ func layout(top ops.Topology) graph {
 	maxY = max(maxY, y)
 	y = 10
 	for _, q := range dead {
-		n := node{X: x3, Y: y, W: w, H: h, Label: q.Name, Class: "dead", Link: "dlq?queue=" + url.QueryEscape(q.Name),
+		n := node{X: x3, Y: y, W: w, H: h, Label: label(q.Name), Class: "dead", Link: "dlq?queue=" + url.QueryEscape(q.Name),
 			Sub: fmt.Sprintf("%s · %d messages", q.Kind, q.Depth.Visible+q.Depth.InFlight)}
 		if q.Depth.Visible+q.Depth.InFlight > 0 {
 			n.Class = "dead attention"
