@@ -1,6 +1,7 @@
 package console_test
 
 import (
+	"bufio"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -22,6 +23,7 @@ import (
 
 	"github.com/edaproject/eda/console"
 	"github.com/edaproject/eda/eda"
+	"github.com/edaproject/eda/internal/poll"
 	"github.com/edaproject/eda/middleware"
 	"github.com/edaproject/eda/transport"
 	"github.com/edaproject/eda/transport/postgres"
@@ -346,5 +348,55 @@ func TestConfigValidate(t *testing.T) {
 		if err := c.cfg.Validate(); err == nil {
 			t.Errorf("%s: valid", c.name)
 		}
+	}
+}
+
+// The tail streams what a queue receives, through a temporary queue it
+// removes when the stream ends; the queue itself keeps its message.
+func TestConsoleTailPostgres(t *testing.T) {
+	s := newPGSystem(t)
+	srv := startConsole(t, console.Config{Postgres: &console.PostgresConfig{Pool: s.pool, Schema: s.schema}})
+	ctx, cancel := context.WithTimeout(testContext(t), 30*time.Second)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, "GET", srv.URL+"/tail/events?queue=inventory", nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != 200 || resp.Header.Get("Content-Type") != "text/event-stream" {
+		t.Fatalf("tail: %d %s", resp.StatusCode, resp.Header.Get("Content-Type"))
+	}
+	lines := bufio.NewScanner(resp.Body)
+	next := func(prefix string) string {
+		for lines.Scan() {
+			if strings.HasPrefix(lines.Text(), prefix) {
+				return lines.Text()
+			}
+		}
+		t.Fatalf("stream ended before %q: %v", prefix, lines.Err())
+		return ""
+	}
+	next("event: ready")
+	msg := message.NewMessage("ev-tail-1", []byte(`{"order_id":"o-1"}`))
+	eda.Envelope{ID: msg.UUID, Source: "t", Type: "orders.OrderCreated", Time: time.Now(), CorrelationID: "corr-tail"}.Apply(msg.Metadata)
+	if err := s.tr.Publish("orders", msg); err != nil {
+		t.Fatal(err)
+	}
+	next("event: message")
+	if data := next("data: "); !strings.Contains(data, `"id":"ev-tail-1"`) || !strings.Contains(data, `"correlation":"corr-tail"`) {
+		t.Errorf("event: %s", data)
+	}
+	if n := s.count(t, "inventory"); n != 1 {
+		t.Errorf("inventory holds %d, want its 1 message untouched", n)
+	}
+	cancel()
+	resp.Body.Close()
+	if !poll.Until(10*time.Second, func() bool {
+		var n int
+		_ = s.pool.QueryRow(testContext(t), "SELECT count(*) FROM "+pgx.Identifier{s.schema}.Sanitize()+".queues WHERE name LIKE 'edactl-tail-%'").Scan(&n)
+		return n == 0
+	}) {
+		t.Error("the temporary queue was not removed")
 	}
 }
