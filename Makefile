@@ -21,7 +21,7 @@ vet:
 # The default redelivery schedule in full: a handler down for 2 minutes on the
 # Postgres transport, with the orders example's queues, loses nothing (~3 min).
 outage: services
-	EDA_OUTAGE=1 $(GO) test -race -count=1 -timeout 15m -run 'TestRedeliveryOutageFull' -v ./middleware/
+	$(GO) test -race -count=1 -tags outage -timeout 15m -run 'TestRedeliveryOutageFull' -v ./middleware/
 
 # Benchmarks of the core against plain Watermill, same run; ratios via benchstat.
 bench:

@@ -240,9 +240,11 @@ func (a *App) DeclareQueue(cfg QueueConfig) error {
 // One queue can carry several event types, each with one handler; the
 // queue's poller dispatches by event name.
 //
-// A message whose schema version is newer than E's, or whose payload does
-// not decode into E, fails with a permanent *MessageError (ErrSchemaVersion,
-// ErrDecode) without calling fn.
+// A message whose schema version is newer than E's (or malformed), or whose
+// payload does not decode into E, fails with a permanent *MessageError
+// (ErrSchemaVersion, ErrDecode) without calling fn. A message without
+// MetadataSchemaVersion, as a producer not written with eda sends it, is
+// schema version 1.
 func Handle[E Event](a *App, queue string, fn func(context.Context, E) error) error {
 	if fn == nil {
 		return fmt.Errorf("%w: queue %q: nil handler", ErrInvalidConfig, queue)
@@ -274,7 +276,9 @@ func Handle[E Event](a *App, queue string, fn func(context.Context, E) error) er
 	}
 	codec := a.cfg.Codec
 	q.handlers[et.name] = func(ctx context.Context, msg *message.Message) error {
-		if v := msg.Metadata.Get(MetadataSchemaVersion); v != et.versionStr {
+		// A message without a schema version (from a producer not written
+		// with eda) is version 1; a malformed one is refused.
+		if v := msg.Metadata.Get(MetadataSchemaVersion); v != et.versionStr && v != "" {
 			n, err := strconv.Atoi(v)
 			if err != nil || n < 1 || n > et.version {
 				return &MessageError{EventID: msg.Metadata.Get(MetadataID), EventType: et.name, Queue: queue,
