@@ -59,7 +59,13 @@ func (a *awsFlags) transport(ctx context.Context, autoCreate bool) (*edaaws.Tran
 	if err != nil {
 		return nil, err
 	}
-	return edaaws.New(edaaws.Config{AWS: cfg, Endpoint: a.endpoint, AccountID: a.account, AutoCreate: autoCreate, Attributes: a.attributes, ClaimCheck: a.claimCheck()})
+	return edaaws.New(a.transportConfig(cfg, autoCreate))
+}
+
+// transportConfig is the AWS transport's configuration the flags give
+// (edactl serve hands it to the console).
+func (a *awsFlags) transportConfig(cfg awssdk.Config, autoCreate bool) edaaws.Config {
+	return edaaws.Config{AWS: cfg, Endpoint: a.endpoint, AccountID: a.account, AutoCreate: autoCreate, Attributes: a.attributes, ClaimCheck: a.claimCheck()}
 }
 
 // config loads the SDK configuration.

@@ -14,7 +14,6 @@ import (
 	"github.com/edaproject/eda/console"
 	"github.com/edaproject/eda/outbox"
 	"github.com/edaproject/eda/outbox/pgxstore"
-	edaaws "github.com/edaproject/eda/transport/aws"
 )
 
 // tokenCookie keeps the -token a browser gave once (?token=...).
@@ -58,7 +57,8 @@ func runServe(ctx context.Context, c *cli, args []string) error {
 		if err != nil {
 			return err
 		}
-		cfg.AWS = &edaaws.Config{AWS: awsCfg, Endpoint: af.endpoint, AccountID: af.account, Attributes: af.attributes}
+		tc := af.transportConfig(awsCfg, false)
+		cfg.AWS = &tc
 	case "postgres":
 		if pf.dsn == "" {
 			return usagef("-transport postgres needs -db postgres://...")
