@@ -10,11 +10,13 @@ test: services vet
 	EDA_TEST_TRANSPORT=aws $(GO) test -race -count=1 ./eda/edatest/
 
 # The real servers the tests talk to: PostgreSQL and the SNS/SQS emulator;
-# and the IAM policy engine the policy tests evaluate with (iam-simulate).
+# the IAM policy engine the policy tests evaluate with (iam-simulate); and
+# headless Chromium for the console's browser tests.
 services:
 	scripts/postgres.sh
 	scripts/emulator.sh up
 	scripts/iamsim.sh install
+	scripts/chromium.sh install
 
 vet:
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || (echo "gofmt needed:"; gofmt -l $$(git ls-files '*.go'); exit 1)

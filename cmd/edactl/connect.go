@@ -59,11 +59,17 @@ func (a *awsFlags) transport(ctx context.Context, autoCreate bool) (*edaaws.Tran
 	if err != nil {
 		return nil, err
 	}
+	return edaaws.New(a.transportConfig(cfg, autoCreate))
+}
+
+// transportConfig is the AWS transport's configuration the flags give
+// (edactl serve hands it to the console).
+func (a *awsFlags) transportConfig(cfg awssdk.Config, autoCreate bool) edaaws.Config {
 	tc := edaaws.Config{AWS: cfg, Endpoint: a.endpoint, AccountID: a.account, AutoCreate: autoCreate, Attributes: a.attributes, ClaimCheck: a.claimCheck()}
 	if a.endpoint != "" {
 		tc = tc.ForFauxqs() // an endpoint override is the emulator: its workarounds on
 	}
-	return edaaws.New(tc)
+	return tc
 }
 
 // config loads the SDK configuration.

@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/edaproject/eda/internal/ops"
 	"github.com/edaproject/eda/transport"
 	edaaws "github.com/edaproject/eda/transport/aws"
 )
@@ -19,7 +20,7 @@ const (
 )
 
 // tailQueuePrefix starts the name of every queue edactl tail creates.
-const tailQueuePrefix = "edactl-tail-"
+const tailQueuePrefix = ops.TailQueuePrefix
 
 type namedPolicy struct {
 	Name   string                `json:"name"`

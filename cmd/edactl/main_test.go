@@ -21,6 +21,7 @@ import (
 
 	"github.com/edaproject/eda/eda"
 	"github.com/edaproject/eda/eda/edatest"
+	"github.com/edaproject/eda/internal/ops"
 	"github.com/edaproject/eda/middleware"
 	"github.com/edaproject/eda/transport"
 	edaaws "github.com/edaproject/eda/transport/aws"
@@ -246,7 +247,7 @@ func startScenario(t *testing.T, tr transport.Transport, prefix string) *scenari
 			}
 			msg, _ := eda.MessageFromContext(ctx)
 			for k := range msg.Metadata {
-				if isRedriveKey(k) && k != transport.MetadataReceiveCount {
+				if ops.IsRedriveKey(k) && k != transport.MetadataReceiveCount {
 					t.Errorf("the redriven message still has %s=%q", k, msg.Metadata[k])
 				}
 			}
