@@ -1,16 +1,22 @@
 # The README's test command is `make test`; .ci/run calls it.
 GO ?= go
 
-.PHONY: test services vet outage bench bench-smoke bench-aws bench-postgres bench-middleware bench-outbox bench-e2e bench-e2e-short
+.PHONY: test services vet outage fuzz bench bench-smoke bench-aws bench-postgres bench-middleware bench-outbox bench-e2e bench-e2e-short
 test: services vet
 	$(GO) test -race -count=1 -timeout 20m ./...
+	# The harness's own suite and Examples on the two server transports too
+	# (./... ran them on memory); a few seconds each.
+	EDA_TEST_TRANSPORT=postgres $(GO) test -race -count=1 ./eda/edatest/
+	EDA_TEST_TRANSPORT=aws $(GO) test -race -count=1 ./eda/edatest/
 
 # The real servers the tests talk to: PostgreSQL and the SNS/SQS emulator;
-# and the IAM policy engine the policy tests evaluate with (iam-simulate).
+# the IAM policy engine the policy tests evaluate with (iam-simulate); and
+# headless Chromium for the console's browser tests.
 services:
 	scripts/postgres.sh
 	scripts/emulator.sh up
 	scripts/iamsim.sh install
+	scripts/chromium.sh install
 
 vet:
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || (echo "gofmt needed:"; gofmt -l $$(git ls-files '*.go'); exit 1)
@@ -19,7 +25,7 @@ vet:
 # The default redelivery schedule in full: a handler down for 2 minutes on the
 # Postgres transport, with the orders example's queues, loses nothing (~3 min).
 outage: services
-	EDA_OUTAGE=1 $(GO) test -race -count=1 -timeout 15m -run 'TestRedeliveryOutageFull' -v ./middleware/
+	$(GO) test -race -count=1 -tags outage -timeout 15m -run 'TestRedeliveryOutageFull' -v ./middleware/
 
 # Benchmarks of the core against plain Watermill, same run; ratios via benchstat.
 bench:
@@ -41,7 +47,7 @@ bench-smoke: services
 # Postgres transport vs watermill-sql, same database, same run.
 bench-postgres: services
 	@mkdir -p bench
-	$(GO) test -run '^$$' -bench . -benchtime 3000x ./transport/postgres/ | tee bench/postgres.txt
+	$(GO) test -run '^$$' -bench . -benchtime 3000x -count 3 ./transport/postgres/ | tee bench/postgres.txt
 
 # Per-message cost of the default middleware stack vs none vs the Watermill
 # equivalent; the Postgres inbox's cost inside the handler's transaction.
@@ -62,8 +68,26 @@ bench-outbox: services
 # Details and recorded runs: cmd/e2ebench/RESULTS.md.
 bench-e2e: services
 	@mkdir -p bench
-	$(GO) run ./cmd/e2ebench -rates 50,100,200,400,800,1600 -step 15s -drain 30s | tee bench/e2e.txt
+	$(GO) run ./cmd/e2ebench -rates 50,100,150,200,300,400,600,800 -step 15s -drain 30s | tee bench/e2e.txt
 
 # The same, short (~1 min): CI runs it to keep the benchmark working.
 bench-e2e-short: services
 	$(GO) run ./cmd/e2ebench -rates 25,50 -step 5s -drain 20s -p99-bound 2s
+
+# Every fuzz target for FUZZTIME each, one after the other (the seed corpora
+# in testdata/fuzz and the f.Add seeds also run in `make test`). A crasher is
+# written to the package's testdata/fuzz/FuzzXxx/: fix it and commit it.
+FUZZTIME ?= 30s
+FUZZ_TARGETS = \
+	./outbox:FuzzParseMetadata ./outbox:FuzzMarshalMetadata \
+	./transport/aws:FuzzDecodeSQS ./transport/aws:FuzzEncodeSQS \
+	./transport/postgres:FuzzDecodeMetadata ./transport/postgres:FuzzEncodeMetadata \
+	./eda:FuzzEnvelope ./eda:FuzzDispatch \
+	./cmd/edactl:FuzzTopologyFile ./cmd/edactl:FuzzFilterPolicy \
+	./examples/orders:FuzzDecodeOrder
+fuzz:
+	@start=$$(date +%s); failed=; for t in $(FUZZ_TARGETS); do \
+		pkg=$${t%%:*}; fn=$${t##*:}; echo "== $$fn ($$pkg, $(FUZZTIME))"; \
+		$(GO) test -run '^$$' -fuzz "^$$fn\$$" -fuzztime $(FUZZTIME) $$pkg || failed="$$failed $$fn"; \
+	done; echo "fuzzed $(words $(FUZZ_TARGETS)) targets in $$(( $$(date +%s) - start ))s"; \
+	if [ -n "$$failed" ]; then echo "crashers (see testdata/fuzz):$$failed"; exit 1; fi

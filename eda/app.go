@@ -240,9 +240,11 @@ func (a *App) DeclareQueue(cfg QueueConfig) error {
 // One queue can carry several event types, each with one handler; the
 // queue's poller dispatches by event name.
 //
-// A message whose schema version is newer than E's, or whose payload does
-// not decode into E, fails with a permanent *MessageError (ErrSchemaVersion,
-// ErrDecode) without calling fn.
+// A message whose schema version is newer than E's (or malformed), or whose
+// payload does not decode into E, fails with a permanent *MessageError
+// (ErrSchemaVersion, ErrDecode) without calling fn. A message without
+// MetadataSchemaVersion, as a producer not written with eda sends it, is
+// schema version 1.
 func Handle[E Event](a *App, queue string, fn func(context.Context, E) error) error {
 	if fn == nil {
 		return fmt.Errorf("%w: queue %q: nil handler", ErrInvalidConfig, queue)
@@ -274,7 +276,9 @@ func Handle[E Event](a *App, queue string, fn func(context.Context, E) error) er
 	}
 	codec := a.cfg.Codec
 	q.handlers[et.name] = func(ctx context.Context, msg *message.Message) error {
-		if v := msg.Metadata.Get(MetadataSchemaVersion); v != et.versionStr {
+		// A message without a schema version (from a producer not written
+		// with eda) is version 1; a malformed one is refused.
+		if v := msg.Metadata.Get(MetadataSchemaVersion); v != et.versionStr && v != "" {
 			n, err := strconv.Atoi(v)
 			if err != nil || n < 1 || n > et.version {
 				return &MessageError{EventID: msg.Metadata.Get(MetadataID), EventType: et.name, Queue: queue,
@@ -345,9 +349,12 @@ func (a *App) NewMessage(ctx context.Context, e Event) (topic string, msg *messa
 	text := string(b)
 	ids, now := text[:36], text[36:]
 	msg = message.NewMessage(ids, payload)
-	// Sized for the envelope (up to 11 keys), so that it never grows.
-	md := make(message.Metadata, 12)
-	msg.Metadata = md
+	// The envelope goes into the map NewMessage made: up to 8 keys (an event
+	// published outside a handler, without ordering key or delay) it is
+	// one group of slots, allocated on the first insert; a map made here
+	// with room for 11 would take 4 allocations and leave NewMessage's
+	// unused.
+	md := msg.Metadata
 	md[MetadataSpecVersion] = SpecVersion
 	md[MetadataID] = ids
 	md[MetadataSource] = a.cfg.Source

@@ -48,7 +48,7 @@ func awsTransport(t *testing.T) *edaaws.Transport {
 		AutoCreate: true,
 		AccountID:  "000000000000",
 		WaitTime:   time.Second,
-	})
+	}.ForFauxqs())
 	must(t, err)
 	t.Cleanup(func() { _ = tr.Close() })
 	return tr

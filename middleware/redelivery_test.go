@@ -3,7 +3,6 @@ package middleware_test
 import (
 	"context"
 	"errors"
-	"os"
 	"strconv"
 	"sync"
 	"testing"
@@ -285,16 +284,4 @@ func TestRedeliveryOutagePostgres(t *testing.T) {
 	e := newPGEnv(t)
 	depth := func(q string) int { v, f, _ := e.tr.Depth(context.Background(), q); return v + f }
 	outage(t, e.tr, depth, &middleware.RedeliveryConfig{Initial: time.Second}, 2*time.Second, 20, 20*time.Second)
-}
-
-// The claim of the default schedule, in full: a 2-minute outage on the
-// Postgres transport with the orders example's settings loses nothing.
-// About 3 minutes; run with `make outage` (EDA_OUTAGE=1).
-func TestRedeliveryOutageFull(t *testing.T) {
-	if os.Getenv("EDA_OUTAGE") == "" {
-		t.Skip("a 3-minute run: set EDA_OUTAGE=1 (make outage)")
-	}
-	e := newPGEnv(t)
-	depth := func(q string) int { v, f, _ := e.tr.Depth(context.Background(), q); return v + f }
-	outage(t, e.tr, depth, &middleware.RedeliveryConfig{}, 2*time.Minute, 50, 6*time.Minute)
 }

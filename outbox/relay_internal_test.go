@@ -47,6 +47,7 @@ func TestDefaultPermanent(t *testing.T) {
 		{transport.ErrMissingGroupID, true},
 		{eda.Permanent(errors.New("x")), true},
 		{transport.ErrUnavailable, false},
+		{transport.ErrTopicNotReady, false}, // heals once the topology is declared again
 		{errors.New("timeout"), false},
 	} {
 		if got := DefaultPermanent(tc.err); got != tc.want {

@@ -244,6 +244,15 @@ var (
 	// ErrUnknownTopic: Publish names a topic that does not exist and the
 	// transport does not create topics on demand.
 	ErrUnknownTopic = errors.New("transport: unknown topic")
+	// ErrTopicNotReady: Publish could not confirm that the topic delivers
+	// to the queues expected to subscribe to it: the topic, one of those
+	// queues or one of their subscriptions is missing (not yet declared,
+	// deleted, or the broker lost its state). Nothing was published, since
+	// a broker drops what no subscription takes. It heals once the
+	// topology is declared again (the consumers' Declare, an Apply, edactl
+	// topology apply), so publishers retry it: the outbox relay keeps the
+	// record pending and backs off.
+	ErrTopicNotReady = errors.New("transport: topic not ready")
 	// ErrMissingGroupID: a message sent to a FIFO queue has no
 	// MetadataGroupID (SQS rejects it too).
 	ErrMissingGroupID = errors.New("transport: FIFO message has no group id")

@@ -14,6 +14,7 @@ import (
 	"github.com/edaproject/eda/middleware"
 	"github.com/edaproject/eda/transport"
 
+	"github.com/edaproject/eda/internal/ops"
 	"github.com/edaproject/eda/internal/poll"
 )
 
@@ -39,9 +40,9 @@ func dlqList(t *testing.T, args ...string) map[string]listedQueue {
 	return m
 }
 
-func dlqShow(t *testing.T, args ...string) []deadMessage {
+func dlqShow(t *testing.T, args ...string) []ops.DeadMessage {
 	t.Helper()
-	var msgs []deadMessage
+	var msgs []ops.DeadMessage
 	out := mustRun(t, append([]string{"dlq", "show", "-o", "json"}, args...)...)
 	if err := json.Unmarshal([]byte(out), &msgs); err != nil {
 		t.Fatalf("%v:\n%s", err, out)
@@ -51,9 +52,9 @@ func dlqShow(t *testing.T, args ...string) []deadMessage {
 
 // waitShow polls dlq show until it lists n messages (on SQS each show also
 // waits up to a second for messages).
-func waitShow(t *testing.T, n int, args ...string) []deadMessage {
+func waitShow(t *testing.T, n int, args ...string) []ops.DeadMessage {
 	t.Helper()
-	var msgs []deadMessage
+	var msgs []ops.DeadMessage
 	if !poll.Until(30*time.Second, func() bool { msgs = dlqShow(t, args...); return len(msgs) >= n }) {
 		t.Fatalf("dlq show %v: %d message(s) after 30s, want %d", args, len(msgs), n)
 	}
@@ -81,10 +82,10 @@ func poisonAndRedrive(t *testing.T, s *scenario, conn []string) {
 		t.Errorf("second dlq show: %+v", again)
 	}
 	list := dlqList(t, append([]string{"-prefix", strings.TrimSuffix(s.poisonQueue, "poison")}, conn...)...)
-	if q := list[s.poisonQueue]; q.Kind != kindPoison || q.Messages != 1 {
+	if q := list[s.poisonQueue]; q.Kind != ops.KindPoison || q.Messages != 1 {
 		t.Errorf("dlq list: poison queue %+v (all: %+v)", q, list)
 	}
-	if q := list[s.queue+"-dlq"]; q.Kind != kindDeadLetter || len(q.Sources) != 1 || q.Sources[0] != s.queue {
+	if q := list[s.queue+"-dlq"]; q.Kind != ops.KindDeadLetter || len(q.Sources) != 1 || q.Sources[0] != s.queue {
 		t.Errorf("dlq list: dead-letter queue %+v (all: %+v)", q, list)
 	}
 	table := mustRun(t, append([]string{"dlq", "show"}, show...)...)
@@ -170,14 +171,14 @@ func redriveRepoisoned(t *testing.T, s *scenario, conn []string) {
 	if code != exitOK {
 		t.Fatalf("redrive: exit %d\n%s%s", code, out, errs)
 	}
-	var res redriveResult
+	var res ops.RedriveResult
 	if err := json.Unmarshal([]byte(out), &res); err != nil {
 		t.Fatal(err)
 	}
 	if len(res.Moved) != 1 || res.ByTarget["queue "+s.queue] != 1 || res.Moved[0].Redrives != 1 || res.DryRun {
 		t.Fatalf("redrive: %s", out)
 	}
-	var after []deadMessage
+	var after []ops.DeadMessage
 	if !poll.Until(30*time.Second, func() bool {
 		after = dlqShow(t, show...)
 		return len(after) == 1 && after[0].Redrives == 1
@@ -298,7 +299,7 @@ func maxReceiveRedrive(t *testing.T, tr transport.Transport, prefix string, fifo
 	if left := dlqShow(t, append([]string{"-queue", dlq}, conn...)...); len(left) != 1 {
 		t.Errorf("after a failed redrive the DLQ holds %d message(s), want 1", len(left))
 	}
-	var res redriveResult
+	var res ops.RedriveResult
 	out := mustRun(t, append([]string{"dlq", "redrive", "-queue", dlq, "-o", "json"}, conn...)...)
 	if err := json.Unmarshal([]byte(out), &res); err != nil {
 		t.Fatal(err)

@@ -83,6 +83,12 @@ T is aws (-aws-endpoint, -region) or postgres (-db postgres://..., -schema of th
   edactl tail -transport T -queue Q [-topic t]... [-n count] [-for 1m] [-o json]
 Subscribes a temporary queue to Q's topics (and filter policies), prints each event (time, type, id,
 correlation, payload), and deletes the temporary queue when it stops.`, runTail},
+		{"serve", "-transport aws|postgres [-outbox-db DB]: the operator console in a browser", `
+  edactl serve -transport T [-prefix p] [-outbox-db DB [-outbox-schema s]] [-addr 127.0.0.1:8090] [-token t] [-read-only]
+Serves the console (package console): the topology with queue depths, the dead-letter and poison queues
+(browse, redrive, discard), the outbox's failed records (retry, discard) and a live tail. It binds to
+127.0.0.1 by default; any other address needs -token (or EDA_CONSOLE_TOKEN), which every request must
+carry. -read-only refuses every action. T is aws (-aws-endpoint, -region) or postgres (-db, -schema).`, runServe},
 		{"help", "[command]: this text, or a command's usage", "", nil},
 	}
 }

@@ -21,6 +21,7 @@ import (
 
 	"github.com/edaproject/eda/eda"
 	"github.com/edaproject/eda/eda/edatest"
+	"github.com/edaproject/eda/internal/ops"
 	"github.com/edaproject/eda/middleware"
 	"github.com/edaproject/eda/transport"
 	edaaws "github.com/edaproject/eda/transport/aws"
@@ -172,7 +173,7 @@ func awsTransport(t *testing.T) *edaaws.Transport {
 	tr, err := edaaws.New(edaaws.Config{
 		AWS:      awssdk.Config{Region: "us-east-1", Credentials: credentials.NewStaticCredentialsProvider("test", "test", "")},
 		Endpoint: requireEmulator(t), AutoCreate: true, AccountID: "000000000000", WaitTime: time.Second,
-	})
+	}.ForFauxqs())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -246,7 +247,7 @@ func startScenario(t *testing.T, tr transport.Transport, prefix string) *scenari
 			}
 			msg, _ := eda.MessageFromContext(ctx)
 			for k := range msg.Metadata {
-				if isRedriveKey(k) && k != transport.MetadataReceiveCount {
+				if ops.IsRedriveKey(k) && k != transport.MetadataReceiveCount {
 					t.Errorf("the redriven message still has %s=%q", k, msg.Metadata[k])
 				}
 			}

@@ -12,6 +12,7 @@ import (
 
 	_ "modernc.org/sqlite" // SQLite outboxes
 
+	"github.com/edaproject/eda/internal/ops"
 	"github.com/edaproject/eda/outbox"
 	"github.com/edaproject/eda/outbox/pgxstore"
 	"github.com/edaproject/eda/outbox/sqlitestore"
@@ -120,27 +121,9 @@ func runOutbox(ctx context.Context, c *cli, args []string) error {
 		op, verb = store.Discard, "discarded"
 	}
 	if *all {
-		var n int64
-		for {
-			recs, err := store.Failed(ctx, 1000)
-			if err != nil {
-				return err
-			}
-			if len(recs) == 0 {
-				break
-			}
-			batch := make([]int64, len(recs))
-			for i, r := range recs {
-				batch[i] = r.Seq
-			}
-			m, err := op(ctx, batch...)
-			n += m
-			if err != nil {
-				return fmt.Errorf("%s %d record(s), then: %w", verb, n, err)
-			}
-			if m == 0 {
-				break // someone else is acting on them
-			}
+		n, err := ops.OutboxAll(ctx, store, op)
+		if err != nil {
+			return fmt.Errorf("%s: %w", verb, err)
 		}
 		return c.printCount(verb, n, 0)
 	}

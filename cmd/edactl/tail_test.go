@@ -13,6 +13,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/edaproject/eda/eda"
+	"github.com/edaproject/eda/internal/ops"
 	"github.com/edaproject/eda/transport"
 )
 
@@ -115,7 +116,7 @@ func TestTailAWS(t *testing.T) {
 	t.Parallel()
 	tr := awsTransport(t)
 	out, temp, id := tailOnce(t, tr, uniq("tl")+"-", []string{"-transport", "aws", "-aws-endpoint", endpoint()}, true)
-	var ev tailEvent
+	var ev ops.TailEvent
 	if err := json.Unmarshal([]byte(strings.TrimSpace(out)), &ev); err != nil {
 		t.Fatalf("tail -o json: %v:\n%s", err, out)
 	}

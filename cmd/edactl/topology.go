@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"time"
+	"unicode/utf8"
 
 	awssdk "github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/sts"
@@ -43,6 +44,9 @@ type serviceSpec struct {
 	Publishes       []string `json:"publishes"`
 	Consumes        []string `json:"consumes"`
 	ReadDeadLetters bool     `json:"readDeadLetters"`
+	// DelayedDelivery: the service publishes events with a delivery delay,
+	// which the AWS transport sends to the subscribed queues itself.
+	DelayedDelivery bool `json:"delayedDelivery"`
 }
 
 // duration is a Go duration string ("30s") or a number of seconds.
@@ -210,18 +214,30 @@ func (q queueSpec) queue() transport.Queue {
 	}.WithDefaults()
 }
 
-// filterPolicy accepts a policy as a JSON object or as a string holding one.
+// filterPolicy accepts a policy as a JSON object or as a string holding one,
+// and returns it compacted, otherwise as written: decoding it into Go
+// values and encoding them again rounded big numbers (float64) and turned
+// invalid UTF-8 into U+FFFD.
 func filterPolicy(raw json.RawMessage) (string, error) {
 	var s string
 	if err := json.Unmarshal(raw, &s); err == nil {
 		raw = json.RawMessage(s)
 	}
-	var obj map[string]any
+	if !utf8.Valid(raw) {
+		return "", errors.New("want a JSON object: invalid UTF-8")
+	}
+	var obj map[string]json.RawMessage
 	if err := json.Unmarshal(raw, &obj); err != nil {
 		return "", fmt.Errorf("want a JSON object: %w", err)
 	}
-	b, err := json.Marshal(obj)
-	return string(b), err
+	if obj == nil {
+		return "", errors.New("want a JSON object, not null")
+	}
+	var b bytes.Buffer
+	if err := json.Compact(&b, raw); err != nil {
+		return "", fmt.Errorf("want a JSON object: %w", err)
+	}
+	return b.String(), nil
 }
 
 func runTopology(ctx context.Context, c *cli, args []string) error {

@@ -697,7 +697,7 @@ func (b *bench) sns(ctx context.Context) error {
 	n := b.c.snsEvents
 	awsCfg := awssdk.Config{Region: "us-east-1", Credentials: credentials.NewStaticCredentialsProvider("test", "test", "")}
 	const account = "000000000000"
-	tr, err := edaaws.New(edaaws.Config{AWS: awsCfg, Endpoint: b.c.snsEndpoint, AutoCreate: true, AccountID: account, PublishConcurrency: 16})
+	tr, err := edaaws.New(edaaws.Config{AWS: awsCfg, Endpoint: b.c.snsEndpoint, AutoCreate: true, AccountID: account, PublishConcurrency: 16}.ForFauxqs())
 	if err != nil {
 		return err
 	}

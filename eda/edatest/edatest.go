@@ -11,19 +11,55 @@ import (
 	"github.com/ThreeDotsLabs/watermill/message"
 
 	"github.com/edaproject/eda/eda"
+	"github.com/edaproject/eda/middleware"
+	"github.com/edaproject/eda/transport"
 	"github.com/edaproject/eda/transport/memory"
 )
 
-// Config configures a Harness. The zero value is ready to use.
+// TB is the part of testing.TB a harness uses; *testing.T and *testing.B
+// are TBs, and so is the T that Standalone passes (for Examples and
+// programs).
+type TB interface {
+	Helper()
+	Cleanup(func())
+	Errorf(format string, args ...any)
+	Fatalf(format string, args ...any)
+	Logf(format string, args ...any)
+}
+
+var _ TB = testing.TB(nil)
+
+// Config configures a Harness. The zero value is ready to use: the memory
+// transport, or the one EnvTransport names.
 type Config struct {
+	// Transport the app runs on. Default: EnvTransport, else Memory.
+	Transport Kind
 	// Source is the CloudEvents source of published events. Default "edatest".
 	Source string
-	// Middleware wraps every handler, as eda.Config.Middleware.
+	// Middleware wraps every handler, as eda.Config.Middleware. For
+	// middleware that needs the harness's transport (a poison queue
+	// publisher), use Harness.Use.
 	Middleware []message.HandlerMiddleware
 	// Memory configures the memory transport.
 	Memory memory.Config
-	// Timeout bounds every Wait. Default 5s.
+	// Postgres configures the Postgres transport and the server it uses.
+	Postgres PostgresConfig
+	// AWS configures the SNS/SQS transport and the endpoint it uses.
+	AWS AWSConfig
+	// Timeout bounds every Wait. Default DefaultTimeout of the transport.
 	Timeout time.Duration
+}
+
+// DefaultTimeout returns how long a Wait waits by default on kind: longer on
+// a server than in memory (SQS long polling, Postgres polling fallback).
+func DefaultTimeout(kind Kind) time.Duration {
+	switch kind {
+	case Postgres:
+		return 15 * time.Second
+	case AWS:
+		return 45 * time.Second
+	}
+	return 5 * time.Second
 }
 
 // Record is one message the harness saw.
@@ -35,15 +71,29 @@ type Record struct {
 	Err      error // the handler's error, for failed handling
 }
 
-// Harness runs an eda.App on the memory transport and records traffic.
+// Harness runs an eda.App on a transport (memory, Postgres or SNS/SQS) and
+// records what is published, handled, failed and dead-lettered, through a
+// publisher decorator, a handler middleware and the dead-letter queues, so
+// the same assertions hold on every transport.
 type Harness struct {
 	// App is the app under test: register events and handlers on it, then
 	// call Start.
 	App *eda.App
-	// Transport is the memory transport the app runs on.
-	Transport *memory.Transport
+	// Kind is the transport the app runs on.
+	Kind Kind
+	// Env is the test's isolated place on the transport's server.
+	Env Env
+	// Transport is the transport the app runs on, isolated for this test
+	// (on SNS/SQS, names get Env.Prefix on the broker). Publish on it to
+	// send raw messages; they are not recorded.
+	Transport transport.Transport
+	// Publisher publishes on Transport and records what it publishes as
+	// Published; the app publishes through it. Give it to middleware that
+	// publishes (a poison queue) so its messages are recorded, and those
+	// carrying a poison reason count as dead-lettered.
+	Publisher message.Publisher
 
-	t       testing.TB
+	t       TB
 	timeout time.Duration
 
 	mu        sync.Mutex
@@ -51,30 +101,42 @@ type Harness struct {
 	handled   []Record
 	failed    []Record
 	dead      []Record
+	extra     []message.HandlerMiddleware
+	started   bool
 	changed   chan struct{}
 }
 
-// New returns a harness whose App runs on a fresh memory transport. The
-// transport is closed when the test ends.
-func New(t testing.TB, cfg Config) *Harness {
+// New returns a harness whose App runs on a fresh, isolated transport of
+// cfg.Transport's kind (a Postgres schema, an SNS/SQS name prefix), removed
+// when the test ends. When the server is absent the test fails with the
+// command that starts it.
+func New(t TB, cfg Config) *Harness {
 	t.Helper()
+	if cfg.Transport == "" {
+		k, err := KindFromEnv()
+		if err != nil {
+			t.Fatalf("edatest: %s: %v", EnvTransport, err)
+		}
+		cfg.Transport = k
+	}
+	if _, err := ParseKind(string(cfg.Transport)); err != nil {
+		t.Fatalf("edatest: Config.Transport: %v", err)
+	}
 	if cfg.Source == "" {
 		cfg.Source = "edatest"
 	}
 	if cfg.Timeout == 0 {
-		cfg.Timeout = 5 * time.Second
+		cfg.Timeout = DefaultTimeout(cfg.Transport)
 	}
-	tr, err := memory.New(cfg.Memory)
-	if err != nil {
-		t.Fatalf("edatest: memory transport: %v", err)
-	}
-	t.Cleanup(func() { _ = tr.Close() })
-	h := &Harness{Transport: tr, t: t, timeout: cfg.Timeout, changed: make(chan struct{})}
+	env := NewEnv(t, cfg.Transport, cfg)
+	tr := env.newTransport(t, cfg)
+	h := &Harness{Kind: cfg.Transport, Env: env, Transport: tr, t: t, timeout: cfg.Timeout, changed: make(chan struct{})}
+	h.Publisher = recordingPublisher{h: h, next: tr}
 	app, err := eda.New(eda.Config{
 		Transport:  tr,
-		Publisher:  recordingPublisher{h: h, next: tr},
+		Publisher:  h.Publisher,
 		Source:     cfg.Source,
-		Middleware: append([]message.HandlerMiddleware{h.recordHandled}, cfg.Middleware...),
+		Middleware: append(append([]message.HandlerMiddleware{h.recordHandled}, cfg.Middleware...), h.useExtra),
 	})
 	if err != nil {
 		t.Fatalf("edatest: %v", err)
@@ -83,10 +145,42 @@ func New(t testing.TB, cfg Config) *Harness {
 	return h
 }
 
+// Use adds handler middleware after Config.Middleware, for middleware built
+// from the harness (a poison queue publishing on h.Publisher). Call it
+// before Start.
+func (h *Harness) Use(mw ...message.HandlerMiddleware) {
+	h.t.Helper()
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.started {
+		h.t.Fatalf("edatest: Use after Start")
+	}
+	h.extra = append(h.extra, mw...)
+}
+
+// useExtra applies the middleware given to Use; the router calls it when it
+// builds each handler, at Start.
+func (h *Harness) useExtra(next message.HandlerFunc) message.HandlerFunc {
+	h.mu.Lock()
+	extra := slices.Clone(h.extra)
+	h.mu.Unlock()
+	for i := len(extra) - 1; i >= 0; i-- {
+		next = extra[i](next)
+	}
+	return next
+}
+
 // Start runs the app until the test ends and returns once every handler is
-// subscribed. Dead-letter queues of declared queues are watched.
+// subscribed. Dead-letter queues of declared queues are watched: the
+// harness receives what they hold into DeadLettered and acknowledges it.
+// They are the test's own queues, removed when it ends; outside a test,
+// nothing in eda consumes a dead-letter queue (the operator does, with
+// edactl).
 func (h *Harness) Start() {
 	h.t.Helper()
+	h.mu.Lock()
+	h.started = true
+	h.mu.Unlock()
 	ctx, cancel := context.WithCancel(context.Background())
 	h.t.Cleanup(cancel) // registered first, so it runs after the app stopped: ends the DLQ watchers
 	Run(h.t, h.App)
@@ -100,7 +194,7 @@ func (h *Harness) Start() {
 		}
 		go func(queue string) {
 			for msg := range ch {
-				h.add(&h.dead, Record{Queue: queue, Envelope: eda.EnvelopeOf(msg), Message: msg})
+				h.add(&h.dead, Record{Queue: queue, Envelope: eda.EnvelopeOf(msg), Message: msg.Copy()})
 				msg.Ack()
 			}
 		}(q.Name)
@@ -125,7 +219,9 @@ func (h *Harness) Handled(queue string) []Record { return filter(h.snapshot(&h.h
 func (h *Harness) Failed(queue string) []Record { return filter(h.snapshot(&h.failed), queue) }
 
 // DeadLettered returns the messages moved from queue ("" for all) to its
-// dead-letter queue.
+// dead-letter queue by the transport, and those published on h.Publisher
+// with a poison reason (middleware.Poison), whose Queue is the queue they
+// failed on.
 func (h *Harness) DeadLettered(queue string) []Record { return filter(h.snapshot(&h.dead), queue) }
 
 // WaitHandled waits until queue ("" for all) has handled at least n messages.
@@ -181,7 +277,7 @@ func (h *Harness) wait(what string, get func() []Record, n int) []Record {
 }
 
 // PublishedEvents decodes the published events of type E.
-func PublishedEvents[E eda.Event](t testing.TB, h *Harness) []E {
+func PublishedEvents[E eda.Event](t TB, h *Harness) []E {
 	t.Helper()
 	var zero E
 	var out []E
@@ -200,7 +296,7 @@ func PublishedEvents[E eda.Event](t testing.TB, h *Harness) []E {
 
 // RequirePublished waits until n events of type E were published and
 // returns them.
-func RequirePublished[E eda.Event](t testing.TB, h *Harness, n int) []E {
+func RequirePublished[E eda.Event](t TB, h *Harness, n int) []E {
 	t.Helper()
 	var out []E
 	var zero E
@@ -255,7 +351,12 @@ func (p recordingPublisher) Publish(topic string, msgs ...*message.Message) erro
 		return err
 	}
 	for _, m := range msgs {
-		p.h.add(&p.h.published, Record{Topic: topic, Envelope: eda.EnvelopeOf(m), Message: m.Copy()})
+		rec := Record{Topic: topic, Envelope: eda.EnvelopeOf(m), Message: m.Copy()}
+		p.h.add(&p.h.published, rec)
+		if m.Metadata.Get(middleware.MetadataPoisonReason) != "" {
+			rec.Queue = m.Metadata.Get(middleware.MetadataPoisonQueue)
+			p.h.add(&p.h.dead, rec)
+		}
 	}
 	return nil
 }

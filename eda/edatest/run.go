@@ -3,7 +3,6 @@ package edatest
 import (
 	"context"
 	"sync"
-	"testing"
 	"time"
 
 	"github.com/edaproject/eda/eda"
@@ -16,7 +15,7 @@ const RunTimeout = 10 * time.Second
 // is called, and returns once every handler is subscribed. A Run error fails
 // the test. Harness.Start uses it; call it for an app of your own (on
 // Postgres or SNS/SQS, say).
-func Run(t testing.TB, app *eda.App) (stop func()) {
+func Run(t TB, app *eda.App) (stop func()) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)

@@ -24,9 +24,13 @@
 //	go run ./examples/orders -transport aws -aws-endpoint http://127.0.0.1:4566   # scripts/emulator.sh up
 //
 // and as separate processes, one per service (-role orders|inventory|
-// notification) sharing a Postgres or SNS/SQS transport. Start the consumers
-// first (or apply the topology with edactl): a topic delivers only to the
-// queues subscribed when a message is published, as SNS does.
+// notification) sharing a Postgres or SNS/SQS transport. A topic delivers
+// only to the queues subscribed when a message is published, as SNS does:
+// on the postgres transport start the consumers first (or apply the
+// topology with edactl); on SNS/SQS every process knows the whole topology
+// (aws.Config.Topology) and declares what is missing before it publishes,
+// and a consumer whose queue disappeared (an emulator restarted) declares
+// it again.
 package main
 
 import (
@@ -94,6 +98,9 @@ func run(ctx context.Context, o options, orders int, serve bool, timeout time.Du
 	}
 	o.MaxDelivery, o.Visibility = 3, 30*time.Second
 	o.Redelivery = &middleware.RedeliveryConfig{} // the default schedule: 1m, 2m... then the poison queue
+	// Said first: opening the database, migrating it and declaring the
+	// queues is the first step that takes time (seconds on SNS/SQS).
+	fmt.Fprintf(out, "orders example: starting %s on the %s transport (opening the database, declaring the queues)...\n", o.Role, o.Transport)
 	s, err := start(ctx, o)
 	if err != nil {
 		return err

@@ -43,7 +43,11 @@ func (s *system) ops(ctx context.Context, mux *http.ServeMux, wg *sync.WaitGroup
 	mux.Handle("GET /readyz", health)
 
 	reg := prometheus.NewRegistry()
-	oc, err := outboxprom.New(outboxprom.Config{Store: s.db.outbox, Relays: []*outbox.Relay{s.relay}})
+	var relays []*outbox.Relay
+	if s.relay != nil { // NoRelay: another process drains the outbox
+		relays = append(relays, s.relay)
+	}
+	oc, err := outboxprom.New(outboxprom.Config{Store: s.db.outbox, Relays: relays})
 	if err != nil {
 		return err
 	}

@@ -3,17 +3,21 @@ package main
 import (
 	"context"
 	"database/sql"
+	"database/sql/driver"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
+	"slices"
 	"strings"
 	"time"
 
 	"github.com/google/uuid"
 
 	"github.com/edaproject/eda/eda"
+	"github.com/edaproject/eda/internal/pgddl"
 )
 
 // maxOrderBody is the largest POST /orders body accepted.
@@ -23,6 +27,7 @@ const maxOrderBody = 64 << 10
 type orderService struct {
 	db  *db
 	app *eda.App
+	log *slog.Logger // nil: slog.Default()
 }
 
 // orderRequest is the body of POST /orders.
@@ -32,33 +37,15 @@ type orderRequest struct {
 	Items      []Item `json:"items"`
 }
 
-// errBadOrder is a client error: the message says what to fix.
-var errBadOrder = errors.New("invalid order")
-
-// validate checks the request against the catalogue.
+// validate checks the request against the catalogue; decodeOrder checked
+// the rest.
 func (s *orderService) validate(ctx context.Context, req orderRequest) error {
 	var problems []string
-	if strings.TrimSpace(req.CustomerID) == "" {
-		problems = append(problems, "customer_id is required")
-	}
-	if len(req.Items) == 0 {
-		problems = append(problems, "items: at least one item is required")
-	}
-	if len(req.Items) > 100 {
-		problems = append(problems, "items: at most 100 items")
-	}
 	for i, it := range req.Items {
-		if it.Qty <= 0 {
-			problems = append(problems, fmt.Sprintf("items[%d]: qty must be positive, got %d", i, it.Qty))
-		}
-		if it.SKU == "" {
-			problems = append(problems, fmt.Sprintf("items[%d]: sku is required", i))
-			continue
-		}
 		var one int
 		err := s.db.QueryRowContext(ctx, s.db.q(`SELECT 1 FROM products WHERE sku = ?`), it.SKU).Scan(&one)
 		if errors.Is(err, sql.ErrNoRows) {
-			problems = append(problems, fmt.Sprintf("items[%d]: unknown product %q", i, it.SKU))
+			problems = append(problems, fmt.Sprintf("items[%d].sku: unknown product %q", i, it.SKU))
 		} else if err != nil {
 			return err
 		}
@@ -71,6 +58,7 @@ func (s *orderService) validate(ctx context.Context, req orderRequest) error {
 
 // placeOrder validates req and inserts the order and its OrderCreated event
 // in one transaction. A known id returns the stored order (created false).
+// req comes from decodeOrder.
 func (s *orderService) placeOrder(ctx context.Context, req orderRequest) (id string, created bool, err error) {
 	if err := s.validate(ctx, req); err != nil {
 		return "", false, err
@@ -87,12 +75,40 @@ func (s *orderService) placeOrder(ctx context.Context, req orderRequest) (id str
 			return err
 		}
 		if n, _ := res.RowsAffected(); n == 0 {
-			return nil // idempotent create: the order and its event exist
+			// Idempotent create: the order and its event exist, if
+			// it is the same order.
+			return s.sameOrder(ctx, tx, req)
 		}
 		created = true
 		return s.db.write(ctx, tx, s.app, OrderCreated{OrderID: req.ID, CustomerID: req.CustomerID, Items: req.Items})
 	})
 	return req.ID, created, err
+}
+
+// sameOrder compares req with the stored order of the same id: a retry
+// (same customer, same items in the same order) is fine; anything else is
+// errOrderConflict naming what differs.
+func (s *orderService) sameOrder(ctx context.Context, tx *sql.Tx, req orderRequest) error {
+	var customer, items string
+	err := tx.QueryRowContext(ctx, s.db.q(`SELECT customer_id, items FROM orders WHERE id = ?`), req.ID).Scan(&customer, &items)
+	if err != nil {
+		return err
+	}
+	var stored []Item
+	if err := json.Unmarshal([]byte(items), &stored); err != nil {
+		return fmt.Errorf("order %s: stored items: %w", req.ID, err)
+	}
+	var differs []string
+	if customer != req.CustomerID {
+		differs = append(differs, "another customer_id")
+	}
+	if !slices.Equal(stored, req.Items) {
+		differs = append(differs, "other items")
+	}
+	if len(differs) > 0 {
+		return fmt.Errorf("%w: order %q exists with %s; a new order needs a new id", errOrderConflict, req.ID, strings.Join(differs, " and "))
+	}
+	return nil
 }
 
 // ServeHTTP serves POST /orders and GET /orders/{id}.
@@ -102,42 +118,49 @@ func (s *orderService) routes(mux *http.ServeMux) {
 }
 
 func (s *orderService) handlePost(w http.ResponseWriter, r *http.Request) {
-	r.Body = http.MaxBytesReader(w, r.Body, maxOrderBody)
-	dec := json.NewDecoder(r.Body)
-	dec.DisallowUnknownFields() // a typo in a field name is an error, not a silently ignored field
-	var req orderRequest
-	if err := dec.Decode(&req); err != nil {
+	// The raw bytes, not a decoder on the stream: decodeOrder checks them
+	// before encoding/json rewrites invalid UTF-8.
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxOrderBody))
+	if err != nil {
 		var tooBig *http.MaxBytesError
-		switch {
-		case errors.As(err, &tooBig):
+		if errors.As(err, &tooBig) {
 			httpError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("body larger than %d bytes", tooBig.Limit))
-		default:
-			httpError(w, http.StatusBadRequest, "malformed JSON: "+err.Error())
+			return
 		}
+		httpError(w, http.StatusBadRequest, "reading the body failed")
 		return
 	}
-	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
-		httpError(w, http.StatusBadRequest, "malformed JSON: data after the order object")
-		return
+	req, err := decodeOrder(body)
+	if err == nil {
+		var id string
+		var created bool
+		if id, created, err = s.placeOrder(r.Context(), req); err == nil {
+			status := http.StatusCreated
+			if !created {
+				status = http.StatusOK
+			}
+			writeJSON(w, status, map[string]any{"id": id, "created": created})
+			return
+		}
 	}
-	id, created, err := s.placeOrder(r.Context(), req)
 	switch {
+	case errors.Is(err, errBadRequest):
+		httpError(w, http.StatusBadRequest, err.Error())
 	case errors.Is(err, errBadOrder):
 		httpError(w, http.StatusUnprocessableEntity, err.Error())
-		return
-	case err != nil:
-		// The database is down or failing: nothing was committed.
-		httpError(w, http.StatusServiceUnavailable, "order store unavailable, retry later: "+err.Error())
-		return
+	case errors.Is(err, errOrderConflict):
+		httpError(w, http.StatusConflict, err.Error())
+	default:
+		s.storeError(w, r, "place order", err)
 	}
-	status := http.StatusCreated
-	if !created {
-		status = http.StatusOK
-	}
-	writeJSON(w, status, map[string]any{"id": id, "created": created})
 }
 
 func (s *orderService) handleGet(w http.ResponseWriter, r *http.Request) {
+	id := r.PathValue("id")
+	if err := checkText("id", id); err != nil {
+		httpError(w, http.StatusBadRequest, err.Error())
+		return
+	}
 	var o struct {
 		ID         string `json:"id"`
 		CustomerID string `json:"customer_id"`
@@ -145,15 +168,50 @@ func (s *orderService) handleGet(w http.ResponseWriter, r *http.Request) {
 		Reason     string `json:"reason,omitempty"`
 	}
 	err := s.db.QueryRowContext(r.Context(), s.db.q(`SELECT id, customer_id, status, reason FROM orders WHERE id = ?`),
-		r.PathValue("id")).Scan(&o.ID, &o.CustomerID, &o.Status, &o.Reason)
+		id).Scan(&o.ID, &o.CustomerID, &o.Status, &o.Reason)
 	switch {
 	case errors.Is(err, sql.ErrNoRows):
 		httpError(w, http.StatusNotFound, "no such order")
 	case err != nil:
-		httpError(w, http.StatusServiceUnavailable, err.Error())
+		s.storeError(w, r, "get order", err)
 	default:
 		writeJSON(w, http.StatusOK, o)
 	}
+}
+
+// storeError answers a request the database failed: the error is logged,
+// never sent (it may quote the request or the schema). 503 only when the
+// database is unavailable (unreachable, closed, the request timed out):
+// retrying later may work. Anything else is a bug or a broken schema: 500.
+func (s *orderService) storeError(w http.ResponseWriter, r *http.Request, op string, err error) {
+	down := s.unavailable(r.Context(), err)
+	s.logger().ErrorContext(r.Context(), "orders: "+op+" failed", "method", r.Method, "path", r.URL.Path, "unavailable", down, "error", err)
+	if down {
+		httpError(w, http.StatusServiceUnavailable, "order store unavailable, retry later")
+		return
+	}
+	httpError(w, http.StatusInternalServerError, "internal error (logged); nothing was stored")
+}
+
+// unavailable reports whether err means the database cannot be reached now
+// rather than that it refused this statement.
+func (s *orderService) unavailable(ctx context.Context, err error) bool {
+	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) ||
+		errors.Is(err, driver.ErrBadConn) || errors.Is(err, sql.ErrConnDone) || pgddl.Unreachable(err) {
+		return true
+	}
+	// A statement error from a database that still answers is not an
+	// outage; one that no longer answers is.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+	defer cancel()
+	return s.db.PingContext(ctx) != nil
+}
+
+func (s *orderService) logger() *slog.Logger {
+	if s.log != nil {
+		return s.log
+	}
+	return slog.Default()
 }
 
 // onReserved and onRejected move an order to its final state. Both are

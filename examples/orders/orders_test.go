@@ -5,7 +5,6 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
-	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -16,6 +15,7 @@ import (
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/edaproject/eda/eda/edatest"
 	"github.com/edaproject/eda/transport"
 )
 
@@ -34,26 +34,16 @@ func randomID() string {
 	return hex.EncodeToString(b)
 }
 
-// scenario returns options for one isolated run on the named stack.
-func scenario(t *testing.T, stack string) options {
+// scenario returns options for one isolated run on the named transport:
+// the harness's Env (a schema on Postgres, a name prefix on SNS/SQS),
+// removed when the test ends.
+func scenario(t *testing.T, kind edatest.Kind) options {
 	t.Helper()
-	id := randomID()
-	o := options{Role: "all", Addr: "127.0.0.1:0", Prefix: "e2e" + id + "-", Schema: "eda_orders_e2e_" + id,
-		MaxDelivery: 3, Visibility: 5 * time.Second}
-	switch stack {
-	case "memory":
-		o.DB, o.Transport = filepath.Join(t.TempDir(), "orders.db"), "memory"
-	case "postgres":
-		o.DB, o.Transport = pgDSN, "postgres"
-		requirePostgres(t)
-		t.Cleanup(func() { dropSchemas(o.Schema, o.Schema+"_transport") })
-	case "aws":
-		o.DB, o.Transport, o.AWSEndpoint = filepath.Join(t.TempDir(), "orders.db"), "aws", awsEndpoint()
-		resp, err := http.Get(o.AWSEndpoint + "/health")
-		if err != nil {
-			t.Fatalf("SNS/SQS emulator not reachable at %s: %v; start it with: scripts/emulator.sh up", o.AWSEndpoint, err)
-		}
-		resp.Body.Close()
+	env := edatest.NewEnv(t, kind, edatest.Config{Postgres: edatest.PostgresConfig{DSN: pgDSN}, AWS: edatest.AWSConfig{Endpoint: awsEndpoint()}})
+	o := options{Role: "all", Addr: "127.0.0.1:0", Prefix: env.Prefix, Schema: "eda_orders_e2e_" + randomID(), Transport: string(kind),
+		DB: filepath.Join(t.TempDir(), "orders.db"), AWSEndpoint: env.AWSEndpoint, MaxDelivery: 3, Visibility: 5 * time.Second}
+	if kind == edatest.Postgres { // the services' tables and the transport in the Env's schemas
+		o.DB, o.Schema = env.PostgresDSN, env.Schema
 	}
 	return o
 }
@@ -105,40 +95,42 @@ func (d *duplicating) Publish(topic string, msgs ...*message.Message) error {
 // effect happens once although every event is delivered twice, and the
 // poison message ends in the poison queue with its reason.
 func TestOrdersEndToEnd(t *testing.T) {
-	for _, stack := range []string{"memory", "postgres", "aws", "memory-fifo", "postgres-fifo", "aws-fifo"} {
-		t.Run(stack, func(t *testing.T) {
-			t.Parallel()
-			base, fifo := strings.CutSuffix(stack, "-fifo")
-			o := scenario(t, base)
-			o.FIFO = fifo
-			dup := &duplicating{}
-			o.WrapPublisher = func(p message.Publisher) message.Publisher { dup.Publisher = p; return dup }
-			s, err := start(context.Background(), o)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer s.stop()
-			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-			defer cancel()
-			const n = 30
-			sum, err := s.demo(ctx, n, testWriter{t})
-			if err != nil {
-				t.Fatal(err)
-			}
-			if sum.Placed != n || sum.Reserved+sum.Rejected != n || sum.Pending != 0 || sum.Refused != 4 {
-				t.Fatalf("summary %+v: want %d placed, all final, 4 refused", sum, n)
-			}
-			if sum.Rejected == 0 || sum.Reserved == 0 {
-				t.Fatalf("summary %+v: the demo stock should reject some orders and reserve others", sum)
-			}
-			if dup.sent.Load() == 0 {
-				t.Fatal("no event went through the duplicating publisher")
-			}
-			assertEffectsOnce(t, s, n)
-			assertPoisoned(t, sum)
-			assertStillInBroker(t, s)
-		})
-	}
+	edatest.Each(t, func(t *testing.T, kind edatest.Kind) {
+		t.Parallel()
+		for _, fifo := range []bool{false, true} {
+			t.Run(map[bool]string{false: "standard", true: "fifo"}[fifo], func(t *testing.T) {
+				t.Parallel()
+				o := scenario(t, kind)
+				o.FIFO = fifo
+				dup := &duplicating{}
+				o.WrapPublisher = func(p message.Publisher) message.Publisher { dup.Publisher = p; return dup }
+				s, err := start(context.Background(), o)
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer s.stop()
+				ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+				defer cancel()
+				const n = 30
+				sum, err := s.demo(ctx, n, testWriter{t})
+				if err != nil {
+					t.Fatal(err)
+				}
+				if sum.Placed != n || sum.Reserved+sum.Rejected != n || sum.Pending != 0 || sum.Refused != 4 {
+					t.Fatalf("summary %+v: want %d placed, all final, 4 refused", sum, n)
+				}
+				if sum.Rejected == 0 || sum.Reserved == 0 {
+					t.Fatalf("summary %+v: the demo stock should reject some orders and reserve others", sum)
+				}
+				if dup.sent.Load() == 0 {
+					t.Fatal("no event went through the duplicating publisher")
+				}
+				assertEffectsOnce(t, s, n)
+				assertPoisoned(t, sum)
+				assertStillInBroker(t, s)
+			})
+		}
+	})
 }
 
 // assertEffectsOnce checks that duplicates changed nothing: one notification

@@ -139,10 +139,7 @@ func start(ctx context.Context, o options) (*system, error) {
 	inv := &inventoryService{db: d, app: app}
 	notes := &notificationService{db: d}
 
-	queue := func(name string) eda.QueueConfig {
-		return eda.QueueConfig{Queue: transport.Queue{Name: o.name(name), FIFO: o.FIFO, VisibilityTimeout: o.Visibility,
-			MaxReceiveCount: o.MaxDelivery + 2}, Concurrency: 2} // the redrive DLQ is a backstop behind the poison middleware
-	}
+	queue := o.queue
 	err = errors.Join(
 		eda.Register[OrderCreated](app, o.name(topicOrders)),
 		eda.Register[StockReserved](app, o.name(topicInventory)),
@@ -236,6 +233,30 @@ func newRelay(d *db, pub message.Publisher, log *slog.Logger) (*outbox.Relay, er
 		PollInterval: 200 * time.Millisecond, MaxBackoff: 2 * time.Second})
 }
 
+// queue is the declaration of one of the system's queues.
+func (o options) queue(name string) eda.QueueConfig {
+	return eda.QueueConfig{Queue: transport.Queue{Name: o.name(name), FIFO: o.FIFO, VisibilityTimeout: o.Visibility,
+		MaxReceiveCount: o.MaxDelivery + 2}, Concurrency: 2} // the redrive DLQ is a backstop behind the poison middleware
+}
+
+// topology is every queue of the system with its topics, whichever role
+// this process runs: on SNS/SQS a publisher then knows who must receive its
+// events (edaaws.Config.Topology), and does not publish before they can.
+// The queues are declared as start declares them.
+func (o options) topology() edaaws.Topology {
+	q := func(name, topic string) edaaws.Queue {
+		decl := o.queue(name).Queue
+		decl.Topics = []string{o.name(topic)}
+		return edaaws.Queue{Queue: decl}
+	}
+	return edaaws.Topology{Queues: []edaaws.Queue{
+		q(queueInventory, topicOrders),
+		q(queueNotification, topicOrders),
+		q(queueOrderStatus, topicInventory),
+		{Queue: middleware.PoisonQueue(o.name(queuePoison), o.name(topicPoison)).Queue},
+	}}
+}
+
 func newTransport(ctx context.Context, o options, d *db) (transport.Transport, error) {
 	switch o.Transport {
 	case "memory":
@@ -268,10 +289,14 @@ func newTransport(ctx context.Context, o options, d *db) (transport.Transport, e
 				awsCfg.Credentials = credentials.NewStaticCredentialsProvider("test", "test", "")
 			}
 		}
-		if o.AWSConfig != nil {
-			o.AWSConfig(&awsCfg)
+		cfg := edaaws.Config{AWS: awsCfg, Endpoint: o.AWSEndpoint, AutoCreate: !o.NoAutoCreate, Logger: o.Logger, Topology: o.topology()}
+		if o.AWSEndpoint != "" {
+			cfg = cfg.ForFauxqs() // the emulator's workarounds
 		}
-		return edaaws.New(edaaws.Config{AWS: awsCfg, Endpoint: o.AWSEndpoint, AutoCreate: !o.NoAutoCreate, Logger: o.Logger})
+		if o.AWSConfig != nil {
+			o.AWSConfig(&cfg.AWS)
+		}
+		return edaaws.New(cfg)
 	}
 	return nil, fmt.Errorf("unknown -transport %q: memory, postgres or aws", o.Transport)
 }

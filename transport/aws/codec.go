@@ -3,6 +3,7 @@ package aws
 import (
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -18,8 +19,9 @@ import (
 // message attribute; eda needs more, so this codec replaces them (the
 // attribute names stay compatible: a watermill-aws subscriber reads the
 // UUID and the attributes):
-//   - Only the metadata named in Config.Attributes (by default the event
-//     type and source, what subscription filter policies match on) are
+//   - Only the metadata named in Config.Attributes (by default the
+//     CloudEvents id, source, specversion, type and time: what a consumer
+//     in another language looks for and filter policies match on) are
 //     message attributes of their own; the rest travels as one JSON object
 //     in attrOverflow. Every attribute costs SNS and SQS work per message
 //     (PublishBatch with the whole envelope as attributes ran at two thirds
@@ -44,6 +46,11 @@ const (
 	claimCheckBody = "eda-claim-check:" // body of a claim-checked message, then the key
 	allAttributes  = "*"
 )
+
+// ErrInvalidMetadata: a message's metadata cannot be sent as it is (SQS
+// message attributes and eda_md carry Unicode text only, and encoding/json
+// would replace invalid UTF-8 silently).
+var ErrInvalidMetadata = errors.New("aws: invalid metadata")
 
 // attrPriority orders metadata keys for the attribute slots under
 // AllAttributes: the envelope first, then the rest by name.
@@ -75,6 +82,9 @@ func encode(msg *message.Message, claimKey string, attrs []string) (wireMessage,
 	w := wireMessage{attrs: map[string]string{}}
 	switch {
 	case claimKey != "":
+		if !validText(claimKey) {
+			return wireMessage{}, fmt.Errorf("%w: message %s: claim-check key %q is not SQS text", ErrInvalidMetadata, msg.UUID, claimKey)
+		}
 		w.body = claimCheckBody + claimKey
 		w.attrs[attrClaimCheck] = claimKey
 	case len(msg.Payload) == 0:
@@ -88,6 +98,9 @@ func encode(msg *message.Message, claimKey string, attrs []string) (wireMessage,
 		w.attrs[attrEncoding] = encodingBase64
 	}
 	if msg.UUID != msg.Metadata.Get(transport.MetadataEventID) {
+		if msg.UUID == "" || !validText(msg.UUID) {
+			return wireMessage{}, fmt.Errorf("%w: message UUID %q cannot be a message attribute", ErrInvalidMetadata, msg.UUID)
+		}
 		w.attrs[attrUUID] = msg.UUID
 	}
 
@@ -95,6 +108,9 @@ func encode(msg *message.Message, claimKey string, attrs []string) (wireMessage,
 	keys := make([]string, 0, len(msg.Metadata))
 	var overflow map[string]string
 	for k, v := range msg.Metadata {
+		if !utf8.ValidString(k) || !utf8.ValidString(v) {
+			return wireMessage{}, fmt.Errorf("%w: message %s: metadata %q=%q is not valid UTF-8", ErrInvalidMetadata, msg.UUID, k, v)
+		}
 		if (all || slices.Contains(attrs, k)) && validAttrName(k) && v != "" && validText(v) {
 			keys = append(keys, k)
 			continue

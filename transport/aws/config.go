@@ -29,12 +29,21 @@ const (
 	DefaultPublishConcurrency = 8
 	// DefaultPartition is the AWS partition used to build ARNs.
 	DefaultPartition = "aws"
+	// DefaultReadyTTL is how long Publish trusts that a topic delivers to
+	// its expected subscriptions before it looks again.
+	DefaultReadyTTL = 10 * time.Second
+	// DefaultVerifyInterval is how often a running subscription checks that
+	// its queue and its subscriptions to its topics still exist.
+	DefaultVerifyInterval = time.Minute
 )
 
 // DefaultAttributes are the metadata sent as message attributes of their
-// own when Config.Attributes is nil: the event type and source, what
-// subscription filter policies usually match on.
-var DefaultAttributes = []string{"ce_type", "ce_source"}
+// own when Config.Attributes is nil: the CloudEvents required attributes
+// and the time (id, source, specversion, type, time), so that a consumer in
+// any language finds them where the CloudEvents convention puts them, and
+// filter policies can match on them. The other metadata travel in the one
+// JSON attribute eda_md (README, "Wire format").
+var DefaultAttributes = []string{"ce_id", "ce_source", "ce_specversion", "ce_type", "ce_time"}
 
 // AllAttributes as Config.Attributes sends every metadata entry as its own
 // message attribute, as many as SQS delivers (10, the eda envelope first),
@@ -72,8 +81,8 @@ type Config struct {
 	// (the standard chain: environment, shared files, IAM role). Its Region
 	// is required.
 	AWS awssdk.Config
-	// Endpoint overrides the SNS and SQS endpoint (BaseEndpoint), e.g. an
-	// emulator's "http://127.0.0.1:4566". Empty means AWS.
+	// Endpoint overrides the SNS, SQS and S3 endpoint (BaseEndpoint), e.g.
+	// an emulator's "http://127.0.0.1:4566". Empty means AWS.
 	Endpoint string
 	// AccountID is the account that owns the topics and queues, used to
 	// build ARNs. Empty means ask STS GetCallerIdentity once.
@@ -81,11 +90,39 @@ type Config struct {
 	// Partition of the ARNs. Default DefaultPartition ("aws").
 	Partition string
 	// AutoCreate lets Declare create or update topics, queues and
-	// subscriptions, and Publish create a missing (standard) topic. Off,
-	// Declare only verifies and reports what is missing with
-	// transport.ErrUnknownQueue / transport.ErrUnknownTopic, and Publish to a
-	// missing topic fails with transport.ErrUnknownTopic.
+	// subscriptions; Publish declare the part of the known topology (see
+	// Topology) a topic lacks before it publishes to it; and a subscription
+	// declare its queue again when it disappears. Off, Declare only
+	// verifies and reports what is missing with transport.ErrUnknownQueue /
+	// transport.ErrUnknownTopic, and Publish to a topic that lacks any of
+	// it fails with transport.ErrTopicNotReady. Publish never creates a
+	// topic by itself: a topic with no subscriptions drops what it gets.
 	AutoCreate bool
+	// Topology is the topology this process relies on beyond what it
+	// declares itself (Declare, Apply): typically the queues of other
+	// services that subscribe to the topics it publishes to, so a
+	// publisher-only process knows who must receive its events. Before the
+	// first Publish to a topic (and again every ReadyTTL, and after SNS
+	// reports it missing) the transport checks that the topic exists with
+	// a subscription for every queue declared in the process or here that
+	// subscribes to it; with AutoCreate it declares what is missing,
+	// without it Publish fails with transport.ErrTopicNotReady. Use the
+	// same topology the consumers declare (one source, e.g. the file of
+	// edactl topology apply): Publish applies it as given. Optional.
+	Topology Topology
+	// ReadyTTL is how long Publish trusts a topic checked ready (see
+	// Topology) before it checks again; a NotFound or unreachable error from
+	// SNS forgets it at once. Default DefaultReadyTTL; negative checks
+	// before every Publish.
+	ReadyTTL time.Duration
+	// VerifyInterval is how often a running subscription checks that its
+	// queue and its subscriptions still exist (on AWS a topic deleted and
+	// created again has lost its subscriptions while the queue is still
+	// there); with AutoCreate it declares them again, without it it logs an
+	// error saying what is missing. A queue that disappears is noticed at
+	// once by ReceiveMessage. Default DefaultVerifyInterval; negative
+	// disables the periodic check.
+	VerifyInterval time.Duration
 	// Concurrency is how many messages one subscription hands out unsettled
 	// at once (the Watermill router handles each in its own goroutine). A
 	// FIFO queue never has two messages of one group out at once. Default
@@ -110,14 +147,36 @@ type Config struct {
 	// never match, and SNS would drop the messages silently). Default
 	// DefaultAttributes. Consumers decode either layout.
 	Attributes []string
-	// ClaimCheck, when set, stores the payload of a message too large for
-	// SNS/SQS in this store and sends a pointer; subscribers fetch it back.
-	// Nil means messages over the limit fail with
-	// transport.ErrMessageTooLarge.
-	ClaimCheck BlobStore
+	// ClaimCheck, when it names an S3 bucket (or another BlobStore), stores
+	// the payload of a message too large for SNS/SQS there and sends a
+	// pointer; subscribers fetch it back. Unset, messages over the limit
+	// fail with transport.ErrMessageTooLarge.
+	ClaimCheck ClaimCheckConfig
 	// Logger receives warnings (failed deletes, receive errors). Nil
 	// discards.
 	Logger *slog.Logger
+
+	// EmulatorFIFOBatchOrder works around fauxqs taking the entries of a
+	// PublishBatch in the string order of their member index (the SDK
+	// sends member.1 ... member.10, so entry 10 would come second, out of
+	// order in its FIFO group): FIFO batches are sent 9 entries at a time.
+	// AWS orders by index: leave it off there (batches of 10).
+	EmulatorFIFOBatchOrder bool
+	// EmulatorNoDeadLetterQueueSourceArn works around fauxqs not setting
+	// the DeadLetterQueueSourceArn attribute on messages moved to a
+	// dead-letter queue: a subscription to a dead-letter queue declared in
+	// this process sets transport.MetadataDeadLetterSource to the queue it
+	// serves. AWS sets the attribute: leave it off there (a message sent to
+	// a dead-letter queue directly then carries no source).
+	EmulatorNoDeadLetterQueueSourceArn bool
+}
+
+// ForFauxqs returns c with every Emulator* workaround on: for tools and
+// tests pointed at the fauxqs emulator.
+func (c Config) ForFauxqs() Config {
+	c.EmulatorFIFOBatchOrder = true
+	c.EmulatorNoDeadLetterQueueSourceArn = true
+	return c
 }
 
 // Validate reports every problem with c, joined.
@@ -141,11 +200,17 @@ func (c Config) Validate() error {
 	if len(c.Attributes) > MaxAttributes-1 {
 		errs = append(errs, fmt.Errorf("%w: aws: %d Attributes: SQS delivers %d, one is kept for the rest of the metadata", transport.ErrInvalidConfig, len(c.Attributes), MaxAttributes))
 	}
+	if !c.Topology.empty() {
+		if err := c.Topology.Validate(); err != nil {
+			errs = append(errs, fmt.Errorf("aws: Topology: %w", err))
+		}
+	}
 	for _, a := range c.Attributes {
 		if a != allAttributes && !validAttrName(a) {
 			errs = append(errs, fmt.Errorf("%w: aws: Attributes: %q is not a name SQS accepts for a message attribute", transport.ErrInvalidConfig, a))
 		}
 	}
+	errs = append(errs, c.ClaimCheck.Validate())
 	return errors.Join(errs...)
 }
 
@@ -166,11 +231,18 @@ func (c Config) withDefaults() Config {
 	if c.Attributes == nil {
 		c.Attributes = DefaultAttributes
 	}
+	if c.ReadyTTL == 0 {
+		c.ReadyTTL = DefaultReadyTTL
+	}
+	if c.VerifyInterval == 0 {
+		c.VerifyInterval = DefaultVerifyInterval
+	}
 	if c.Partition == "" {
 		c.Partition = DefaultPartition
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
+	c.ClaimCheck = c.ClaimCheck.withDefaults()
 	return c
 }

@@ -45,29 +45,61 @@
 //     Each queue's policy lets only its topics send to it (aws:SourceArn).
 //     ServicePolicy writes the least-privilege IAM policy of a service.
 //   - Messages: the payload is the SQS body (base64 when it is not valid
-//     SQS text). The metadata named in Config.Attributes (default: ce_type
-//     and ce_source) are message attributes, for subscription filter
-//     policies; the rest of the envelope travels as one JSON attribute,
-//     since SNS and SQS work per attribute (AllAttributes sends as many as
-//     SQS delivers, 10, the way watermill-aws does). Plan and Apply refuse
+//     SQS text). The metadata named in Config.Attributes (default: the
+//     CloudEvents ce_id, ce_source, ce_specversion, ce_type and ce_time)
+//     are message attributes, for consumers in any language and for
+//     subscription filter policies; the rest of the envelope travels as one
+//     JSON attribute (eda_md), since SNS and SQS work per attribute
+//     (AllAttributes sends as many as SQS delivers, 10, the way
+//     watermill-aws does). Plan and Apply refuse
 //     a filter policy on metadata that is not an attribute. A message the
 //     transport cannot decode is delivered raw with MetadataTransportError,
 //     so the poison middleware can route it.
+//   - No message published into the void: SNS drops what no subscription
+//     takes and reports it published. Before publishing to a topic (again
+//     every Config.ReadyTTL, and at once after SNS says it is gone or the
+//     endpoint was unreachable) Publish checks that the topic has a
+//     subscription for every queue known to subscribe to it (declared in the
+//     process, or listed in Config.Topology for a publisher-only process);
+//     with AutoCreate it declares what is missing, without it fails with
+//     transport.ErrTopicNotReady, which the outbox relay retries. Publish
+//     never creates a topic by itself. A subscription whose queue
+//     disappeared declares it again (AutoCreate) or logs a
+//     transport.ErrUnknownQueue with the fix, backing off; every
+//     Config.VerifyInterval it checks its subscriptions still exist (on AWS
+//     a topic created again has lost them).
 //   - Typed errors: ErrMissingRegion; transport.ErrUnavailable when the
 //     endpoint cannot be reached; transport.ErrUnknownTopic and
 //     transport.ErrUnknownQueue when AutoCreate is off and something is
 //     missing; transport.ErrMessageTooLarge over MaxMessageSize, unless a
-//     claim check (Config.ClaimCheck, e.g. PostgresBlobStore) stores the
-//     payload and sends a pointer.
+//     claim check is configured.
+//   - Claim check: with Config.ClaimCheck.Bucket, the payload of a message
+//     whose wire form (body and attributes) is over the 256 KiB SNS limit
+//     goes to S3 (S3BlobStore, key prefix Config.ClaimCheck.Prefix) and the
+//     message carries a pointer; subscribers fetch it back transparently.
+//     The blob of a publish SNS refuses is deleted; Plan and Apply (and
+//     Declare with AutoCreate) keep a lifecycle rule on the prefix that
+//     expires blobs after Config.ClaimCheck.Expiration, which also covers a
+//     crash between storing and publishing. Config.ClaimCheck.Store takes
+//     another BlobStore instead (PostgresBlobStore).
 //
 // The tests and benchmarks run against the fauxqs emulator
 // (scripts/emulator.sh up; endpoint from EDA_AWS_ENDPOINT, default
 // http://127.0.0.1:4566; EDA_TEST_LOG=1 logs the transport and SDK retries).
+// The tests set Config.ForFauxqs (every Emulator* workaround); by default
+// the transport does what AWS expects. TestEmulatorRestart restarts an
+// emulator of its own (EDA_EMULATOR_PORT), never the shared one.
 // fauxqs does not enforce IAM, so the policies are tested for their content
-// only. Differences from AWS met on the way: fauxqs wants TopicArn (not
-// TargetArn) in Publish, takes PublishBatch entries in string order of their
-// index (FIFO batches are sent 9 at a time), does not set
-// DeadLetterQueueSourceArn, ignores ReceiveRequestAttemptId, and keeps
+// only; it stores S3 lifecycle rules without enforcing them (the tests
+// check the rule, not an expiry), and serves S3 path-style on the same
+// endpoint (ClaimCheckConfig.UsePathStyle). Differences from AWS met on the
+// way: fauxqs wants TopicArn (not TargetArn) in Publish (TopicArn is as
+// valid on AWS), takes PublishBatch entries in string order of their index
+// (Config.EmulatorFIFOBatchOrder sends FIFO batches 9 at a time; AWS gets
+// 10), does not set DeadLetterQueueSourceArn
+// (Config.EmulatorNoDeadLetterQueueSourceArn fills
+// transport.MetadataDeadLetterSource in), ignores ReceiveRequestAttemptId,
+// and keeps
 // serving a long poll whose client went away (a stopping subscription
 // therefore lets its last ReceiveMessage finish and hands what it gets to
 // another subscription of the queue, or releases it).

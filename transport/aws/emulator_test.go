@@ -72,7 +72,7 @@ func testConfig(t testing.TB) edaaws.Config {
 		Endpoint:   requireEmulator(t),
 		AutoCreate: true,
 		AccountID:  "000000000000",
-	}
+	}.ForFauxqs()
 	if os.Getenv("EDA_TEST_LOG") != "" { // the transport's logs and the SDK's retries on stderr
 		cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 		cfg.AWS.ClientLogMode = awssdk.LogRetries

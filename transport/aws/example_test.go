@@ -34,7 +34,7 @@ func Example() {
 		},
 		Endpoint:   ep,
 		AutoCreate: true, // let Declare create topics, queues and subscriptions
-	})
+	}.ForFauxqs()) // the emulator's quirks; not on AWS
 	if err != nil {
 		fmt.Println(err)
 		return
@@ -133,7 +133,7 @@ func ExampleTransport_Apply() {
 	tr, err := edaaws.New(edaaws.Config{
 		AWS:      awssdk.Config{Region: "us-east-1", Credentials: credentials.NewStaticCredentialsProvider("test", "test", "")},
 		Endpoint: ep,
-	})
+	}.ForFauxqs())
 	if err != nil {
 		fmt.Println(err)
 		return

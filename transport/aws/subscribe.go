@@ -80,6 +80,8 @@ func (t *Transport) Subscribe(ctx context.Context, queue string) (<-chan *messag
 	t.mu.Unlock()
 	go func() {
 		defer t.wg.Done()
+		watched := t.watchQueue(subCtx, queue) // ready.go
+		defer watched()
 		s.run()
 		t.mu.Lock()
 		delete(t.cancels, s)
@@ -209,7 +211,12 @@ func (s *subscription) poll() {
 			if s.ctx.Err() != nil {
 				return
 			}
-			s.t.log.WarnContext(s.ctx, "eda/aws: receive failed", "queue", s.q.name, "error", classify(err), "retry_in", backoff)
+			healed, err := s.t.healQueue(s.ctx, s.q, err) // ready.go: a vanished queue is declared again
+			if healed {
+				backoff = 100 * time.Millisecond
+				continue
+			}
+			s.t.log.WarnContext(s.ctx, "eda/aws: receive failed", "queue", s.q.name, "error", err, "retry_in", backoff)
 			select {
 			case <-time.After(backoff):
 			case <-s.ctx.Done():
@@ -253,6 +260,7 @@ func (s *subscription) receive(n int) (out *sqs.ReceiveMessageOutput, err error,
 			sqstypes.MessageSystemAttributeNameApproximateReceiveCount,
 			sqstypes.MessageSystemAttributeNameMessageGroupId,
 			sqstypes.MessageSystemAttributeNameDeadLetterQueueSourceArn,
+			sqstypes.MessageSystemAttributeNameSentTimestamp, // ce_time of a message without one
 		},
 	}
 	if s.q.fifo {
@@ -466,9 +474,9 @@ func (s *subscription) message(h *held) (*message.Message, error) {
 	body, id := awssdk.ToString(h.raw.Body), awssdk.ToString(h.raw.MessageId)
 	d, err := decode(body, attrs, id)
 	if err == nil && d.claimKey != "" {
-		if s.t.cfg.ClaimCheck == nil {
-			err = fmt.Errorf("aws: message %s is claim-checked (key %s) and Config.ClaimCheck is nil", d.msg.UUID, d.claimKey)
-		} else if d.msg.Payload, err = s.t.cfg.ClaimCheck.Get(s.ctx, d.claimKey); err != nil && !errors.Is(err, ErrBlobNotFound) {
+		if s.t.blobs == nil {
+			err = fmt.Errorf("aws: message %s is claim-checked (key %s) and Config.ClaimCheck is not set", d.msg.UUID, d.claimKey)
+		} else if d.msg.Payload, err = s.t.blobs.Get(s.ctx, d.claimKey); err != nil && !errors.Is(err, ErrBlobNotFound) {
 			return nil, err
 		}
 	}
@@ -477,12 +485,14 @@ func (s *subscription) message(h *held) (*message.Message, error) {
 		d.msg = message.NewMessage(id, []byte(body))
 		d.msg.Metadata = attrs
 		d.msg.Metadata[MetadataTransportError] = err.Error()
+	} else {
+		s.defaultEnvelope(d.msg, h.raw)
 	}
 	md := d.msg.Metadata
 	md[transport.MetadataReceiveCount] = h.raw.Attributes[string(sqstypes.MessageSystemAttributeNameApproximateReceiveCount)]
 	if src := h.raw.Attributes[string(sqstypes.MessageSystemAttributeNameDeadLetterQueueSourceArn)]; src != "" {
 		md[transport.MetadataDeadLetterSource] = strings.TrimSuffix(src[strings.LastIndexByte(src, ':')+1:], fifoSuffix)
-	} else if s.dlqSource != "" {
+	} else if s.dlqSource != "" && s.t.cfg.EmulatorNoDeadLetterQueueSourceArn {
 		// fauxqs does not set DeadLetterQueueSourceArn; a DLQ declared by this
 		// transport knows its source.
 		md[transport.MetadataDeadLetterSource] = s.dlqSource

@@ -30,6 +30,8 @@ type Topology struct {
 	// to its topics (raw message delivery) and a queue policy that lets only
 	// those topics send to it (aws:SourceArn).
 	Queues []Queue
+	// With Config.ClaimCheck.Bucket, Plan and Apply also cover the bucket:
+	// created when missing, with a lifecycle rule expiring the blobs.
 }
 
 // Topic is an SNS topic. A FIFO topic's SNS name has the ".fifo" suffix;
@@ -232,8 +234,11 @@ func (t *Transport) Declare(ctx context.Context, q transport.Queue) error {
 	defer t.wg.Done()
 	topo := Topology{Queues: []Queue{{Queue: q}}}
 	if t.cfg.AutoCreate {
-		_, err := t.apply(ctx, topo)
-		return err
+		if _, err := t.apply(ctx, topo); err != nil {
+			return err
+		}
+		t.noteDeclared(topo)
+		return nil
 	}
 	st, plan, err := t.plan(ctx, topo)
 	if err != nil {
@@ -254,6 +259,7 @@ func (t *Transport) Declare(ctx context.Context, q transport.Queue) error {
 		return err
 	}
 	t.remember(topo, st)
+	t.noteDeclared(topo)
 	return nil
 }
 
@@ -264,6 +270,11 @@ func (t *Transport) Plan(ctx context.Context, topo Topology) (Plan, error) {
 	}
 	defer t.wg.Done()
 	_, plan, err := t.plan(ctx, topo)
+	if err != nil {
+		return Plan{}, err
+	}
+	cc, err := t.planClaimCheck(ctx)
+	plan.Changes = append(plan.Changes, cc...)
 	return plan, err
 }
 
@@ -274,7 +285,11 @@ func (t *Transport) Apply(ctx context.Context, topo Topology) (Plan, error) {
 		return Plan{}, err
 	}
 	defer t.wg.Done()
-	return t.apply(ctx, topo)
+	plan, err := t.apply(ctx, topo)
+	if err == nil {
+		t.noteDeclared(topo)
+	}
+	return plan, err
 }
 
 func (t *Transport) apply(ctx context.Context, topo Topology) (Plan, error) {
@@ -282,6 +297,11 @@ func (t *Transport) apply(ctx context.Context, topo Topology) (Plan, error) {
 	if err != nil {
 		return Plan{}, err
 	}
+	cc, err := t.planClaimCheck(ctx)
+	if err != nil {
+		return Plan{}, err
+	}
+	plan.Changes = append(plan.Changes, cc...)
 	for i, c := range plan.Changes {
 		if err := c.apply(ctx); err != nil {
 			return Plan{Changes: plan.Changes[:i]}, fmt.Errorf("aws: apply %s: %w", c, err)
@@ -535,8 +555,13 @@ func (t *Transport) planSubscriptions(ctx context.Context, st *planState, exists
 		if have["RawMessageDelivery"] != "true" {
 			set["RawMessageDelivery"] = "true"
 		}
-		if !sameJSON(have["FilterPolicy"], want["FilterPolicy"]) {
-			set["FilterPolicy"] = want["FilterPolicy"] // "" removes it
+		if !sameFilterPolicy(have["FilterPolicy"], want["FilterPolicy"]) {
+			set["FilterPolicy"] = want["FilterPolicy"]
+			if set["FilterPolicy"] == "" {
+				// SNS removes a filter policy set to an empty JSON object
+				// (AWS documents "{}" for that; "" is not a policy).
+				set["FilterPolicy"] = noFilterPolicy
+			}
 		}
 		for _, k := range slices.Sorted(maps.Keys(set)) {
 			v := set[k]
@@ -570,6 +595,22 @@ func (t *Transport) findSubscription(ctx context.Context, topicARN, queueARN str
 		}
 	}
 	return "", nil
+}
+
+// noFilterPolicy removes a subscription's filter policy: the value
+// SetSubscriptionAttributes takes for that.
+const noFilterPolicy = "{}"
+
+// sameFilterPolicy compares two filter policies; none ("") equals the
+// empty policy ("{}"), which is what removing one leaves behind.
+func sameFilterPolicy(a, b string) bool {
+	if a == "" {
+		a = noFilterPolicy
+	}
+	if b == "" {
+		b = noFilterPolicy
+	}
+	return sameJSON(a, b)
 }
 
 // sameJSON compares two JSON documents by value; "" equals "" only.

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	awssdk "github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/aws/aws-sdk-go-v2/service/sns"
 	snstypes "github.com/aws/aws-sdk-go-v2/service/sns/types"
 	"github.com/aws/aws-sdk-go-v2/service/sqs"
@@ -31,6 +32,9 @@ type Transport struct {
 	sns *sns.Client
 	sqs *sqs.Client
 	sts *sts.Client
+	s3  *s3.Client // claim-check bucket; nil without one
+	// blobs is the claim-check store (Config.ClaimCheck), nil when off.
+	blobs BlobStore
 
 	mu       sync.Mutex
 	closed   bool
@@ -45,6 +49,9 @@ type Transport struct {
 	// subscribers caches the SQS subscribers of topics (by ARN) for
 	// delayed messages.
 	subscribers map[string]subscribers
+	// bucketReady: the claim-check bucket has eda's lifecycle rule.
+	bucketReady bool
+	rd          readiness      // the topology known to this process; guarded by mu
 	wg          sync.WaitGroup // subscriptions, publishes and late verdicts in flight
 }
 
@@ -96,6 +103,7 @@ func New(cfg Config) (*Transport, error) {
 
 		subscribers: map[string]subscribers{},
 	}
+	t.blobs, t.s3 = newBlobs(cfg)
 	t.closeCtx, t.closeAll = context.WithCancel(context.Background())
 	return t, nil
 }
@@ -104,7 +112,7 @@ func New(cfg Config) (*Transport, error) {
 // claim check, else MaxMessageSize; visibility timeouts are whole seconds.
 func (t *Transport) Features() transport.Features {
 	size := MaxMessageSize
-	if t.cfg.ClaimCheck != nil {
+	if t.blobs != nil {
 		size = 0
 	}
 	return transport.Features{
@@ -199,46 +207,40 @@ func physical(name string, fifo bool) string {
 	return name
 }
 
-// resolveTopic finds the ARN of a topic published to by name: the topic
-// declared here, else an existing topic "name" or "name.fifo"; else, with
-// AutoCreate, a new standard topic.
-func (t *Transport) resolveTopic(ctx context.Context, name string) (topicInfo, error) {
+// resolveTopic finds an existing topic published to by name: the topic
+// declared here, else an existing topic "name" or "name.fifo". found is
+// false when there is none; it never creates one (see readyTopic).
+func (t *Transport) resolveTopic(ctx context.Context, name string) (info topicInfo, found bool, err error) {
 	t.mu.Lock()
 	info, ok := t.topics[name]
 	t.mu.Unlock()
 	if ok {
-		return info, nil
+		return info, true, nil
 	}
-	candidates := []string{name}
-	if !strings.HasSuffix(name, fifoSuffix) {
-		candidates = append(candidates, name+fifoSuffix)
-	}
-	for _, c := range candidates {
+	for _, c := range topicCandidates(name) {
 		arn, err := t.arn(ctx, "sns", c)
 		if err != nil {
-			return topicInfo{}, err
+			return topicInfo{}, false, err
 		}
 		attrs, err := t.topicAttributes(ctx, arn)
 		if err != nil {
-			return topicInfo{}, err
+			return topicInfo{}, false, err
 		}
 		if attrs != nil {
 			info = topicInfo{arn: arn, fifo: attrs["FifoTopic"] == "true"}
 			t.rememberTopic(name, info)
-			return info, nil
+			return info, true, nil
 		}
 	}
-	if !t.cfg.AutoCreate {
-		return topicInfo{}, fmt.Errorf("%w: aws: SNS topic %q (tried %s; AutoCreate is off)", transport.ErrUnknownTopic, name, strings.Join(candidates, ", "))
+	return topicInfo{}, false, nil
+}
+
+// topicCandidates are the SNS names a topic published to as name may have.
+func topicCandidates(name string) []string {
+	if strings.HasSuffix(name, fifoSuffix) {
+		return []string{name}
 	}
-	fifo := strings.HasSuffix(name, fifoSuffix)
-	arn, err := t.createTopic(ctx, name, fifo)
-	if err != nil {
-		return topicInfo{}, err
-	}
-	info = topicInfo{arn: arn, fifo: fifo}
-	t.rememberTopic(name, info)
-	return info, nil
+	return []string{name, name + fifoSuffix}
 }
 
 func (t *Transport) rememberTopic(name string, info topicInfo) {

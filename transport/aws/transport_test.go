@@ -109,8 +109,8 @@ func TestAutoCreateOff(t *testing.T) {
 	if !errors.Is(err, transport.ErrUnknownQueue) || !errors.Is(err, transport.ErrUnknownTopic) {
 		t.Errorf("Declare of a missing topic and queue: %v, want ErrUnknownQueue and ErrUnknownTopic", err)
 	}
-	if err := strict.Publish(topic, newMsg("x", nil)); !errors.Is(err, transport.ErrUnknownTopic) {
-		t.Errorf("Publish to a missing topic: %v, want ErrUnknownTopic", err)
+	if err := strict.Publish(topic, newMsg("x", nil)); !errors.Is(err, transport.ErrTopicNotReady) || errors.Is(err, transport.ErrUnknownTopic) {
+		t.Errorf("Publish to a missing topic: %v, want ErrTopicNotReady (retryable), not ErrUnknownTopic", err)
 	}
 	if _, err := strict.Subscribe(ctx, queue); !errors.Is(err, transport.ErrUnknownQueue) {
 		t.Errorf("Subscribe to a missing queue: %v, want ErrUnknownQueue", err)
@@ -469,7 +469,7 @@ func TestStopReleasesPrefetched(t *testing.T) {
 
 // TestPublishError deletes a topic the transport has resolved: a batch
 // publish fails with a *PublishError naming every message, matching
-// transport.ErrUnknownTopic; the next Publish looks the topic up again.
+// transport.ErrTopicNotReady; the next Publish checks the topic again.
 func TestPublishError(t *testing.T) {
 	ctx := testContext(t)
 	tr := newTransport(t, testConfig(t))
@@ -490,13 +490,14 @@ func TestPublishError(t *testing.T) {
 	}
 	err := tr.Publish(topic, msgs...)
 	var pe *edaaws.PublishError
-	if !errors.As(err, &pe) || !errors.Is(err, transport.ErrUnknownTopic) {
-		t.Fatalf("Publish to a deleted topic: %v, want *PublishError and ErrUnknownTopic", err)
+	if !errors.As(err, &pe) || !errors.Is(err, transport.ErrTopicNotReady) {
+		t.Fatalf("Publish to a deleted topic: %v, want *PublishError and ErrTopicNotReady", err)
 	}
 	if pe.Total != 25 || len(pe.Failed) != 25 || pe.Failed[0] != msgs[0].UUID || pe.Failed[24] != msgs[24].UUID {
 		t.Errorf("PublishError: %d of %d failed (%v)", len(pe.Failed), pe.Total, pe.Failed)
 	}
-	// AutoCreate is on: the next Publish creates the topic again.
+	// AutoCreate is on and the queue was declared here: the next Publish
+	// declares the topic and the queue's subscription again.
 	if err := tr.Publish(topic, msgs...); err != nil {
 		t.Errorf("Publish after the topic was forgotten: %v", err)
 	}

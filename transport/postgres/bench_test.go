@@ -3,9 +3,11 @@ package postgres_test
 import (
 	"context"
 	"fmt"
+	"os"
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	wsql "github.com/ThreeDotsLabs/watermill-sql/v4/pkg/sql"
 	"github.com/ThreeDotsLabs/watermill/message"
@@ -18,10 +20,17 @@ import (
 // The benchmarks compare the transport with plain watermill-sql v4 on the
 // same Postgres, in the same run: PostgreSQLQueueSchema (BYTEA payload) with
 // PostgreSQLQueueOffsetsAdapter{DeleteOnAck: true}, its pgx adapters and
-// default subscriber settings. Both publish one message per call and ack
-// every message; payload 200 bytes with eda-like metadata.
+// default subscriber settings (batch 100). Payload 200 bytes with eda-like
+// metadata; every message is acked.
 //
-//	go test -run '^$' -bench . -benchtime 5000x ./transport/postgres/
+// The machine they run on is shared and noisy, so each benchmark alternates
+// eda and watermill-sql in slices of the same size (interleaved, as
+// cmd/outboxbench does) and reports both per-message times and their ratio:
+// eda-us/msg, wm-us/msg, and eda/wm, watermill-sql's time over eda's, that
+// is eda's rate as a multiple of watermill-sql's (>= 1: eda as fast or
+// faster). ns/op covers both.
+//
+//	go test -run '^$' -bench . -benchtime 3000x -count 3 ./transport/postgres/
 
 func benchMessage(i int) *message.Message {
 	m := message.NewMessage(fmt.Sprintf("%08d-0000-7000-8000-000000000000", i), make([]byte, 200))
@@ -76,42 +85,94 @@ func benchWatermill(b *testing.B) (*wsql.Publisher, *wsql.Subscriber, string) {
 	return pub, sub, topic
 }
 
-// BenchmarkPublish publishes one message per call (an op is a message) or
-// 100 per call (an op is still a message), with 1 or 8 publishers.
+// slices is how many alternating slices of each side a benchmark runs.
+const slices = 6
+
+// interleave runs eda and watermill-sql alternately, n messages in all for
+// each side, and reports their per-message times and ratio.
+// EDA_BENCH_SIDE=eda or =wm runs one side only, to profile it (perf record
+// on the Postgres backends, -cpuprofile on the client).
+func interleave(b *testing.B, n int, eda, wm func(n int) time.Duration) {
+	b.Helper()
+	switch os.Getenv("EDA_BENCH_SIDE") {
+	case "eda":
+		wm = func(int) time.Duration { return 0 }
+	case "wm":
+		eda = func(int) time.Duration { return 0 }
+	}
+	var te, tw time.Duration
+	for i := range slices {
+		k := n/slices + boolInt(i < n%slices)
+		if k == 0 {
+			continue
+		}
+		if i%2 == 0 { // who goes first alternates too
+			te += eda(k)
+			tw += wm(k)
+		} else {
+			tw += wm(k)
+			te += eda(k)
+		}
+	}
+	b.ReportMetric(float64(te.Microseconds())/float64(n), "eda-us/msg")
+	b.ReportMetric(float64(tw.Microseconds())/float64(n), "wm-us/msg")
+	b.ReportMetric(float64(tw)/float64(te), "eda/wm")
+	b.ReportMetric(0, "ns/op")
+}
+
+func boolInt(v bool) int {
+	if v {
+		return 1
+	}
+	return 0
+}
+
+// BenchmarkPublish publishes one message per call or 100 per call (an op is
+// a message either way), with 1 or 8 publishers.
 func BenchmarkPublish(b *testing.B) {
 	for _, c := range []struct {
 		batch, publishers int
-	}{{1, 1}, {1, 8}, {100, 1}} {
-		run := func(b *testing.B, pub message.Publisher, topic string) {
-			b.SetParallelism(c.publishers) // with GOMAXPROCS 2: 2×publishers goroutines
-			var next atomic.Int64
-			b.ResetTimer()
-			if c.publishers == 1 {
-				for i := 0; i < b.N; i += c.batch {
-					publishBatch(b, pub, topic, i, min(c.batch, b.N-i))
-				}
-				return
-			}
-			b.RunParallel(func(pb *testing.PB) {
-				for pb.Next() {
-					publishBatch(b, pub, topic, int(next.Add(1)), 1)
-				}
-			})
+		notify            bool
+	}{{1, 1, true}, {1, 8, true}, {100, 1, true}, {1, 1, false}, {1, 8, false}} {
+		name := fmt.Sprintf("batch=%d/publishers=%d", c.batch, c.publishers)
+		if !c.notify {
+			name += "/nonotify"
 		}
-		suffix := fmt.Sprintf("batch=%d/publishers=%d", c.batch, c.publishers)
-		b.Run("eda/"+suffix, func(b *testing.B) {
-			tr, topic := benchEDA(b, postgres.Config{})
-			run(b, tr, topic)
-		})
-		b.Run("eda-nonotify/"+suffix, func(b *testing.B) {
-			tr, topic := benchEDA(b, postgres.Config{DisableNotify: true})
-			run(b, tr, topic)
-		})
-		b.Run("watermill-sql/"+suffix, func(b *testing.B) {
-			pub, _, topic := benchWatermill(b)
-			run(b, pub, topic)
+		b.Run(name, func(b *testing.B) {
+			tr, etopic := benchEDA(b, postgres.Config{DisableNotify: !c.notify})
+			pub, _, wtopic := benchWatermill(b)
+			run := func(p message.Publisher, topic string) func(int) time.Duration {
+				return func(n int) time.Duration {
+					start := time.Now()
+					publishN(b, p, topic, n, c.batch, c.publishers)
+					return time.Since(start)
+				}
+			}
+			b.ResetTimer()
+			interleave(b, b.N, run(tr, etopic), run(pub, wtopic))
 		})
 	}
+}
+
+// publishN publishes n messages in calls of batch messages from publishers
+// goroutines.
+func publishN(b *testing.B, pub message.Publisher, topic string, n, batch, publishers int) {
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for range publishers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				first := int(next.Add(int64(batch))) - batch
+				if first >= n {
+					return
+				}
+				publishBatch(b, pub, topic, first, min(batch, n-first))
+			}
+		}()
+	}
+	wg.Wait()
 }
 
 func publishBatch(b *testing.B, pub message.Publisher, topic string, first, n int) {
@@ -124,7 +185,7 @@ func publishBatch(b *testing.B, pub message.Publisher, topic string, first, n in
 	}
 }
 
-// prefill publishes n messages in batches, outside the timer.
+// prefill publishes n messages in batches.
 func prefill(b *testing.B, pub message.Publisher, topic string, n int) {
 	b.Helper()
 	for i := 0; i < n; i += 500 {
@@ -172,21 +233,40 @@ func consume(b *testing.B, sub message.Subscriber, name string, n, consumers int
 	wg.Wait()
 }
 
+// BenchmarkConsume receives and acks prefilled messages, eda with the given
+// settings against watermill-sql with its defaults and the same number of
+// consumers. Prefilling is outside the times.
 func BenchmarkConsume(b *testing.B) {
 	for _, c := range []struct {
-		consumers, batch int
-	}{{1, 1}, {1, postgres.DefaultBatchSize}, {1, 100}, {4, postgres.DefaultBatchSize}} {
-		b.Run(fmt.Sprintf("eda/consumers=%d/batch=%d", c.consumers, c.batch), func(b *testing.B) {
-			tr, topic := benchEDA(b, postgres.Config{BatchSize: c.batch})
-			prefill(b, tr, topic, b.N)
+		name      string
+		consumers int
+		cfg       postgres.Config
+	}{
+		{"defaults/consumers=1", 1, postgres.Config{}},
+		{"defaults/consumers=4", 4, postgres.Config{}},
+		{"batch=1/consumers=1", 1, postgres.Config{BatchSize: 1, MaxBatchSize: 1}},
+		{"batch=10/consumers=1", 1, postgres.Config{BatchSize: 10, MaxBatchSize: 10}},
+		{"batch=100/consumers=1", 1, postgres.Config{BatchSize: 100}},
+	} {
+		b.Run(c.name, func(b *testing.B) {
+			tr, etopic := benchEDA(b, c.cfg)
+			pub, sub, wtopic := benchWatermill(b)
 			b.ResetTimer()
-			consume(b, tr, topic, b.N, c.consumers)
+			interleave(b, b.N, func(n int) time.Duration {
+				b.StopTimer()
+				prefill(b, tr, etopic, n)
+				b.StartTimer()
+				start := time.Now()
+				consume(b, tr, etopic, n, c.consumers)
+				return time.Since(start)
+			}, func(n int) time.Duration {
+				b.StopTimer()
+				prefill(b, pub, wtopic, n)
+				b.StartTimer()
+				start := time.Now()
+				consume(b, sub, wtopic, n, c.consumers)
+				return time.Since(start)
+			})
 		})
 	}
-	b.Run("watermill-sql/consumers=1", func(b *testing.B) {
-		pub, sub, topic := benchWatermill(b)
-		prefill(b, pub, topic, b.N)
-		b.ResetTimer()
-		consume(b, sub, topic, b.N, 1)
-	})
 }

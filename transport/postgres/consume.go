@@ -18,6 +18,7 @@ import (
 
 // settleTimeout bounds the queries that settle or give back messages after
 // the consumer's context is done.
+
 const settleTimeout = 10 * time.Second
 
 // Subscribe starts one consumer of queue. The channel closes when ctx is
@@ -74,11 +75,15 @@ type consumer struct {
 	out        chan *message.Message
 	beat       *time.Ticker // the heartbeat: every third of vt
 
-	buf       []received // received, not yet handed out
-	fetched   time.Time  // when buf was received (before the query: a lower bound of the lease start)
-	delivered int        // messages of this batch handed out
-	pending   []verdict  // acks and nacks not yet written
-	pendingAt time.Time  // when the oldest pending verdict was given
+	buf       []received    // received, not yet handed out
+	fetched   time.Time     // when buf was received (before the query: a lower bound of the lease start)
+	arrived   time.Time     // when the query receiving buf returned
+	took      time.Duration // how long that query took
+	size      int           // index into t.q.sizes of the next query's batch size
+	full      bool          // buf was a full batch
+	delivered int           // messages of this batch handed out
+	pending   []verdict     // acks and nacks not yet written
+	pendingAt time.Time     // when the oldest pending verdict was given
 }
 
 type verdict struct {
@@ -333,16 +338,29 @@ func (c *consumer) queueVerdicts(b *pgx.Batch, vs []verdict) (wake bool) {
 	return wake
 }
 
-// fetch writes pending verdicts and receives up to BatchSize messages into
+// fetch writes pending verdicts and receives up to a batch of messages into
 // buf, in one round trip, moving those over the queue's MaxReceiveCount to its
 // dead-letter queue on the way.
+//
+// The batch is BatchSize, grown tenfold (up to MaxBatchSize) after each full batch
+// whose handlers all finished before a query's time had passed, and back to
+// BatchSize after one that took longer: such handlers are waiting for the
+// database, and fewer, larger queries serve them better.
 func (c *consumer) fetch(ctx context.Context) (int, error) {
 	t := c.t
-	q := t.q.claim
-	if c.fifo {
-		q = t.q.claimFIFO
-	}
 	start := time.Now()
+	if !c.arrived.IsZero() {
+		switch handled := start.Sub(c.arrived); {
+		case handled >= c.took:
+			c.size = 0
+		case c.full:
+			c.size = min(c.size+1, len(t.q.sizes)-1)
+		}
+	}
+	q := t.q.claim[c.size]
+	if c.fifo {
+		q = t.q.claimFIFO[c.size]
+	}
 	b := asyncCommit()
 	wake := c.queueVerdicts(b, c.pending)
 	b.Queue(q, c.name, c.vt.Microseconds())
@@ -368,8 +386,11 @@ func (c *consumer) fetch(ctx context.Context) (int, error) {
 		err = cerr
 	}
 	if err != nil {
+		c.arrived = time.Time{}
 		return 0, classify("receive from "+c.name, err) // verdicts stay pending
 	}
+	c.arrived = time.Now()
+	c.took, c.full = c.arrived.Sub(start), len(got) == t.q.sizes[c.size]
 	c.pending = nil
 	if wake {
 		t.wakeQueue(c.name)

@@ -35,7 +35,8 @@
 // earliest lease of their queue expires. Acks and nacks are written with the
 // consumer's next receive query (or within a quarter of the visibility
 // timeout, at most 50ms), so a consumer costs about one round trip per batch
-// of Config.BatchSize messages. That consumer-side bookkeeping commits with
+// of Config.BatchSize messages, or up to Config.MaxBatchSize while its
+// handlers finish a batch faster than the database answers a query. That consumer-side bookkeeping commits with
 // synchronous_commit off: a database crash can undo the last leases, acks and
 // nacks, which only means a message is delivered again. Publishing commits
 // synchronously.

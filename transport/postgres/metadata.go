@@ -3,6 +3,7 @@ package postgres
 import (
 	"encoding/binary"
 	"errors"
+	"fmt"
 
 	"github.com/ThreeDotsLabs/watermill/message"
 )
@@ -52,6 +53,11 @@ func DecodeMetadata(b []byte) (message.Metadata, error) {
 		v, err := next()
 		if err != nil {
 			return nil, err
+		}
+		if _, dup := md[k]; dup {
+			// EncodeMetadata writes each key once; taking one of
+			// two values would hide the corruption.
+			return nil, fmt.Errorf("%w: key %q twice", errCorruptMetadata, k)
 		}
 		md[k] = v
 	}

@@ -76,9 +76,12 @@ ANALYZE {{schema}}.messages;`, schema)
 	for _, tc := range []struct {
 		name, sql, args string
 	}{
-		{"claim big", q.claim, "('big', 30000000)"},
-		{"claim other", q.claim, "('other', 30000000)"},
-		{"claim fifo", q.claimFIFO, "('fifo', 30000000)"},
+		{"claim big", q.claim[0], "('big', 30000000)"},
+		{"claim other", q.claim[0], "('other', 30000000)"},
+		{"claim fifo", q.claimFIFO[0], "('fifo', 30000000)"},
+		{"claim big largest batch", q.claim[len(q.claim)-1], "('big', 30000000)"},
+		{"claim other largest batch", q.claim[len(q.claim)-1], "('other', 30000000)"},
+		{"claim fifo largest batch", q.claimFIFO[len(q.claimFIFO)-1], "('fifo', 30000000)"},
 		{"next visible", q.nextVisible, "('big')"},
 		{"next visible empty", q.nextVisible, "('other')"},
 		{"ack", q.ack, "('{1,2,3}', '{1,1,1}', 'big')"},

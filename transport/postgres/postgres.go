@@ -1,6 +1,7 @@
 package postgres
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -26,6 +27,7 @@ const (
 	DefaultSchema         = "eda_transport"
 	DefaultPollInterval   = time.Second
 	DefaultBatchSize      = 10
+	DefaultMaxBatchSize   = 100
 	DefaultMaxMessageSize = 256 * 1024 // the SQS/SNS limit, so tests on Postgres catch what production would reject
 	DefaultDedupWindow    = 5 * time.Minute
 )
@@ -58,6 +60,16 @@ type Config struct {
 	// unhandled when half the visibility timeout has passed are given back.
 	// 1 gives the fairest spread between consumers. Default DefaultBatchSize.
 	BatchSize int
+	// MaxBatchSize is how many messages a consumer receives per query at
+	// most when its handlers keep up: after a full batch handled in less
+	// time than its query took, the consumer asks for ten times as many
+	// next time, up to MaxBatchSize, and back to BatchSize after the first batch
+	// that takes longer. Handlers that fast spend their time waiting for the
+	// database, and the messages they hold wait less than a query would take
+	// another consumer; slower handlers keep BatchSize, so the spread between
+	// consumers is unchanged. Default the larger of BatchSize and
+	// DefaultMaxBatchSize; set it to BatchSize to always receive BatchSize.
+	MaxBatchSize int
 	// MaxMessageSize is the largest message (payload plus metadata, as
 	// transport.MessageSize counts) Publish accepts. Default
 	// DefaultMaxMessageSize; -1 means no limit.
@@ -95,6 +107,12 @@ func (c Config) Validate() error {
 	if c.BatchSize < 0 {
 		errs = append(errs, fmt.Errorf("%w: postgres: negative BatchSize %d", errInvalid, c.BatchSize))
 	}
+	if c.MaxBatchSize < 0 {
+		errs = append(errs, fmt.Errorf("%w: postgres: negative MaxBatchSize %d", errInvalid, c.MaxBatchSize))
+	}
+	if batch := cmp.Or(max(c.BatchSize, 0), DefaultBatchSize); c.MaxBatchSize > 0 && c.MaxBatchSize < batch {
+		errs = append(errs, fmt.Errorf("%w: postgres: MaxBatchSize %d below BatchSize %d", errInvalid, c.MaxBatchSize, batch))
+	}
 	if c.MaxMessageSize < -1 {
 		errs = append(errs, fmt.Errorf("%w: postgres: MaxMessageSize %d", errInvalid, c.MaxMessageSize))
 	}
@@ -113,6 +131,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.BatchSize == 0 {
 		c.BatchSize = DefaultBatchSize
+	}
+	if c.MaxBatchSize == 0 {
+		c.MaxBatchSize = max(c.BatchSize, DefaultMaxBatchSize)
 	}
 	if c.MaxMessageSize == 0 {
 		c.MaxMessageSize = DefaultMaxMessageSize
@@ -198,7 +219,7 @@ func New(ctx context.Context, cfg Config) (*Transport, error) {
 		pool:       pool,
 		owned:      owned,
 		channel:    channelName(cfg.Schema),
-		q:          newQueries(cfg.Schema, cfg.BatchSize),
+		q:          newQueries(cfg.Schema, cfg.BatchSize, cfg.MaxBatchSize),
 		log:        cfg.Logger,
 		closing:    make(chan struct{}),
 		waiters:    map[string]map[chan struct{}]struct{}{},

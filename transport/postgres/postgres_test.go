@@ -398,7 +398,10 @@ func TestConfigValidate(t *testing.T) {
 		{"neither", postgres.Config{}, 1},
 		{"both", postgres.Config{Pool: pool, DSN: testDSN()}, 1},
 		{"bad dsn", postgres.Config{DSN: "postgres://a:b@:x/"}, 1},
-		{"everything wrong", postgres.Config{Schema: "1 bad", PollInterval: -1, BatchSize: -1, MaxMessageSize: -2, DedupWindow: -1}, 6},
+		{"max batch below batch", postgres.Config{Pool: pool, BatchSize: 20, MaxBatchSize: 10}, 1},
+		{"max batch below default batch", postgres.Config{Pool: pool, MaxBatchSize: 5}, 1},
+		{"max batch at batch", postgres.Config{Pool: pool, BatchSize: 20, MaxBatchSize: 20}, 0},
+		{"everything wrong", postgres.Config{Schema: "1 bad", PollInterval: -1, BatchSize: -1, MaxBatchSize: -1, MaxMessageSize: -2, DedupWindow: -1}, 7},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -813,5 +816,58 @@ func TestDelaysSurviveRestart(t *testing.T) {
 				t.Errorf("%s: %q not delivered (got %v)", tc.queue, p, got)
 			}
 		}
+	}
+}
+
+// A consumer whose handlers finish a batch faster than the query that
+// received it takes larger batches, up to MaxBatchSize; with slow handlers, or
+// MaxBatchSize = BatchSize, it keeps BatchSize. Seen from outside: how many
+// messages are leased while one is in its handler.
+func TestBatchGrowsForFastHandlers(t *testing.T) {
+	for _, tc := range []struct {
+		name         string
+		cfg          postgres.Config
+		handle       time.Duration // each handler's work
+		hold         int           // the message held in its handler
+		minIn, maxIn int           // leased then
+	}{
+		{"fast handlers grow", postgres.Config{BatchSize: 1, MaxBatchSize: 100}, 0, 60, 5, 200},
+		{"fixed batch", postgres.Config{BatchSize: 1, MaxBatchSize: 1}, 0, 60, 1, 2},
+		{"slow handlers keep BatchSize", postgres.Config{BatchSize: 1, MaxBatchSize: 100}, 30 * time.Millisecond, 8, 1, 2},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx := context.Background()
+			tc.cfg.DisableNotify = true
+			tr := newTransport(t, tc.cfg)
+			topic, queue := names(t)
+			if err := tr.Declare(ctx, transport.Queue{Name: queue, Topics: []string{topic}, VisibilityTimeout: time.Hour}); err != nil {
+				t.Fatal(err)
+			}
+			var msgs []*message.Message
+			for i := range 300 {
+				msgs = append(msgs, msg(strconv.Itoa(i)))
+			}
+			if err := tr.Publish(topic, msgs...); err != nil {
+				t.Fatal(err)
+			}
+			ch, err := tr.Subscribe(ctx, queue)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for range tc.hold {
+				m := receive(t, ch, "message")
+				time.Sleep(tc.handle) // the handler's work
+				m.Ack()
+			}
+			held := receive(t, ch, "held message")
+			defer held.Ack()
+			_, inFlight, err := tr.Depth(ctx, queue)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if inFlight < tc.minIn || inFlight > tc.maxIn {
+				t.Errorf("%d messages leased with one in its handler, want %d to %d", inFlight, tc.minIn, tc.maxIn)
+			}
+		})
 	}
 }

@@ -6,12 +6,31 @@ import "strconv"
 type queries struct {
 	insertPlainQueue, insertQueue, selectQueueForUpdate, upgradeQueue, insertSubscriptions string
 	selectQueue, lockGroups, insertMessages, insertUngrouped, notify, depth                string
-	claim, claimFIFO, nextVisible, ack, nack, extend, release, deadLetter, cleanDedup      string
+	nextVisible, ack, nack, extend, release, deadLetter, cleanDedup                        string
+
+	// claim and claimFIFO per batch size: BatchSize, times growth until
+	// MaxBatchSize (see consumer.fetch).
+	claim, claimFIFO []string
+	sizes            []int
 }
 
-func newQueries(schema string, batchSize int) queries {
+// growth is the factor between a consumer's successive batch sizes.
+const growth = 10
+
+func newQueries(schema string, batchSize, maxBatchSize int) queries {
+	q := newFixedQueries(schema)
+	for size := batchSize; ; size = min(growth*size, maxBatchSize) {
+		claim, claimFIFO := claimQueries(schema, size)
+		q.claim, q.claimFIFO = append(q.claim, claim), append(q.claimFIFO, claimFIFO)
+		q.sizes = append(q.sizes, size)
+		if size == maxBatchSize {
+			return q
+		}
+	}
+}
+
+func newFixedQueries(schema string) queries {
 	x := func(sql string) string { return expand(sql, schema) }
-	limit := strconv.Itoa(batchSize)
 	return queries{
 		insertPlainQueue: x(`
 INSERT INTO {{schema}}.queues (name, fifo, visibility_timeout_us, max_receive_count, plain)
@@ -114,46 +133,6 @@ SELECT EXISTS (SELECT 1 FROM {{schema}}.queues WHERE name = $1),
 	count(*) FILTER (WHERE visible_at > now())
 FROM {{schema}}.messages WHERE queue = $1`),
 
-		// Receiving leases up to BatchSize visible messages for $2 µs,
-		// oldest first, skipping rows another consumer is claiming right now.
-		//
-		// The statements run as prepared statements, and Postgres switches to
-		// a generic plan after a few executions, costed for an average queue.
-		// Every query here is shaped so that the generic plan is the index
-		// plan whatever the table holds: a literal LIMIT (a LIMIT $n is costed
-		// as thousands of rows, and the planner then hash-joins over a
-		// sequential scan), the (queue, id) primary key as the only index in id
-		// order (an index on id alone tempts the planner to walk it filtering
-		// on queue: the whole table for an empty queue), queue = $n in every
-		// statement, and id = ANY(array) instead of joins with unnest.
-		// plan_test.go checks the plans.
-		claim: x(`
-UPDATE {{schema}}.messages m
-SET receive_count = m.receive_count + 1, visible_at = now() + $2::bigint * interval '1 microsecond'
-WHERE m.queue = $1 AND m.id = ANY(ARRAY(
-	SELECT id FROM {{schema}}.messages
-	WHERE queue = $1 AND visible_at <= now()
-	ORDER BY id LIMIT ` + limit + `
-	FOR UPDATE SKIP LOCKED))
-RETURNING m.id, m.uuid, m.payload, m.metadata, m.receive_count, coalesce(m.dead_letter_source, '')`),
-
-		// FIFO: only the head of a group (no older row of the group left,
-		// visible or in flight) can be received, so a group has at most one
-		// message in flight and is delivered in order. A row is deleted only
-		// by ack or by moving to the dead-letter queue.
-		claimFIFO: x(`
-UPDATE {{schema}}.messages m
-SET receive_count = m.receive_count + 1, visible_at = now() + $2::bigint * interval '1 microsecond'
-WHERE m.queue = $1 AND m.id = ANY(ARRAY(
-	SELECT h.id FROM {{schema}}.messages h
-	WHERE h.queue = $1 AND h.visible_at <= now()
-	  AND NOT EXISTS (
-		SELECT 1 FROM {{schema}}.messages p
-		WHERE p.queue = $1 AND p.group_id = h.group_id AND p.id < h.id)
-	ORDER BY h.id LIMIT ` + limit + `
-	FOR UPDATE SKIP LOCKED))
-RETURNING m.id, m.uuid, m.payload, m.metadata, m.receive_count, coalesce(m.dead_letter_source, '')`),
-
 		// How long until the next lease of the queue expires (NULL: none
 		// found). Leased rows are the oldest (received in id order), so the
 		// first rows of the queue are enough; a lease or delay further back
@@ -201,4 +180,50 @@ INSERT INTO {{schema}}.messages (queue, uuid, payload, metadata, group_id, dead_
 SELECT $3, uuid, payload, metadata, group_id, $4 FROM moved ORDER BY id`),
 		cleanDedup: x(`DELETE FROM {{schema}}.dedup WHERE expires_at < now()`),
 	}
+}
+
+// claimQueries returns the receiving statements for batches of limit.
+func claimQueries(schema string, limit int) (claim, claimFIFO string) {
+	x := func(sql string) string { return expand(sql, schema) }
+	lim := strconv.Itoa(limit)
+	// Receiving leases up to limit visible messages for $2 µs,
+	// oldest first, skipping rows another consumer is claiming right now.
+	//
+	// The statements run as prepared statements, and Postgres switches to
+	// a generic plan after a few executions, costed for an average queue.
+	// Every query here is shaped so that the generic plan is the index
+	// plan whatever the table holds: a literal LIMIT (a LIMIT $n is costed
+	// as thousands of rows, and the planner then hash-joins over a
+	// sequential scan), the (queue, id) primary key as the only index in id
+	// order (an index on id alone tempts the planner to walk it filtering
+	// on queue: the whole table for an empty queue), queue = $n in every
+	// statement, and id = ANY(array) instead of joins with unnest.
+	// plan_test.go checks the plans.
+	claim = x(`
+UPDATE {{schema}}.messages m
+SET receive_count = m.receive_count + 1, visible_at = now() + $2::bigint * interval '1 microsecond'
+WHERE m.queue = $1 AND m.id = ANY(ARRAY(
+	SELECT id FROM {{schema}}.messages
+	WHERE queue = $1 AND visible_at <= now()
+	ORDER BY id LIMIT ` + lim + `
+	FOR UPDATE SKIP LOCKED))
+RETURNING m.id, m.uuid, m.payload, m.metadata, m.receive_count, coalesce(m.dead_letter_source, '')`)
+
+	// FIFO: only the head of a group (no older row of the group left,
+	// visible or in flight) can be received, so a group has at most one
+	// message in flight and is delivered in order. A row is deleted only
+	// by ack or by moving to the dead-letter queue.
+	claimFIFO = x(`
+UPDATE {{schema}}.messages m
+SET receive_count = m.receive_count + 1, visible_at = now() + $2::bigint * interval '1 microsecond'
+WHERE m.queue = $1 AND m.id = ANY(ARRAY(
+	SELECT h.id FROM {{schema}}.messages h
+	WHERE h.queue = $1 AND h.visible_at <= now()
+	  AND NOT EXISTS (
+		SELECT 1 FROM {{schema}}.messages p
+		WHERE p.queue = $1 AND p.group_id = h.group_id AND p.id < h.id)
+	ORDER BY h.id LIMIT ` + lim + `
+	FOR UPDATE SKIP LOCKED))
+RETURNING m.id, m.uuid, m.payload, m.metadata, m.receive_count, coalesce(m.dead_letter_source, '')`)
+	return claim, claimFIFO
 }

@@ -1,4 +1,4 @@
-package main
+package ops
 
 import (
 	"context"
@@ -6,63 +6,83 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/edaproject/eda/eda"
 	"github.com/edaproject/eda/middleware"
 	"github.com/edaproject/eda/transport"
 	"github.com/edaproject/eda/transport/postgres"
 )
 
-// pgDLQ reads the Postgres transport's tables (transport/postgres
+// PostgresDLQ reads the Postgres transport's tables (transport/postgres
 // schema.go): queues (dead_letter_queue names a queue's DLQ), subscriptions
 // and messages (dead_letter_source: the queue a row was dead-lettered
 // from). show only reads; redrive moves rows in one transaction.
-type pgDLQ struct {
+type PostgresDLQ struct {
 	pool   *pgxpool.Pool
 	schema string
+
+	mu sync.Mutex
+	tr *postgres.Transport // its Inspector, made on first use
 }
 
-func newPGDLQ(ctx context.Context, pf pgFlags) (*pgDLQ, error) {
-	pool, err := connectPostgres(ctx, pf.dsn)
-	if err != nil {
-		return nil, err
-	}
-	d := &pgDLQ{pool: pool, schema: pf.schema}
+var _ DLQ = (*PostgresDLQ)(nil)
+
+// NewPostgresDLQ reads the transport tables in schema through pool (which
+// stays the caller's), after checking that their schema version is the one
+// this package reads (postgres.ErrSchemaVersion otherwise).
+func NewPostgresDLQ(ctx context.Context, pool *pgxpool.Pool, schema string) (*PostgresDLQ, error) {
+	d := &PostgresDLQ{pool: pool, schema: schema}
 	if err := d.checkSchema(ctx); err != nil {
-		pool.Close()
 		return nil, err
 	}
 	return d, nil
 }
 
-func (d *pgDLQ) close() { d.pool.Close() }
+// Close closes what the DLQ made; the pool stays open (it is the caller's).
+func (d *PostgresDLQ) Close() {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.tr != nil {
+		_ = d.tr.Close()
+		d.tr = nil
+	}
+}
+
+// Pool is the pool the DLQ reads through.
+func (d *PostgresDLQ) Pool() *pgxpool.Pool { return d.pool }
+
+// Schema is the schema of the transport's tables.
+func (d *PostgresDLQ) Schema() string { return d.schema }
 
 // sql expands {{schema}} to the quoted schema.
-func (d *pgDLQ) sql(q string) string {
+func (d *PostgresDLQ) sql(q string) string {
 	return strings.ReplaceAll(q, "{{schema}}", pgx.Identifier{d.schema}.Sanitize())
 }
 
-func (d *pgDLQ) checkSchema(ctx context.Context) error {
+func (d *PostgresDLQ) checkSchema(ctx context.Context) error {
 	var have int
 	err := d.pool.QueryRow(ctx, d.sql(`SELECT coalesce(max(version), 0) FROM {{schema}}.schema_version`)).Scan(&have)
 	var pgErr *pgconn.PgError
 	if errors.As(err, &pgErr) && (pgErr.Code == "42P01" || pgErr.Code == "3F000") {
-		return fmt.Errorf("%w: schema %q has no eda transport tables (wrong -schema?)", postgres.ErrSchemaVersion, d.schema)
+		return fmt.Errorf("%w: schema %q has no eda transport tables (wrong schema?)", postgres.ErrSchemaVersion, d.schema)
 	}
 	if err != nil {
 		return fmt.Errorf("read the transport schema version: %w", err)
 	}
 	if have != postgres.SchemaVersion {
-		return fmt.Errorf("%w: schema %q is at version %d, this edactl reads version %d", postgres.ErrSchemaVersion, d.schema, have, postgres.SchemaVersion)
+		return fmt.Errorf("%w: schema %q is at version %d, this program reads version %d", postgres.ErrSchemaVersion, d.schema, have, postgres.SchemaVersion)
 	}
 	return nil
 }
 
-func (d *pgDLQ) list(ctx context.Context, prefix string) ([]deadQueue, error) {
+// List implements DLQ.
+func (d *PostgresDLQ) List(ctx context.Context, prefix string) ([]DeadQueue, error) {
 	rows, err := d.pool.Query(ctx, d.sql(`
 SELECT q.name,
 	coalesce((SELECT array_agg(s.name ORDER BY s.name) FROM {{schema}}.queues s WHERE s.dead_letter_queue = q.name), '{}')
@@ -72,19 +92,19 @@ ORDER BY q.name`), prefix)
 	if err != nil {
 		return nil, fmt.Errorf("list queues: %w", err)
 	}
-	var out []deadQueue
+	var out []DeadQueue
 	for rows.Next() {
-		var q deadQueue
+		var q DeadQueue
 		if err := rows.Scan(&q.Queue, &q.Sources); err != nil {
 			return nil, fmt.Errorf("list queues: %w", err)
 		}
 		switch {
 		case len(q.Sources) > 0:
-			q.Kind = kindDeadLetter
+			q.Kind = KindDeadLetter
 		case strings.Contains(q.Queue, "poison"):
-			q.Kind = kindPoison
+			q.Kind = KindPoison
 		case strings.HasSuffix(q.Queue, "-dlq"):
-			q.Kind = kindNamed
+			q.Kind = KindNamed
 		default:
 			continue
 		}
@@ -97,11 +117,10 @@ ORDER BY q.name`), prefix)
 		return out, nil
 	}
 	// The depths as the transport's Inspector reads them, in one query.
-	tr, err := postgres.New(ctx, postgres.Config{Pool: d.pool, Schema: d.schema})
+	tr, err := d.transport(ctx)
 	if err != nil {
 		return nil, err
 	}
-	defer tr.Close()
 	names := make([]string, len(out))
 	for i, q := range out {
 		names[i] = q.Queue
@@ -117,8 +136,13 @@ ORDER BY q.name`), prefix)
 	return out, nil
 }
 
-// queueFIFO tells whether queue is FIFO, or that it does not exist.
-func (d *pgDLQ) queueFIFO(ctx context.Context, db pgxQuerier, queue string) (bool, error) {
+// QueueFIFO tells whether queue is FIFO, or that it does not exist
+// (transport.ErrUnknownQueue).
+func (d *PostgresDLQ) QueueFIFO(ctx context.Context, queue string) (bool, error) {
+	return d.queueFIFO(ctx, d.pool, queue)
+}
+
+func (d *PostgresDLQ) queueFIFO(ctx context.Context, db pgxQuerier, queue string) (bool, error) {
 	var fifo bool
 	err := db.QueryRow(ctx, d.sql(`SELECT fifo FROM {{schema}}.queues WHERE name = $1`), queue).Scan(&fifo)
 	if errors.Is(err, pgx.ErrNoRows) {
@@ -134,20 +158,34 @@ type pgxQuerier interface {
 	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
 }
 
-func (d *pgDLQ) peek(ctx context.Context, queue string, limit int) ([]deadMessage, error) {
-	if _, err := d.queueFIFO(ctx, d.pool, queue); err != nil {
-		return nil, err
+// Peek implements DLQ: a page of queue's rows in id order (keyset paging
+// on the primary key, so a page costs the same deep in a large queue). It
+// only reads: nothing is leased, no receive count changes.
+func (d *PostgresDLQ) Peek(ctx context.Context, queue string, o PeekOptions) (Page, error) {
+	var page Page
+	if _, err := d.QueueFIFO(ctx, queue); err != nil {
+		return page, err
+	}
+	if o.Limit <= 0 {
+		o.Limit = 20
+	}
+	after := int64(0)
+	if o.After != "" {
+		n, err := strconv.ParseInt(o.After, 10, 64)
+		if err != nil || n < 0 {
+			return page, fmt.Errorf("%w: %q is not a message id of the Postgres transport", ErrBadID, o.After)
+		}
+		after = n
 	}
 	rows, err := d.pool.Query(ctx, d.sql(`
 SELECT m.id, m.payload, m.metadata, m.receive_count, coalesce(m.dead_letter_source, ''), m.published_at, m.visible_at > now(),
 	coalesce(q.max_receive_count, 0)
 FROM {{schema}}.messages m LEFT JOIN {{schema}}.queues q ON q.name = m.dead_letter_source
-WHERE m.queue = $1 ORDER BY m.id LIMIT $2`), queue, limit)
+WHERE m.queue = $1 AND m.id > $3 ORDER BY m.id LIMIT $2`), queue, o.Limit+1, after)
 	if err != nil {
-		return nil, fmt.Errorf("read %s: %w", queue, err)
+		return page, fmt.Errorf("read %s: %w", queue, err)
 	}
 	defer rows.Close()
-	var out []deadMessage
 	for rows.Next() {
 		var (
 			id       int64
@@ -160,22 +198,68 @@ WHERE m.queue = $1 ORDER BY m.id LIMIT $2`), queue, limit)
 			maxRC    int
 		)
 		if err := rows.Scan(&id, &payload, &rawMD, &rc, &src, &at, &inFlight, &maxRC); err != nil {
-			return nil, fmt.Errorf("read %s: %w", queue, err)
+			return page, fmt.Errorf("read %s: %w", queue, err)
+		}
+		if len(page.Messages) == o.Limit {
+			page.Next = page.Messages[len(page.Messages)-1].ID
+			break
 		}
 		md, err := decodePGMetadata(rawMD)
 		if err != nil {
-			out = append(out, deadMessage{ID: strconv.FormatInt(id, 10), Error: "cannot decode: " + err.Error()})
+			page.Messages = append(page.Messages, DeadMessage{ID: strconv.FormatInt(id, 10), Error: "cannot decode: " + err.Error()})
 			continue
 		}
-		m := newDeadMessage(strconv.FormatInt(id, 10), md, payload, src, maxRC)
+		m := NewDeadMessage(strconv.FormatInt(id, 10), md, payload, src, maxRC)
 		m.Enqueued = at.UTC().Format(time.RFC3339Nano)
 		m.ReceiveCount = strconv.Itoa(rc)
 		if inFlight {
 			m.ReceiveCount += " (in flight now)"
 		}
-		out = append(out, m)
+		page.Messages = append(page.Messages, m)
 	}
-	return out, rows.Err()
+	if err := rows.Err(); err != nil {
+		return page, fmt.Errorf("read %s: %w", queue, err)
+	}
+	rows.Close()
+	if o.Groups {
+		if page.Groups, err = d.groups(ctx, queue); err != nil {
+			return page, err
+		}
+		page.GroupsComplete = true
+	}
+	return page, nil
+}
+
+// groups counts every message of queue by reason, reading only the
+// metadata column.
+func (d *PostgresDLQ) groups(ctx context.Context, queue string) ([]Group, error) {
+	rows, err := d.pool.Query(ctx, d.sql(`SELECT metadata, dead_letter_source IS NOT NULL FROM {{schema}}.messages WHERE queue = $1`), queue)
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", queue, err)
+	}
+	defer rows.Close()
+	c := newGroupCounter()
+	var raw []byte
+	var brokerMoved bool
+	for rows.Next() {
+		if err := rows.Scan(&raw, &brokerMoved); err != nil {
+			return nil, fmt.Errorf("read %s: %w", queue, err)
+		}
+		md, err := decodePGMetadata(raw)
+		if err != nil {
+			c.add("undecodable", "")
+			continue
+		}
+		reason := md.Get(middleware.MetadataPoisonReason)
+		if reason == "" && brokerMoved {
+			reason = ReasonMaxReceive
+		}
+		c.add(reason, md.Get(eda.MetadataType))
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("read %s: %w", queue, err)
+	}
+	return c.groups(), nil
 }
 
 // redrive moves, in one transaction, the rows of queue that o selects among
@@ -184,23 +268,38 @@ WHERE m.queue = $1 ORDER BY m.id LIMIT $2`), queue, limit)
 // while the redrive runs is never read; rows someone holds under a lease are
 // skipped). Nothing is written with -dry-run, and nothing at all
 // if one selected message cannot be moved.
-func (d *pgDLQ) redrive(ctx context.Context, queue string, o redriveOptions) (redriveResult, error) {
-	var res redriveResult
+// Redrive implements DLQ.
+func (d *PostgresDLQ) Redrive(ctx context.Context, queue string, o RedriveOptions) (RedriveResult, error) {
+	return d.move(ctx, queue, o, false)
+}
+
+// Discard implements DLQ: it deletes the rows o selects, in one
+// transaction, under the same rules as Redrive.
+func (d *PostgresDLQ) Discard(ctx context.Context, queue string, o RedriveOptions) (RedriveResult, error) {
+	o.To = ""
+	return d.move(ctx, queue, o, true)
+}
+
+func (d *PostgresDLQ) move(ctx context.Context, queue string, o RedriveOptions, discard bool) (RedriveResult, error) {
+	var res RedriveResult
+	if o.Started.IsZero() {
+		o.Started = time.Now()
+	}
 	if _, err := d.queueFIFO(ctx, d.pool, queue); err != nil {
 		return res, err
 	}
-	if o.to != "" {
-		if _, err := d.queueFIFO(ctx, d.pool, o.to); err != nil {
+	if o.To != "" {
+		if _, err := d.queueFIFO(ctx, d.pool, o.To); err != nil {
 			return res, fmt.Errorf("-to: %w", err)
 		}
 	}
 	var ids []string
-	for id := range o.ids {
+	for id := range o.IDs {
 		ids = append(ids, id)
 	}
 	notify := map[string]bool{}
 	err := pgx.BeginFunc(ctx, d.pool, func(tx pgx.Tx) error {
-		res = redriveResult{}
+		res = RedriveResult{}
 		// Rows someone holds under a lease (a consumer of the DLQ) are left
 		// alone, like SQS leaves invisible messages.
 		rows, err := tx.Query(ctx, d.sql(`
@@ -235,7 +334,7 @@ FOR UPDATE OF m SKIP LOCKED`), queue, ids)
 		}
 		fifo := map[string]bool{}
 		for _, r := range todo {
-			if o.limit > 0 && len(res.Moved) >= o.limit {
+			if o.Limit > 0 && len(res.Moved) >= o.Limit {
 				break
 			}
 			id := strconv.FormatInt(r.id, 10)
@@ -243,19 +342,28 @@ FOR UPDATE OF m SKIP LOCKED`), queue, ids)
 			if err != nil {
 				return fmt.Errorf("message %s: %w", id, err)
 			}
-			m := newDeadMessage(id, md, r.payload, r.src, r.maxRC)
+			m := NewDeadMessage(id, md, r.payload, r.src, r.maxRC)
 			m.Enqueued = r.at.UTC().Format(time.RFC3339Nano)
-			if !o.selects(m) {
+			if !o.Selects(m) {
 				continue
 			}
-			t, err := redriveTarget(r.src, md, o.to)
+			if discard {
+				res.Moved = append(res.Moved, MovedMessage{ID: id, EventID: m.EventID, Type: m.Type, Reason: m.Reason, To: Discarded})
+				if !o.DryRun {
+					if _, err := tx.Exec(ctx, d.sql(`DELETE FROM {{schema}}.messages WHERE queue = $1 AND id = $2`), queue, r.id); err != nil {
+						return fmt.Errorf("message %s: delete from %s: %w", id, queue, err)
+					}
+				}
+				continue
+			}
+			t, err := redriveTarget(r.src, md, o.To)
 			if err != nil {
 				return fmt.Errorf("message %s (event %s): %w", id, md.Get(transport.MetadataEventID), err)
 			}
 			outMD := redriveMetadata(m, r.src, r.maxRC)
-			moved := movedMessage{ID: id, EventID: m.EventID, Type: m.Type, Reason: m.Reason, To: t.String()}
+			moved := MovedMessage{ID: id, EventID: m.EventID, Type: m.Type, Reason: m.Reason, To: t.String()}
 			moved.Redrives, _ = strconv.Atoi(outMD[middleware.MetadataPoisonRedrives])
-			if o.dryRun {
+			if o.DryRun {
 				res.Moved = append(res.Moved, moved)
 				continue
 			}
@@ -319,7 +427,8 @@ RETURNING queue`), t.topic, r.uuid, r.payload, out, group)
 		return nil
 	})
 	if err != nil {
-		return redriveResult{}, fmt.Errorf("redrive rolled back, nothing moved: %w", err)
+		return RedriveResult{}, fmt.Errorf("rolled back, nothing moved: %w", err)
 	}
+	res.Count()
 	return res, nil
 }

@@ -1,4 +1,4 @@
-package main
+package ops
 
 import (
 	"strings"
@@ -27,12 +27,12 @@ func decodeSQS(body string, attrs map[string]string) (md message.Metadata, paylo
 	return msg.Metadata, msg.Payload, claimKey, nil
 }
 
-// isRedriveKey tells the metadata keys a redriven message loses: the poison
+// IsRedriveKey tells the metadata keys a redriven message loses: the poison
 // middleware's (middleware.MetadataPoison*) of the last round, and the
 // transport's delivery bookkeeping, so the next failure records fresh ones.
 // The history middleware.Poison carries into the next round stays (first
 // failure, total deliveries, redrives): redriveMetadata sets it.
-func isRedriveKey(k string) bool {
+func IsRedriveKey(k string) bool {
 	switch k {
 	case middleware.MetadataPoisonFirstFailure, middleware.MetadataPoisonTotalDeliveries, middleware.MetadataPoisonRedrives:
 		return false

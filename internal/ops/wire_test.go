@@ -1,4 +1,4 @@
-package main
+package ops
 
 import (
 	"fmt"
@@ -23,13 +23,13 @@ func TestPoisonKeysHavePrefix(t *testing.T) {
 		middleware.MetadataPoisonDeliveries, middleware.MetadataPoisonHandler, middleware.MetadataPoisonQueue,
 		middleware.MetadataPoisonTopic, middleware.MetadataPoisonLastFailure,
 	} {
-		if !strings.HasPrefix(k, poisonPrefix) || !isRedriveKey(k) {
+		if !strings.HasPrefix(k, poisonPrefix) || !IsRedriveKey(k) {
 			t.Errorf("poison key %q does not start with %q", k, poisonPrefix)
 		}
 	}
 	for _, k := range []string{"ce_id", "ce_type", transport.MetadataGroupID, "eda_topic",
 		middleware.MetadataPoisonFirstFailure, middleware.MetadataPoisonTotalDeliveries, middleware.MetadataPoisonRedrives} {
-		if isRedriveKey(k) {
+		if IsRedriveKey(k) {
 			t.Errorf("redrive would strip %q", k)
 		}
 	}
@@ -102,7 +102,7 @@ func TestRedriveMetadata(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			d := newDeadMessage("1", c.md, nil, c.dlqSource, c.maxReceive)
+			d := NewDeadMessage("1", c.md, nil, c.dlqSource, c.maxReceive)
 			got := redriveMetadata(d, c.dlqSource, c.maxReceive)
 			if got[middleware.MetadataPoisonTotalDeliveries] != c.wantTotal || got[middleware.MetadataPoisonRedrives] != c.wantRedrive {
 				t.Errorf("total %q redrives %q, want %q %q", got[middleware.MetadataPoisonTotalDeliveries], got[middleware.MetadataPoisonRedrives], c.wantTotal, c.wantRedrive)
@@ -114,7 +114,7 @@ func TestRedriveMetadata(t *testing.T) {
 				t.Errorf("lost the envelope: %v", got)
 			}
 			for k := range got {
-				if isRedriveKey(k) {
+				if IsRedriveKey(k) {
 					t.Errorf("kept %s", k)
 				}
 			}
@@ -131,29 +131,29 @@ func TestRedriveSelects(t *testing.T) {
 		}
 		return v
 	}
-	poisoned := deadMessage{ID: "m-1", EventID: "ev-1", Type: "orders.OrderCreated", Reason: "permanent", LastFailure: "2024-05-01T10:00:00Z"}
-	broker := deadMessage{ID: "m-2", EventID: "ev-2", Type: "billing.Invoice", Reason: reasonMaxReceive, Enqueued: "2024-05-01T12:00:00Z"}
-	unknown := deadMessage{ID: "m-3", Type: "x"} // no time known
+	poisoned := DeadMessage{ID: "m-1", EventID: "ev-1", Type: "orders.OrderCreated", Reason: "permanent", LastFailure: "2024-05-01T10:00:00Z"}
+	broker := DeadMessage{ID: "m-2", EventID: "ev-2", Type: "billing.Invoice", Reason: ReasonMaxReceive, Enqueued: "2024-05-01T12:00:00Z"}
+	unknown := DeadMessage{ID: "m-3", Type: "x"} // no time known
 	cases := []struct {
 		name string
-		o    redriveOptions
+		o    RedriveOptions
 		want []string // ids selected
 	}{
-		{"everything", redriveOptions{}, []string{"m-1", "m-2", "m-3"}},
-		{"by event id", redriveOptions{ids: map[string]bool{"ev-2": true}}, []string{"m-2"}},
-		{"by message id", redriveOptions{ids: map[string]bool{"m-1": true}}, []string{"m-1"}},
-		{"by type", redriveOptions{types: map[string]bool{"orders.OrderCreated": true}}, []string{"m-1"}},
-		{"by reason", redriveOptions{reasons: map[string]bool{reasonMaxReceive: true}}, []string{"m-2"}},
-		{"since: the last failure, else the enqueue time", redriveOptions{since: at("2024-05-01T11:00:00Z")}, []string{"m-2"}},
-		{"until", redriveOptions{until: at("2024-05-01T11:00:00Z")}, []string{"m-1"}},
-		{"bounds are inclusive", redriveOptions{since: at("2024-05-01T10:00:00Z"), until: at("2024-05-01T12:00:00Z")}, []string{"m-1", "m-2"}},
-		{"type and reason together", redriveOptions{types: map[string]bool{"billing.Invoice": true}, reasons: map[string]bool{"permanent": true}}, nil},
+		{"everything", RedriveOptions{}, []string{"m-1", "m-2", "m-3"}},
+		{"by event id", RedriveOptions{IDs: map[string]bool{"ev-2": true}}, []string{"m-2"}},
+		{"by message id", RedriveOptions{IDs: map[string]bool{"m-1": true}}, []string{"m-1"}},
+		{"by type", RedriveOptions{Types: map[string]bool{"orders.OrderCreated": true}}, []string{"m-1"}},
+		{"by reason", RedriveOptions{Reasons: map[string]bool{ReasonMaxReceive: true}}, []string{"m-2"}},
+		{"since: the last failure, else the enqueue time", RedriveOptions{Since: at("2024-05-01T11:00:00Z")}, []string{"m-2"}},
+		{"until", RedriveOptions{Until: at("2024-05-01T11:00:00Z")}, []string{"m-1"}},
+		{"bounds are inclusive", RedriveOptions{Since: at("2024-05-01T10:00:00Z"), Until: at("2024-05-01T12:00:00Z")}, []string{"m-1", "m-2"}},
+		{"type and reason together", RedriveOptions{Types: map[string]bool{"billing.Invoice": true}, Reasons: map[string]bool{"permanent": true}}, nil},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			var got []string
-			for _, m := range []deadMessage{poisoned, broker, unknown} {
-				if c.o.selects(m) {
+			for _, m := range []DeadMessage{poisoned, broker, unknown} {
+				if c.o.Selects(m) {
 					got = append(got, m.ID)
 				}
 			}
@@ -163,10 +163,10 @@ func TestRedriveSelects(t *testing.T) {
 		})
 	}
 	now := at("2024-05-01T12:00:00Z")
-	if got, err := parseWhen("90m", now); err != nil || !got.Equal(at("2024-05-01T10:30:00Z")) {
-		t.Errorf("parseWhen 90m: %v %v", got, err)
+	if got, err := ParseWhen("90m", now); err != nil || !got.Equal(at("2024-05-01T10:30:00Z")) {
+		t.Errorf("ParseWhen 90m: %v %v", got, err)
 	}
-	if got, err := parseWhen("2024-04-30T08:00:00+02:00", now); err != nil || !got.Equal(at("2024-04-30T06:00:00Z")) {
-		t.Errorf("parseWhen RFC 3339: %v %v", got, err)
+	if got, err := ParseWhen("2024-04-30T08:00:00+02:00", now); err != nil || !got.Equal(at("2024-04-30T06:00:00Z")) {
+		t.Errorf("ParseWhen RFC 3339: %v %v", got, err)
 	}
 }

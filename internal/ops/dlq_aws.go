@@ -1,4 +1,4 @@
-package main
+package ops
 
 import (
 	"context"
@@ -22,16 +22,36 @@ import (
 	edaaws "github.com/edaproject/eda/transport/aws"
 )
 
-// awsDLQ reads SQS dead-letter and poison queues with the SDK: the
+// AWSDLQ reads SQS dead-letter and poison queues with the SDK: the
 // transport's subscriber would consume them, and dlq show must not.
-type awsDLQ struct {
+type AWSDLQ struct {
 	tr         *edaaws.Transport
 	sqs        *sqs.Client
 	visibility time.Duration  // how long received messages stay hidden while edactl holds them
 	maxReceive map[string]int // source queue → its maxReceiveCount
 }
 
-func (a *awsDLQ) close() { _ = a.tr.Close() }
+var _ DLQ = (*AWSDLQ)(nil)
+
+// DefaultVisibility is how long a peek or a redrive holds the messages it
+// received, at most (they are released as soon as it is done).
+const DefaultVisibility = 30 * time.Second
+
+// NewAWSDLQ reads the queues of tr's account; visibility is how long a
+// peek or a redrive holds what it receives (0: DefaultVisibility). Close
+// closes tr.
+func NewAWSDLQ(tr *edaaws.Transport, visibility time.Duration) *AWSDLQ {
+	if visibility <= 0 {
+		visibility = DefaultVisibility
+	}
+	return &AWSDLQ{tr: tr, sqs: tr.SQS(), visibility: visibility}
+}
+
+// Close closes the transport.
+func (a *AWSDLQ) Close() { _ = a.tr.Close() }
+
+// Transport is the transport the DLQ was made with.
+func (a *AWSDLQ) Transport() *edaaws.Transport { return a.tr }
 
 // sqsQueue is a queue with its attributes.
 type sqsQueue struct {
@@ -57,7 +77,7 @@ func nameOfARN(arn string) string { return arn[strings.LastIndexByte(arn, ':')+1
 // logical is the name eda uses for an SQS queue: without ".fifo".
 func logical(name string) string { return strings.TrimSuffix(name, ".fifo") }
 
-func (a *awsDLQ) attributes(ctx context.Context, url string) (map[string]string, error) {
+func (a *AWSDLQ) attributes(ctx context.Context, url string) (map[string]string, error) {
 	out, err := a.sqs.GetQueueAttributes(ctx, &sqs.GetQueueAttributesInput{
 		QueueUrl: &url, AttributeNames: []sqstypes.QueueAttributeName{sqstypes.QueueAttributeNameAll},
 	})
@@ -68,7 +88,7 @@ func (a *awsDLQ) attributes(ctx context.Context, url string) (map[string]string,
 }
 
 // queues lists the queues whose name starts with prefix, with attributes.
-func (a *awsDLQ) queues(ctx context.Context, prefix string) ([]sqsQueue, error) {
+func (a *AWSDLQ) queues(ctx context.Context, prefix string) ([]sqsQueue, error) {
 	in := &sqs.ListQueuesInput{MaxResults: awssdk.Int32(1000)}
 	if prefix != "" {
 		in.QueueNamePrefix = &prefix
@@ -92,7 +112,8 @@ func (a *awsDLQ) queues(ctx context.Context, prefix string) ([]sqsQueue, error) 
 	return out, nil
 }
 
-func (a *awsDLQ) list(ctx context.Context, prefix string) ([]deadQueue, error) {
+// List implements DLQ.
+func (a *AWSDLQ) List(ctx context.Context, prefix string) ([]DeadQueue, error) {
 	qs, err := a.queues(ctx, prefix)
 	if err != nil {
 		return nil, err
@@ -103,17 +124,17 @@ func (a *awsDLQ) list(ctx context.Context, prefix string) ([]deadQueue, error) {
 			sources[t] = append(sources[t], logical(q.name))
 		}
 	}
-	var out []deadQueue
+	var out []DeadQueue
 	for _, q := range qs {
-		d := deadQueue{Queue: logical(q.name), Sources: sources[q.arn()]}
+		d := DeadQueue{Queue: logical(q.name), Sources: sources[q.arn()]}
 		name := logical(q.name)
 		switch {
 		case len(d.Sources) > 0:
-			d.Kind = kindDeadLetter
+			d.Kind = KindDeadLetter
 		case strings.Contains(name, "poison"):
-			d.Kind = kindPoison
+			d.Kind = KindPoison
 		case strings.HasSuffix(name, "-dlq"):
-			d.Kind = kindNamed
+			d.Kind = KindNamed
 		default:
 			continue
 		}
@@ -125,7 +146,7 @@ func (a *awsDLQ) list(ctx context.Context, prefix string) ([]deadQueue, error) {
 }
 
 // queueURL finds a queue by its eda name (or SQS name).
-func (a *awsDLQ) queueURL(ctx context.Context, name string) (string, error) {
+func (a *AWSDLQ) queueURL(ctx context.Context, name string) (string, error) {
 	candidates := []string{name}
 	if !strings.HasSuffix(name, ".fifo") {
 		candidates = append(candidates, name+".fifo")
@@ -144,7 +165,7 @@ func (a *awsDLQ) queueURL(ctx context.Context, name string) (string, error) {
 }
 
 // receive takes up to n messages and hides them for a.visibility.
-func (a *awsDLQ) receive(ctx context.Context, url string, n int) ([]sqstypes.Message, error) {
+func (a *AWSDLQ) receive(ctx context.Context, url string, n int) ([]sqstypes.Message, error) {
 	out, err := a.sqs.ReceiveMessage(ctx, &sqs.ReceiveMessageInput{
 		QueueUrl:                    &url,
 		MaxNumberOfMessages:         int32(min(n, 10)),
@@ -161,7 +182,7 @@ func (a *awsDLQ) receive(ctx context.Context, url string, n int) ([]sqstypes.Mes
 
 // release makes received messages visible again at once. It runs even
 // when ctx is cancelled (Ctrl-C), so nothing stays hidden for long.
-func (a *awsDLQ) release(ctx context.Context, url string, msgs []sqstypes.Message) error {
+func (a *AWSDLQ) release(ctx context.Context, url string, msgs []sqstypes.Message) error {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 	defer cancel()
 	var errs []error
@@ -201,16 +222,16 @@ func attrsOf(m sqstypes.Message) map[string]string {
 }
 
 // describe decodes a received message.
-func (a *awsDLQ) describe(ctx context.Context, m sqstypes.Message, dlqSource string) (deadMessage, string, []byte, error) {
+func (a *AWSDLQ) describe(ctx context.Context, m sqstypes.Message, dlqSource string) (DeadMessage, string, []byte, error) {
 	id := awssdk.ToString(m.MessageId)
 	md, payload, claim, err := decodeSQS(awssdk.ToString(m.Body), attrsOf(m))
 	if err != nil {
-		return deadMessage{ID: id}, "", nil, fmt.Errorf("message %s: %w", id, err)
+		return DeadMessage{ID: id}, "", nil, fmt.Errorf("message %s: %w", id, err)
 	}
 	if src := m.Attributes[string(sqstypes.MessageSystemAttributeNameDeadLetterQueueSourceArn)]; src != "" {
 		dlqSource = logical(nameOfARN(src))
 	}
-	d := newDeadMessage(id, md, payload, dlqSource, a.maxReceiveCount(ctx, dlqSource))
+	d := NewDeadMessage(id, md, payload, dlqSource, a.maxReceiveCount(ctx, dlqSource))
 	d.ReceiveCount = m.Attributes[string(sqstypes.MessageSystemAttributeNameApproximateReceiveCount)]
 	if at, ok := sentAt(m); ok {
 		d.Enqueued = at.UTC().Format(time.RFC3339Nano)
@@ -232,7 +253,7 @@ func sentAt(m sqstypes.Message) (time.Time, bool) {
 // maxReceiveCount returns the maxReceiveCount of queue's redrive policy:
 // how many times it delivered a message its policy dead-lettered. 0 when
 // unknown.
-func (a *awsDLQ) maxReceiveCount(ctx context.Context, queue string) int {
+func (a *AWSDLQ) maxReceiveCount(ctx context.Context, queue string) int {
 	if queue == "" {
 		return 0
 	}
@@ -260,7 +281,7 @@ func (a *awsDLQ) maxReceiveCount(ctx context.Context, queue string) int {
 // sourceOf returns the one queue whose redrive policy targets the
 // dead-letter queue url, "" when none or several do (then the poison
 // metadata or -to decide).
-func (a *awsDLQ) sourceOf(ctx context.Context, url string) (string, error) {
+func (a *AWSDLQ) sourceOf(ctx context.Context, url string) (string, error) {
 	attrs, err := a.attributes(ctx, url)
 	if err != nil {
 		return "", err
@@ -304,7 +325,31 @@ func (a *awsDLQ) sourceOf(ctx context.Context, url string) (string, error) {
 	return "", nil
 }
 
-func (a *awsDLQ) peek(ctx context.Context, queue string, limit int) ([]deadMessage, error) {
+// Peek implements DLQ: it receives up to o.Limit messages, holds them
+// until it has them all, then makes them visible again at once. Each one's
+// receive count grows by one. o.After is refused (ErrNoPaging); groups
+// count only the messages peeked.
+func (a *AWSDLQ) Peek(ctx context.Context, queue string, o PeekOptions) (Page, error) {
+	var page Page
+	if o.After != "" {
+		return page, fmt.Errorf("%w: SQS", ErrNoPaging)
+	}
+	if o.Limit <= 0 {
+		o.Limit = 20
+	}
+	msgs, err := a.peek(ctx, queue, o.Limit)
+	page.Messages = msgs
+	if o.Groups {
+		c := newGroupCounter()
+		for _, m := range msgs {
+			c.add(m.Reason, m.Type)
+		}
+		page.Groups = c.groups()
+	}
+	return page, err
+}
+
+func (a *AWSDLQ) peek(ctx context.Context, queue string, limit int) ([]DeadMessage, error) {
 	url, err := a.queueURL(ctx, queue)
 	if err != nil {
 		return nil, err
@@ -314,7 +359,7 @@ func (a *awsDLQ) peek(ctx context.Context, queue string, limit int) ([]deadMessa
 		return nil, err
 	}
 	var held []sqstypes.Message
-	var out []deadMessage
+	var out []DeadMessage
 	var errs []error
 	for len(held) < limit {
 		msgs, err := a.receive(ctx, url, limit-len(held))
@@ -338,27 +383,46 @@ func (a *awsDLQ) peek(ctx context.Context, queue string, limit int) ([]deadMessa
 	return out, errors.Join(errs...)
 }
 
-// redrive moves what was in the queue when it started (o.started: by
+// redrive moves what was in the queue when it started (o.Started: by
 // SentTimestamp, and each SQS message id once) and o selects. It holds every
 // message it receives and does not move (not selected, arrived later, failed)
 // until it is done, so each receive brings new ones, then makes them all
 // visible again at once; it stops at the first receive that brings none.
-func (a *awsDLQ) redrive(ctx context.Context, queue string, o redriveOptions) (res redriveResult, err error) {
+// Redrive implements DLQ.
+func (a *AWSDLQ) Redrive(ctx context.Context, queue string, o RedriveOptions) (RedriveResult, error) {
+	res, err := a.move(ctx, queue, o, false)
+	res.Count()
+	return res, err
+}
+
+// Discard implements DLQ: it deletes the messages o selects among those in
+// the queue when it started.
+func (a *AWSDLQ) Discard(ctx context.Context, queue string, o RedriveOptions) (RedriveResult, error) {
+	o.To = ""
+	res, err := a.move(ctx, queue, o, true)
+	res.Count()
+	return res, err
+}
+
+func (a *AWSDLQ) move(ctx context.Context, queue string, o RedriveOptions, discard bool) (res RedriveResult, err error) {
+	if o.Started.IsZero() {
+		o.Started = time.Now()
+	}
 	url, err := a.queueURL(ctx, queue)
 	if err != nil {
 		return res, err
 	}
 	urls := map[string]string{} // target queue → URL
-	if o.to != "" {
+	if o.To != "" {
 		// A -to that does not exist fails before anything is received.
-		u, err := a.queueURL(ctx, o.to)
+		u, err := a.queueURL(ctx, o.To)
 		if err != nil {
 			return res, fmt.Errorf("-to: %w", err)
 		}
-		urls[o.to] = u
+		urls[o.To] = u
 	}
 	src := ""
-	if o.to == "" {
+	if o.To == "" && !discard {
 		if src, err = a.sourceOf(ctx, url); err != nil {
 			return res, err
 		}
@@ -367,12 +431,12 @@ func (a *awsDLQ) redrive(ctx context.Context, queue string, o redriveOptions) (r
 	seen := map[string]bool{}             // message ids considered
 	defer func() {
 		if rerr := a.release(ctx, url, slices.Collect(maps.Values(kept))); rerr != nil {
-			res.Failed = append(res.Failed, failedMove{Error: rerr.Error()})
+			res.Failed = append(res.Failed, FailedMove{Error: rerr.Error()})
 		}
 	}()
 	// SentTimestamp has millisecond precision, from the server's clock.
-	cutoff := o.started.Truncate(time.Millisecond)
-	for o.limit == 0 || len(res.Moved) < o.limit {
+	cutoff := o.Started.Truncate(time.Millisecond)
+	for o.Limit == 0 || len(res.Moved) < o.Limit {
 		msgs, err := a.receive(ctx, url, 10)
 		if err != nil {
 			return res, err
@@ -391,25 +455,37 @@ func (a *awsDLQ) redrive(ctx context.Context, queue string, o redriveOptions) (r
 				res.Later++
 				continue
 			}
-			if o.limit > 0 && len(res.Moved) >= o.limit {
+			if o.Limit > 0 && len(res.Moved) >= o.Limit {
 				kept[id] = m
 				continue
 			}
 			d, dlqSource, payload, err := a.describe(ctx, m, src)
 			if err != nil {
 				kept[id] = m
-				res.Failed = append(res.Failed, failedMove{ID: d.ID, Error: err.Error()})
+				res.Failed = append(res.Failed, FailedMove{ID: d.ID, Error: err.Error()})
 				continue
 			}
-			if !o.selects(d) {
+			if !o.Selects(d) {
 				kept[id] = m
 				continue
 			}
-			t, err := redriveTarget(dlqSource, d.Metadata, o.to)
+			if discard {
+				moved := MovedMessage{ID: d.ID, EventID: d.EventID, Type: d.Type, Reason: d.Reason, To: Discarded}
+				if o.DryRun {
+					kept[id] = m
+				} else if _, err := a.sqs.DeleteMessage(ctx, &sqs.DeleteMessageInput{QueueUrl: &url, ReceiptHandle: m.ReceiptHandle}); err != nil {
+					kept[id] = m
+					res.Failed = append(res.Failed, FailedMove{ID: d.ID, EventID: d.EventID, Error: fmt.Sprintf("not deleted from %s: %v", queue, err)})
+					continue
+				}
+				res.Moved = append(res.Moved, moved)
+				continue
+			}
+			t, err := redriveTarget(dlqSource, d.Metadata, o.To)
 			md := redriveMetadata(d, dlqSource, a.maxReceiveCount(ctx, dlqSource))
-			moved := movedMessage{ID: d.ID, EventID: d.EventID, Type: d.Type, Reason: d.Reason, To: t.String()}
+			moved := MovedMessage{ID: d.ID, EventID: d.EventID, Type: d.Type, Reason: d.Reason, To: t.String()}
 			moved.Redrives, _ = strconv.Atoi(md[middleware.MetadataPoisonRedrives])
-			if err == nil && o.dryRun {
+			if err == nil && o.DryRun {
 				kept[id] = m
 				res.Moved = append(res.Moved, moved)
 				continue
@@ -419,12 +495,12 @@ func (a *awsDLQ) redrive(ctx context.Context, queue string, o redriveOptions) (r
 			}
 			if err != nil {
 				kept[id] = m
-				res.Failed = append(res.Failed, failedMove{ID: d.ID, EventID: d.EventID, Error: err.Error()})
+				res.Failed = append(res.Failed, FailedMove{ID: d.ID, EventID: d.EventID, Error: err.Error()})
 				continue
 			}
 			// Sent: only now delete it from the dead-letter queue.
 			if _, err := a.sqs.DeleteMessage(ctx, &sqs.DeleteMessageInput{QueueUrl: &url, ReceiptHandle: m.ReceiptHandle}); err != nil {
-				res.Failed = append(res.Failed, failedMove{ID: d.ID, EventID: d.EventID,
+				res.Failed = append(res.Failed, FailedMove{ID: d.ID, EventID: d.EventID,
 					Error: fmt.Sprintf("sent to %s but not deleted from %s (a later redrive sends it again; the inbox drops the duplicate): %v", t, queue, err)})
 				continue
 			}
@@ -439,7 +515,7 @@ func (a *awsDLQ) redrive(ctx context.Context, queue string, o redriveOptions) (r
 
 // send re-sends a dead message: to a queue as it was (body and attributes,
 // without the redrive keys), or to a topic through the transport.
-func (a *awsDLQ) send(ctx context.Context, t target, m sqstypes.Message, md message.Metadata, payload []byte, claim string, urls map[string]string) error {
+func (a *AWSDLQ) send(ctx context.Context, t target, m sqstypes.Message, md message.Metadata, payload []byte, claim string, urls map[string]string) error {
 	if t.topic != "" {
 		if claim != "" {
 			return fmt.Errorf("claim-checked message: redrive it to a queue with -to")
