@@ -66,12 +66,16 @@ bench-outbox: services
 # -> final state), eda vs the same flow from stock Watermill components, at
 # rising open-loop offered rates; prints the side-by-side table (~10 min).
 # Details and recorded runs: cmd/e2ebench/RESULTS.md.
-bench-e2e: services
+bench-e2e:
+	scripts/postgres.sh
+	scripts/emulator.sh up
 	@mkdir -p bench
 	$(GO) run ./cmd/e2ebench -rates 50,100,150,200,300,400,600,800 -step 15s -drain 30s | tee bench/e2e.txt
 
 # The same, short (~1 min): CI runs it to keep the benchmark working.
-bench-e2e-short: services
+bench-e2e-short:
+	scripts/postgres.sh
+	scripts/emulator.sh up
 	$(GO) run ./cmd/e2ebench -rates 25,50 -step 5s -drain 20s -p99-bound 2s
 
 # Every fuzz target for FUZZTIME each, one after the other (the seed corpora
