@@ -608,11 +608,17 @@ func summary(c config, builds []*build) {
 		return
 	}
 	a, s := builds[0], builds[1]
-	atLeast := ""
-	if a.alive && a.best.offered == top {
-		atLeast = "≥ "
+	aTop, sTop := a.alive && a.best.offered == top, s.alive && s.best.offered == top
+	switch {
+	case aTop && sTop:
+		fmt.Fprintf(c.out, "sustained orders/s %s/%s: neither saturated up to %v orders/s, no ratio (target ≥ 2×)\n", a.name, s.name, top)
+	case aTop:
+		fmt.Fprintf(c.out, "sustained orders/s %s/%s: ≥ %.2f× (%s did not saturate; target ≥ 2×)\n", a.name, s.name, a.best.achieved/s.best.achieved, a.name)
+	case sTop:
+		fmt.Fprintf(c.out, "sustained orders/s %s/%s: ≤ %.2f× (%s did not saturate; target ≥ 2×)\n", a.name, s.name, a.best.achieved/s.best.achieved, s.name)
+	default:
+		fmt.Fprintf(c.out, "sustained orders/s %s/%s: %.2f× (target ≥ 2×)\n", a.name, s.name, a.best.achieved/s.best.achieved)
 	}
-	fmt.Fprintf(c.out, "sustained orders/s %s/%s: %s%.2f× (target ≥ 2×)\n", a.name, s.name, atLeast, a.best.achieved/s.best.achieved)
 	// p99 at the highest offered rate below both saturation points.
 	var rate float64
 	for _, r := range c.rates {
