@@ -64,6 +64,7 @@ type config struct {
 	p99Bound     time.Duration
 	concurrency  int
 	relayWorkers int
+	stockWorkers int
 	builds       []string
 	emulatorPID  int
 	stages       bool
@@ -80,6 +81,7 @@ func main() {
 	flag.DurationVar(&c.drain, "drain", 30*time.Second, "how long a step's orders may take to finish after the step")
 	flag.DurationVar(&c.p99Bound, "p99-bound", time.Second, "a sustained step's p99 latency bound")
 	flag.IntVar(&c.concurrency, "concurrency", 16, "messages in flight per queue, in both builds")
+	flag.IntVar(&c.stockWorkers, "stock-workers", 2, "stock build: watermill-aws receive workers (ConsumeWorkers) per queue")
 	flag.IntVar(&c.relayWorkers, "relay-workers", 1, "eda outbox relay workers")
 	flag.IntVar(&c.retries, "retries", 1, "times a step that is not sustained is run again before the build stops (the machine is shared: a stall elsewhere can sink one step)")
 	builds := flag.String("builds", "eda,stock", "builds to run")

@@ -35,6 +35,7 @@ type env struct {
 	prefix       string
 	concurrency  int
 	relayWorkers int
+	stockWorkers int
 	stages       bool
 
 	mu       sync.Mutex
@@ -241,7 +242,7 @@ type stepResult struct {
 
 func run(ctx context.Context, c config) error {
 	e := &env{dsn: c.dsn, endpoint: c.endpoint, awsCfg: awsConfig(), prefix: newPrefix(),
-		concurrency: c.concurrency, relayWorkers: c.relayWorkers, stages: c.stages, trackers: map[string]*tracker{}}
+		concurrency: c.concurrency, relayWorkers: c.relayWorkers, stockWorkers: c.stockWorkers, stages: c.stages, trackers: map[string]*tracker{}}
 	defer cleanup(e, c.out)
 	var builds []*build
 	defer func() {

@@ -141,7 +141,7 @@ func newStockBuild(ctx context.Context, e *env, prefix string, timed *timedPubli
 			AWSConfig: e.awsCfg, OptFns: snsOpts, TopicResolver: resolver,
 			GenerateSqsQueueName: func(context.Context, wsns.TopicArn) (string, error) { return qname, nil },
 		}, wsqs.SubscriberConfig{
-			AWSConfig: e.awsCfg, OptFns: sqsOpts, ConsumeWorkers: e.concurrency,
+			AWSConfig: e.awsCfg, OptFns: sqsOpts, ConsumeWorkers: e.stockWorkers,
 			GenerateReceiveMessageInput: func(ctx context.Context, url wsqs.QueueURL) (*sqs.ReceiveMessageInput, error) {
 				in, err := wsqs.GenerateReceiveMessageInputDefault(ctx, url)
 				if err == nil {
