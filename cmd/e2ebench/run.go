@@ -22,6 +22,7 @@ import (
 	awssdk "github.com/aws/aws-sdk-go-v2/aws"
 	awssns "github.com/aws/aws-sdk-go-v2/service/sns"
 	"github.com/aws/aws-sdk-go-v2/service/sqs"
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/ThreeDotsLabs/watermill/message"
@@ -56,6 +57,7 @@ func (e *env) newPool(ctx context.Context, schema string) (*pgxpool.Pool, error)
 	cfg.MaxConns = int32(2*e.concurrency + 8)
 	cfg.MaxConnIdleTime, cfg.HealthCheckPeriod = 5*time.Second, time.Second
 	cfg.ConnConfig.RuntimeParams["search_path"] = schema
+	cfg.ConnConfig.RuntimeParams["application_name"] = "e2ebench-" + schema // backendsCPU finds the build's backends by it
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {
 		return nil, err
@@ -237,7 +239,8 @@ type stepResult struct {
 	sustained         bool
 	cpuPerOrder       time.Duration // the bench process's CPU per order
 	emuPerOrder       time.Duration // the emulator's CPU per order (with -emulator-pid)
-	pgPerOrder        time.Duration // Postgres's CPU per order (all its users)
+	pgPerOrder        time.Duration // the build's Postgres backends' CPU per order
+	pgOthers          float64       // the rest of Postgres's CPU over the step, in cores (other users of the server)
 }
 
 func run(ctx context.Context, c config) error {
@@ -399,7 +402,8 @@ func runStep(ctx context.Context, c config, b *build, rate float64, d time.Durat
 	var wg sync.WaitGroup
 	var postMu sync.Mutex
 	var posted []time.Duration
-	cpu0, emu0, pg0 := processCPU(os.Getpid()), processCPU(c.emulatorPID), postgresCPU()
+	busy0 := machineTicks()
+	cpu0, emu0, pg0, own0 := processCPU(os.Getpid()), processCPU(c.emulatorPID), postgresCPU(), backendsCPU(ctx, b.pool)
 	start := time.Now().Add(5 * time.Millisecond)
 	for i := 0; i < n; i++ {
 		at := start.Add(time.Duration(float64(i) / rate * float64(time.Second)))
@@ -444,7 +448,12 @@ func runStep(ctx context.Context, c config, b *build, rate float64, d time.Durat
 	}
 	if r.done > 0 {
 		cpu, emu, pg := processCPU(os.Getpid())-cpu0, processCPU(c.emulatorPID)-emu0, postgresCPU()-pg0
-		r.cpuPerOrder, r.emuPerOrder, r.pgPerOrder = cpu/time.Duration(r.done), emu/time.Duration(r.done), pg/time.Duration(r.done)
+		var own time.Duration
+		for pid, t := range backendsCPU(ctx, b.pool) {
+			own += t - own0[pid] // a backend that started during the step counts whole
+		}
+		r.cpuPerOrder, r.emuPerOrder, r.pgPerOrder = cpu/time.Duration(r.done), emu/time.Duration(r.done), own/time.Duration(r.done)
+		r.pgOthers = float64(pg-own) / float64(time.Since(start))
 	}
 	if r.done > 1 && last.After(first) {
 		r.achieved = float64(r.done-1) / last.Sub(first).Seconds()
@@ -453,8 +462,11 @@ func runStep(ctx context.Context, c config, b *build, rate float64, d time.Durat
 	slices.Sort(posted)
 	r.p50, r.p99, r.p999 = quantile(lat, 0.5), quantile(lat, 0.99), quantile(lat, 0.999)
 	r.sustained = r.drained && r.errs == 0 && r.achieved >= 0.95*rate && r.p99 <= c.p99Bound
+	busy1 := machineTicks()
+	busy := float64(busy1[0]-busy0[0]) / float64(max(1, busy1[1]-busy0[1]))
 	if st := b.track.takeStages(); st != "" && rate != warmupRate {
-		fmt.Fprintf(c.out, "%s at %v/s: POST done p50 %s; %s; %s\n", b.name, rate, ms(quantile(posted, 0.5)), st, b.pub.take())
+		fmt.Fprintf(c.out, "%s at %v/s: POST done p50 %s; %s; %s; machine busy %.0f%% of 2 cores, other Postgres users %.2f cores\n",
+			b.name, rate, ms(quantile(posted, 0.5)), st, b.pub.take(), 100*busy, r.pgOthers)
 	}
 	if r.errs > 0 {
 		fmt.Fprintf(c.out, "%s at %v/s: %d of %d requests failed, first: %v\n", b.name, rate, r.errs, n, firstErr.Load())
@@ -468,6 +480,42 @@ func quantile(sorted []time.Duration, q float64) time.Duration {
 	}
 	i := int(q*float64(len(sorted))+0.5) - 1
 	return sorted[max(0, min(i, len(sorted)-1))]
+}
+
+// machineTicks returns the busy and total clock ticks of every CPU so far.
+func machineTicks() [2]int64 {
+	raw, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return [2]int64{}
+	}
+	line, _, _ := strings.Cut(string(raw), "\n")
+	var busy, total int64
+	for i, f := range strings.Fields(line)[1:] {
+		v, _ := strconv.ParseInt(f, 10, 64)
+		total += v
+		if i != 3 && i != 4 { // idle, iowait
+			busy += v
+		}
+	}
+	return [2]int64{busy, total}
+}
+
+// backendsCPU is the CPU time so far of each Postgres backend serving
+// pool (found by the pool's application_name).
+func backendsCPU(ctx context.Context, pool *pgxpool.Pool) map[int]time.Duration {
+	rows, err := pool.Query(ctx, `SELECT pid FROM pg_stat_activity WHERE application_name = current_setting('application_name')`)
+	if err != nil {
+		return nil
+	}
+	pids, err := pgx.CollectRows(rows, pgx.RowTo[int32])
+	if err != nil {
+		return nil
+	}
+	m := make(map[int]time.Duration, len(pids))
+	for _, pid := range pids {
+		m[int(pid)] = processCPU(int(pid))
+	}
+	return m
 }
 
 // postgresCPU is the CPU time of every postgres process on this host so
