@@ -4,9 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"sync"
 	"time"
 
+	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
@@ -78,13 +80,22 @@ func newEdaBuild(ctx context.Context, e *env, prefix string, timed *timedPublish
 	if err != nil {
 		return nil, err
 	}
-	if b.app, err = eda.New(eda.Config{Transport: b.tr, Source: "e2ebench", Middleware: stack}); err != nil {
+	t := e.tracker("eda")
+	// countRedeliveries only counts, for -stages.
+	countRedeliveries := func(h message.HandlerFunc) message.HandlerFunc {
+		return func(msg *message.Message) ([]*message.Message, error) {
+			if n, _ := strconv.Atoi(msg.Metadata.Get(transport.MetadataReceiveCount)); n > 1 {
+				t.redelivered.Add(1)
+			}
+			return h(msg)
+		}
+	}
+	if b.app, err = eda.New(eda.Config{Transport: b.tr, Source: "e2ebench", Middleware: append([]message.HandlerMiddleware{countRedeliveries}, stack...)}); err != nil {
 		return nil, err
 	}
 	queue := func(q string) eda.QueueConfig {
 		return eda.QueueConfig{Queue: transport.Queue{Name: name(q), MaxReceiveCount: 5}}
 	}
-	t := e.tracker("eda")
 	err = errors.Join(
 		eda.Register[OrderCreated](b.app, name(topicOrders)),
 		eda.Register[StockReserved](b.app, name(topicInventory)),

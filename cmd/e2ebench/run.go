@@ -93,6 +93,7 @@ type tracker struct {
 	first, last time.Time
 	stages      map[string][]time.Duration // -stages: time from the scheduled send to each handler's start
 	series      [][2]time.Time             // -stages: scheduled send and final state of each order
+	redelivered atomic.Int64               // deliveries with a receive count over 1 (eda build)
 }
 
 // stage records, with -stages, when an order reached a handler.
@@ -361,7 +362,10 @@ func serve(name string, place func(context.Context, orderRequest, []byte) error,
 	if err != nil {
 		return nil, err
 	}
-	srv := &http.Server{Handler: orderHandler(place), ReadHeaderTimeout: 5 * time.Second}
+	// The server keeps idle connections longer than the client
+	// (IdleConnTimeout below): a client reusing a connection the server is
+	// closing gets EOF, and a POST is not retried.
+	srv := &http.Server{Handler: orderHandler(place), ReadHeaderTimeout: 5 * time.Second, IdleTimeout: 5 * time.Minute}
 	go func() { _ = srv.Serve(ln) }()
 	tr := &http.Transport{MaxIdleConns: 1024, MaxIdleConnsPerHost: 1024, IdleConnTimeout: time.Minute}
 	return &build{name: name, url: "http://" + ln.Addr().String() + "/orders", client: &http.Client{Transport: tr, Timeout: 30 * time.Second},
@@ -465,6 +469,9 @@ func runStep(ctx context.Context, c config, b *build, rate float64, d time.Durat
 	busy1 := machineTicks()
 	busy := float64(busy1[0]-busy0[0]) / float64(max(1, busy1[1]-busy0[1]))
 	if st := b.track.takeStages(); st != "" && rate != warmupRate {
+		if n := b.track.redelivered.Swap(0); n > 0 {
+			st += fmt.Sprintf("; %d deliveries were redeliveries", n)
+		}
 		fmt.Fprintf(c.out, "%s at %v/s: POST done p50 %s; %s; %s; machine busy %.0f%% of 2 cores, other Postgres users %.2f cores\n",
 			b.name, rate, ms(quantile(posted, 0.5)), st, b.pub.take(), 100*busy, r.pgOthers)
 	}
