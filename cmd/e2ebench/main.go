@@ -65,6 +65,7 @@ type config struct {
 	concurrency  int
 	relayWorkers int
 	stockWorkers int
+	stockSchema  string
 	builds       []string
 	emulatorPID  int
 	stages       bool
@@ -82,6 +83,7 @@ func main() {
 	flag.DurationVar(&c.p99Bound, "p99-bound", time.Second, "a sustained step's p99 latency bound")
 	flag.IntVar(&c.concurrency, "concurrency", 16, "messages in flight per queue, in both builds")
 	flag.IntVar(&c.stockWorkers, "stock-workers", 2, "stock build: watermill-aws receive workers (ConsumeWorkers) per queue")
+	flag.StringVar(&c.stockSchema, "stock-schema", "queue", "stock build: watermill-sql schema of the outbox, queue (PostgreSQLQueueSchema) or default (DefaultPostgreSQLSchema)")
 	flag.IntVar(&c.relayWorkers, "relay-workers", 1, "eda outbox relay workers")
 	flag.IntVar(&c.retries, "retries", 1, "times a step that is not sustained is run again before the build stops (the machine is shared: a stall elsewhere can sink one step)")
 	builds := flag.String("builds", "eda,stock", "builds to run")
@@ -94,6 +96,9 @@ func main() {
 		log.Fatal(err)
 	}
 	c.builds = strings.Split(*builds, ",")
+	if c.stockSchema != "queue" && c.stockSchema != "default" {
+		log.Fatalf("-stock-schema %q: queue or default", c.stockSchema)
+	}
 	if *cpuprofile != "" {
 		f, err := os.Create(*cpuprofile)
 		if err != nil {

@@ -17,7 +17,7 @@ func TestSmoke(t *testing.T) {
 		dsn:      envOr("EDA_TEST_POSTGRES", "postgres://postgres@127.0.0.1:5432/test?sslmode=disable"),
 		endpoint: envOr("EDA_AWS_ENDPOINT", "http://127.0.0.1:4566"),
 		rates:    []float64{20}, step: time.Second, drain: 30 * time.Second, p99Bound: 10 * time.Second,
-		concurrency: 4, relayWorkers: 1, stockWorkers: 2, builds: []string{"eda", "stock"}, stages: true, out: &out,
+		concurrency: 4, relayWorkers: 1, stockWorkers: 2, stockSchema: "queue", builds: []string{"eda", "stock"}, stages: true, out: &out,
 	}
 	if err := run(context.Background(), c); err != nil {
 		t.Fatalf("%v (needs Postgres: scripts/postgres.sh, and the emulator: scripts/emulator.sh up)\n%s", err, out.String())

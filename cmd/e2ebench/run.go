@@ -37,6 +37,7 @@ type env struct {
 	concurrency  int
 	relayWorkers int
 	stockWorkers int
+	stockSchema  string
 	stages       bool
 
 	mu       sync.Mutex
@@ -246,7 +247,7 @@ type stepResult struct {
 
 func run(ctx context.Context, c config) error {
 	e := &env{dsn: c.dsn, endpoint: c.endpoint, awsCfg: awsConfig(), prefix: newPrefix(),
-		concurrency: c.concurrency, relayWorkers: c.relayWorkers, stockWorkers: c.stockWorkers, stages: c.stages, trackers: map[string]*tracker{}}
+		concurrency: c.concurrency, relayWorkers: c.relayWorkers, stockWorkers: c.stockWorkers, stockSchema: c.stockSchema, stages: c.stages, trackers: map[string]*tracker{}}
 	defer cleanup(e, c.out)
 	var builds []*build
 	defer func() {
@@ -284,6 +285,7 @@ func run(ctx context.Context, c config) error {
 		builds = append(builds, b)
 	}
 
+	fmt.Fprintf(c.out, "e2ebench %s: stock outbox schema %s, %d stock receive workers per queue\n", time.Now().UTC().Format(time.RFC3339), c.stockSchema, c.stockWorkers)
 	fmt.Fprintf(c.out, "e2ebench %s: builds %s, %d in flight per queue, steps of %s, drain %s, p99 bound %s, prefix %s\n",
 		time.Now().UTC().Format(time.RFC3339), strings.Join(c.builds, ","), c.concurrency, c.step, c.drain, c.p99Bound, e.prefix)
 	// Warm up: connections, prepared statements, the emulator's queues.

@@ -36,7 +36,7 @@ import (
 //     waits on the same lock. The watermill-sql subscriber polls (no LISTEN/
 //     NOTIFY): PollInterval is lowered from its 1s default to stockPoll, a
 //     latency a team would ask for, at the cost of an idle SELECT per
-//     interval. DefaultPostgreSQLSchema is the documented default.
+//     interval.
 //   - SNS: watermill-aws's sns.Publisher, one Publish call per message (it
 //     has no PublishBatch path). Its marshaler sends the ARN as TargetArn,
 //     which the emulator refuses, so topicArnMarshaler moves it to
@@ -108,13 +108,16 @@ func newStockBuild(ctx context.Context, e *env, prefix string, timed *timedPubli
 	// Each table is created as the docs do (InitializeSchema).
 	var outSubs []*wsql.Subscriber
 	for _, topic := range []string{outboxOrders, outboxInventory} {
-		sub, err := wsql.NewSubscriber(wsql.BeginnerFromPgx(b.pool), wsql.SubscriberConfig{
-			ConsumerGroup:    "forwarder",
-			SchemaAdapter:    wsql.DefaultPostgreSQLSchema{},
-			OffsetsAdapter:   wsql.DefaultPostgreSQLOffsetsAdapter{},
+		cfg := wsql.SubscriberConfig{
+			SchemaAdapter:    stockSchema(e.stockSchema),
+			OffsetsAdapter:   wsql.PostgreSQLQueueOffsetsAdapter{},
 			InitializeSchema: true,
 			PollInterval:     stockPoll,
-		}, logger)
+		}
+		if e.stockSchema == "default" {
+			cfg.ConsumerGroup, cfg.OffsetsAdapter = "forwarder", wsql.DefaultPostgreSQLOffsetsAdapter{}
+		}
+		sub, err := wsql.NewSubscriber(wsql.BeginnerFromPgx(b.pool), cfg, logger)
 		if err != nil {
 			return nil, err
 		}
@@ -229,12 +232,21 @@ func newStockBuild(ctx context.Context, e *env, prefix string, timed *timedPubli
 // outboxPublisher is the stock write path on tx: the watermill-sql
 // publisher on the caller's transaction, wrapped by the forwarder's
 // envelope publisher. Creating it per transaction is what the docs do.
-func outboxPublisher(tx pgx.Tx, forwarderTopic string) (message.Publisher, error) {
-	pub, err := wsql.NewPublisher(wsql.TxFromPgx(tx), wsql.PublisherConfig{SchemaAdapter: wsql.DefaultPostgreSQLSchema{}}, watermill.NopLogger{})
+func (b *stockBuild) outboxPublisher(tx pgx.Tx, forwarderTopic string) (message.Publisher, error) {
+	pub, err := wsql.NewPublisher(wsql.TxFromPgx(tx), wsql.PublisherConfig{SchemaAdapter: stockSchema(b.env.stockSchema)}, watermill.NopLogger{})
 	if err != nil {
 		return nil, err
 	}
 	return forwarder.NewPublisher(pub, forwarder.PublisherConfig{ForwarderTopic: forwarderTopic}), nil
+}
+
+// stockSchema is the watermill-sql schema adapter of the stock outbox:
+// "queue" (PostgreSQLQueueSchema) or "default" (DefaultPostgreSQLSchema).
+func stockSchema(name string) wsql.SchemaAdapter {
+	if name == "default" {
+		return wsql.DefaultPostgreSQLSchema{}
+	}
+	return wsql.PostgreSQLQueueSchema{}
 }
 
 // eventTypeKey names the event type in a stock message's metadata (the
@@ -261,7 +273,7 @@ func (b *stockBuild) place(ctx context.Context, req orderRequest, items []byte) 
 		if _, err := tx.Exec(ctx, sqlInsertOrder, req.ID, req.CustomerID, items); err != nil {
 			return err
 		}
-		pub, err := outboxPublisher(tx, outboxOrders)
+		pub, err := b.outboxPublisher(tx, outboxOrders)
 		if err != nil {
 			return err
 		}
@@ -331,7 +343,7 @@ func (b *stockBuild) onOrderCreatedInventory(t *tracker, topic string) txHandler
 		if err != nil {
 			return err
 		}
-		pub, err := outboxPublisher(tx, outboxInventory)
+		pub, err := b.outboxPublisher(tx, outboxInventory)
 		if err != nil {
 			return err
 		}
