@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgxpool"
 )
 
 // What both builds share: the events, the tables, the handlers' SQL and
@@ -74,8 +73,8 @@ const (
 // createTables creates schema with the flow's tables and fills products.
 // The stock build's processed_events table is its idempotency record; the
 // eda build's inbox table is created by pgstore.Migrate.
-func createTables(ctx context.Context, pool *pgxpool.Pool, schema string) error {
-	_, err := pool.Exec(ctx, fmt.Sprintf(`CREATE SCHEMA %[1]s;
+func createTables(ctx context.Context, conn *pgx.Conn, schema string) error {
+	_, err := conn.Exec(ctx, fmt.Sprintf(`CREATE SCHEMA %[1]s;
 		CREATE TABLE %[1]s.orders (
 			id text PRIMARY KEY,
 			customer_id text NOT NULL,

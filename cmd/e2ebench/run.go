@@ -51,27 +51,27 @@ func (e *env) newPool(ctx context.Context, schema string) (*pgxpool.Pool, error)
 	if err != nil {
 		return nil, err
 	}
-	// A handler in flight holds a connection; 3 queues' handlers share
-	// 2 per queue's in-flight limit, with the HTTP front and the relay. An idle build gives its connections back
-	// within seconds, so that the two builds together stay under
-	// max_connections while they take turns.
-	cfg.MaxConns = int32(2*e.concurrency + 8)
-	cfg.MaxConnIdleTime, cfg.HealthCheckPeriod = 5*time.Second, time.Second
+	// A handler in flight holds a connection; the 3 queues' handlers
+	// share concurrency+8 with the HTTP front and the relay, so that both
+	// builds' pools (all open from the start, no cold connections in a
+	// step) stay well under the server's max_connections.
+	cfg.MaxConns = int32(e.concurrency + 8)
+	cfg.MinConns = cfg.MaxConns
 	cfg.ConnConfig.RuntimeParams["search_path"] = schema
 	cfg.ConnConfig.RuntimeParams["application_name"] = "e2ebench-" + schema // backendsCPU finds the build's backends by it
-	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	// The schema first, on a connection of its own: the pool opens its
+	// MinConns at once, and a session started before its search_path
+	// schema existed does not find the tables.
+	conn, err := pgx.ConnectConfig(ctx, cfg.ConnConfig.Copy())
+	if err != nil {
+		return nil, fmt.Errorf("postgres at %s: %w (start it with: pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start)", e.dsn, err)
+	}
+	err = createTables(ctx, conn, schema)
+	conn.Close(context.WithoutCancel(ctx))
 	if err != nil {
 		return nil, err
 	}
-	if err := pool.Ping(ctx); err != nil {
-		pool.Close()
-		return nil, fmt.Errorf("postgres at %s: %w (start it with: pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start)", e.dsn, err)
-	}
-	if err := createTables(ctx, pool, schema); err != nil {
-		pool.Close()
-		return nil, err
-	}
-	return pool, nil
+	return pgxpool.NewWithConfig(ctx, cfg)
 }
 
 func (e *env) tracker(name string) *tracker {
@@ -308,7 +308,6 @@ func run(ctx context.Context, c config) error {
 					fmt.Fprintf(c.out, "%s at %v/s: not sustained (%.0f done/s, p99 %s, %d of %d done, %d errors); again\n",
 						b.name, rate, r.achieved, ms(r.p99), r.done, r.sent, r.errs)
 				}
-				settle(builds)
 				var err error
 				if r, err = runStep(ctx, c, b, rate, c.step); err != nil {
 					return fmt.Errorf("%s at %v/s: %w", b.name, rate, err)
@@ -337,25 +336,6 @@ func run(ctx context.Context, c config) error {
 	}
 	fmt.Fprintln(c.out, "checked: every accepted order is final, with its reservation and its notification, in both builds")
 	return nil
-}
-
-// settle waits (up to 10s) for every build's pool to give back its idle
-// connections, so that the next step does not share the server's
-// connection limit with the last one.
-func settle(builds []*build) {
-	deadline := time.Now().Add(10 * time.Second)
-	for time.Now().Before(deadline) {
-		busy := false
-		for _, b := range builds {
-			if b.pool.Stat().TotalConns() > 4 {
-				busy = true
-			}
-		}
-		if !busy {
-			return
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
 }
 
 // serve starts the HTTP front of a build on a loopback port.
