@@ -149,7 +149,7 @@ func newEdaBuild(ctx context.Context, e *env, prefix string, timed *timedPublish
 	// The relay wakes on the outbox's NOTIFY; PollInterval only covers a
 	// lost notification.
 	timed.next = b.tr
-	relay, err := outbox.NewRelay(outbox.RelayConfig{Store: b.store, Publisher: timed, Workers: e.relayWorkers})
+	relay, err := outbox.NewRelay(outbox.RelayConfig{Store: b.store, Publisher: timed, Workers: e.relayWorkers, PollInterval: e.relayPoll})
 	if err != nil {
 		return nil, err
 	}

@@ -38,6 +38,7 @@ type env struct {
 	relayWorkers int
 	stockWorkers int
 	stockSchema  string
+	relayPoll    time.Duration
 	stages       bool
 
 	mu       sync.Mutex
@@ -247,7 +248,7 @@ type stepResult struct {
 
 func run(ctx context.Context, c config) error {
 	e := &env{dsn: c.dsn, endpoint: c.endpoint, awsCfg: awsConfig(), prefix: newPrefix(),
-		concurrency: c.concurrency, relayWorkers: c.relayWorkers, stockWorkers: c.stockWorkers, stockSchema: c.stockSchema, stages: c.stages, trackers: map[string]*tracker{}}
+		concurrency: c.concurrency, relayWorkers: c.relayWorkers, stockWorkers: c.stockWorkers, stockSchema: c.stockSchema, relayPoll: c.relayPoll, stages: c.stages, trackers: map[string]*tracker{}}
 	defer cleanup(e, c.out)
 	var builds []*build
 	defer func() {
