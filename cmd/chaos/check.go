@@ -322,6 +322,11 @@ func (p *phase) check(ctx context.Context, res *result, quiet bool, why string) 
 	if len(crashes) > 0 {
 		c.fail(invNoCrash, fmt.Sprintf("%d exits the nemesis did not cause", len(crashes)), crashes...)
 	}
+	startFailures := 0
+	for _, slot := range p.slots {
+		startFailures += len(p.services[slot].failedStarts())
+	}
+	c.note(invNoCrash, fmt.Sprintf("%d restarts failed at startup while a fault lasted and were restarted again", startFailures))
 
 	// Latency and recovery from the history.
 	var lat []time.Duration

@@ -209,8 +209,10 @@ type service struct {
 	killed   bool // the harness killed the running process
 	stopping bool
 	started  time.Time
-	history  []string // unexpected exits, with their last log lines
-	starts   int
+	history  []string // exits after the process came up, with their last log lines
+	// startFailures are the exits of processes that did not come up.
+	startFailures []string
+	starts        int
 }
 
 // start runs the process once.
@@ -244,9 +246,18 @@ func (s *service) start() error {
 		up := time.Since(s.started)
 		s.mu.Unlock()
 		if unexpected {
+			// A process that could not start (its database or the
+			// broker unreachable while a fault lasts) exits at once,
+			// as designed, and is restarted; one that exits after it
+			// came up has crashed.
+			tail := sinceLastStart(s.logPath)
+			line := fmt.Sprintf("%s exited by itself after %s (%v): %s", s.slot, up.Round(time.Millisecond), err, lastLines(s.logPath, 2))
 			s.mu.Lock()
-			s.history = append(s.history, fmt.Sprintf("%s exited by itself after %s (%v): %s",
-				s.slot, up.Round(time.Millisecond), err, lastLines(s.logPath, 3)))
+			if strings.Contains(tail, "orders example: role") {
+				s.history = append(s.history, line)
+			} else {
+				s.startFailures = append(s.startFailures, line)
+			}
 			s.mu.Unlock()
 			// A supervisor restarts it, after a second.
 			time.Sleep(time.Second)
@@ -305,6 +316,25 @@ func (s *service) crashes() []string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return append([]string(nil), s.history...)
+}
+
+// sinceLastStart returns the log written since the harness last started
+// the process.
+func sinceLastStart(path string) string {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return ""
+	}
+	if i := bytes.LastIndex(b, []byte("---- chaos: start")); i >= 0 {
+		b = b[i:]
+	}
+	return string(b)
+}
+
+func (s *service) failedStarts() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]string(nil), s.startFailures...)
 }
 
 // lastLines returns the last n non-empty lines of a file, joined by " | ".

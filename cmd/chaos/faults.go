@@ -61,16 +61,19 @@ func (f fault) String() string {
 }
 
 // schedule draws the faults of each lane from the seed: the same seed and
-// slots give the same sequence.
+// slots give the same sequence. A lane plays its kinds in rounds, each
+// round a seeded shuffle of the lane's kinds (a kind appears as often as its
+// weight), so even a short run sees every kind.
 type schedule struct {
 	rngs  map[string]*rand.Rand
+	queue map[string][]string
 	slots []string
 	n     int
 	mu    sync.Mutex
 }
 
 func newSchedule(seed uint64, phase int, slots []string) *schedule {
-	s := &schedule{rngs: map[string]*rand.Rand{}, slots: slots}
+	s := &schedule{rngs: map[string]*rand.Rand{}, queue: map[string][]string{}, slots: slots}
 	for i, l := range lanes {
 		s.rngs[l] = rand.New(rand.NewPCG(seed, uint64(phase*len(lanes)+i+1)))
 	}
@@ -83,8 +86,8 @@ type weighted struct {
 }
 
 var laneKinds = map[string][]weighted{
-	"process": {{faultKill, 6}, {faultPGKill, 4}, {faultPause, 2}, {faultRestart, 1}},
-	"network": {{faultCut, 3}, {faultLatency, 3}, {faultStall, 2}, {faultBandwidth, 2}, {faultDup, 3}},
+	"process": {{faultKill, 3}, {faultPGKill, 2}, {faultPause, 1}, {faultRestart, 1}},
+	"network": {{faultCut, 2}, {faultLatency, 1}, {faultStall, 1}, {faultBandwidth, 1}, {faultDup, 2}},
 }
 
 func between(r *rand.Rand, lo, hi time.Duration) time.Duration {
@@ -96,20 +99,20 @@ func (s *schedule) next(lane string) fault {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	r := s.rngs[lane]
-	total := 0
-	for _, w := range laneKinds[lane] {
-		total += w.weight
-	}
-	pick, kind := r.IntN(total), ""
-	for _, w := range laneKinds[lane] {
-		if pick < w.weight {
-			kind = w.kind
-			break
+	if len(s.queue[lane]) == 0 {
+		var round []string
+		for _, w := range laneKinds[lane] {
+			for range w.weight {
+				round = append(round, w.kind)
+			}
 		}
-		pick -= w.weight
+		r.Shuffle(len(round), func(i, j int) { round[i], round[j] = round[j], round[i] })
+		s.queue[lane] = round
 	}
+	kind := s.queue[lane][0]
+	s.queue[lane] = s.queue[lane][1:]
 	s.n++
-	f := fault{N: s.n, Lane: lane, Kind: kind, Gap: between(r, 500*time.Millisecond, 4*time.Second)}
+	f := fault{N: s.n, Lane: lane, Kind: kind, Gap: between(r, 200*time.Millisecond, 1500*time.Millisecond)}
 	slot := s.slots[r.IntN(len(s.slots))]
 	link := slot + "/pg"
 	if r.IntN(2) == 0 {

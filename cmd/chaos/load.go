@@ -85,6 +85,12 @@ type load struct {
 	accepted atomic.Int64
 	done     atomic.Int64 // accepted or given up
 	client   *http.Client
+	// backlog bounds the accepted orders not yet final: a client waits
+	// while more are open, so the system is loaded, not flooded, and the
+	// faults fall on orders being processed. final is polled from the
+	// database.
+	backlog int64
+	final   atomic.Int64
 }
 
 func (l *load) run(ctx context.Context, customers int) {
@@ -101,6 +107,12 @@ func (l *load) run(ctx context.Context, customers int) {
 			for _, o := range list {
 				if ctx.Err() != nil {
 					return
+				}
+				for l.accepted.Load()-l.final.Load() > l.backlog && ctx.Err() == nil {
+					select {
+					case <-ctx.Done():
+					case <-time.After(20 * time.Millisecond):
+					}
 				}
 				l.place(ctx, o)
 				l.done.Add(1)

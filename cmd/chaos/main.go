@@ -17,6 +17,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/sqs"
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/rs/zerolog"
 
 	edaaws "github.com/edaproject/eda/transport/aws"
 )
@@ -35,6 +36,7 @@ type config struct {
 	Clients   int           // concurrent HTTP clients
 	Customers int           // customers the orders are spread over
 	Poison    int           // poison messages injected per mode
+	Backlog   int           // accepted orders not yet final at most
 	Drain     time.Duration // how long the system may take to finish after the load
 	GiveUp    time.Duration // how long a client retries one order
 	PG        string        // Postgres the services use (through the proxies)
@@ -50,6 +52,7 @@ const (
 	DefaultClients   = 16
 	DefaultCustomers = 64
 	DefaultPoison    = 3
+	DefaultBacklog   = 200
 	DefaultDrain     = 5 * time.Minute
 	DefaultGiveUp    = 2 * time.Minute
 	DefaultPG        = "postgres://postgres@127.0.0.1:5432/test"
@@ -72,6 +75,9 @@ func (c config) Validate() error {
 	if c.Clients < 1 || c.Customers < c.Clients {
 		errs = append(errs, fmt.Errorf("%w: -clients %d, -customers %d: want 1 <= clients <= customers", ErrInvalidConfig, c.Clients, c.Customers))
 	}
+	if c.Backlog < 1 {
+		errs = append(errs, fmt.Errorf("%w: -backlog %d: want at least 1", ErrInvalidConfig, c.Backlog))
+	}
 	if c.Poison < 0 {
 		errs = append(errs, fmt.Errorf("%w: -poison %d: want 0 or more", ErrInvalidConfig, c.Poison))
 	}
@@ -89,6 +95,7 @@ func main() {
 	flag.Uint64Var(&c.Seed, "seed", 0, "seed of the orders and the fault schedule (0: draw one; it is printed)")
 	flag.IntVar(&c.Clients, "clients", DefaultClients, "concurrent HTTP clients")
 	flag.IntVar(&c.Customers, "customers", DefaultCustomers, "customers the orders are spread over")
+	flag.IntVar(&c.Backlog, "backlog", DefaultBacklog, "accepted orders not yet final at most: clients wait while more are open")
 	flag.IntVar(&c.Poison, "poison", DefaultPoison, "undecodable messages injected per mode")
 	flag.DurationVar(&c.Drain, "drain", DefaultDrain, "how long the system may take to finish after the load")
 	flag.DurationVar(&c.GiveUp, "give-up", DefaultGiveUp, "how long a client retries one order")
@@ -104,6 +111,8 @@ func main() {
 			c.Modes = append(c.Modes, m)
 		}
 	}
+	// Toxiproxy's toxics log through zerolog's global logger.
+	zerolog.SetGlobalLevel(zerolog.Disabled)
 	if c.Seed == 0 {
 		c.Seed = rand.Uint64() >> 12
 	}

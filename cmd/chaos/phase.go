@@ -297,7 +297,7 @@ func (p *phase) duplicate(ctx context.Context, n int) (int, error) {
 
 // sampleMemory records the resident memory of every process every 2s.
 func (p *phase) sampleMemory(ctx context.Context, l *load) {
-	t := time.NewTicker(2 * time.Second)
+	t := time.NewTicker(time.Second)
 	defer t.Stop()
 	for {
 		select {
@@ -366,7 +366,8 @@ func (p *phase) execute(ctx context.Context) (*result, error) {
 		}
 	}
 	l := &load{orders: p.orders, addrs: addrs, clients: p.cfg.Clients, giveUp: p.cfg.GiveUp,
-		client: &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: p.cfg.Clients}}}
+		client:  &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: p.cfg.Clients}},
+		backlog: int64(p.cfg.Backlog)}
 	if err := p.injectPoison(p.cfg.Poison); err != nil {
 		return nil, err
 	}
@@ -387,16 +388,22 @@ func (p *phase) execute(ctx context.Context) (*result, error) {
 	go p.sampleMemory(memCtx, l)
 	progressDone := make(chan struct{})
 	go func() {
-		t := time.NewTicker(10 * time.Second)
+		t := time.NewTicker(250 * time.Millisecond)
 		defer t.Stop()
+		last := time.Now()
 		for {
 			select {
 			case <-progressDone:
 				return
 			case <-t.C:
-				var final int
-				_ = p.admin.QueryRow(ctx, `SELECT count(*) FROM orders WHERE status <> 'pending'`).Scan(&final)
-				p.logf("progress: %d/%d accepted, %d final", l.accepted.Load(), len(p.orders), final)
+			}
+			var final int64
+			if err := p.admin.QueryRow(ctx, `SELECT count(*) FROM orders WHERE status <> 'pending'`).Scan(&final); err == nil {
+				l.final.Store(final)
+			}
+			if time.Since(last) >= 10*time.Second {
+				last = time.Now()
+				p.logf("progress: %d/%d accepted, %d final", l.accepted.Load(), len(p.orders), l.final.Load())
 			}
 		}
 	}()
