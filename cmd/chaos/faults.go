@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -180,6 +181,9 @@ func (n *nemesis) run(ctx context.Context) {
 				case <-ctx.Done():
 					return
 				case <-time.After(f.Gap):
+				}
+				if len(n.p.cfg.Kinds) > 0 && !slices.Contains(n.p.cfg.Kinds, f.Kind) {
+					continue
 				}
 				f.Start = time.Since(n.began)
 				n.p.logf("fault %s", f)

@@ -44,6 +44,8 @@ type config struct {
 	Results   string        // markdown file to write the report to
 	Keep      bool          // keep the schemas, logs and emulator data
 	NoFaults  bool          // no nemesis (a baseline)
+	Kinds     []string      // fault kinds played (default all)
+	Verbose   bool          // the services log what they do (-v)
 	Timeout   time.Duration // the whole run
 }
 
@@ -75,6 +77,17 @@ func (c config) Validate() error {
 	if c.Clients < 1 || c.Customers < c.Clients {
 		errs = append(errs, fmt.Errorf("%w: -clients %d, -customers %d: want 1 <= clients <= customers", ErrInvalidConfig, c.Clients, c.Customers))
 	}
+	for _, k := range c.Kinds {
+		known := false
+		for _, l := range lanes {
+			for _, w := range laneKinds[l] {
+				known = known || w.kind == k
+			}
+		}
+		if !known {
+			errs = append(errs, fmt.Errorf("%w: -faults: unknown kind %q", ErrInvalidConfig, k))
+		}
+	}
 	if c.Backlog < 1 {
 		errs = append(errs, fmt.Errorf("%w: -backlog %d: want at least 1", ErrInvalidConfig, c.Backlog))
 	}
@@ -103,6 +116,9 @@ func main() {
 	flag.StringVar(&c.Root, "root", ".", "the repository root (examples/orders is built from it; .tools/emulator holds fauxqs)")
 	flag.StringVar(&c.Results, "results", "", "write the report as markdown to this file")
 	flag.BoolVar(&c.Keep, "keep", false, "keep the schemas, the logs and the emulator's data")
+	var kinds string
+	flag.StringVar(&kinds, "faults", "", "play only these fault kinds, comma-separated (kill, pg-terminate, emulator-pause, emulator-restart, cut, latency, stall, bandwidth, duplicates); the others of the schedule are skipped")
+	flag.BoolVar(&c.Verbose, "service-log", false, "run the services with -v (their logs are in the run's directory)")
 	flag.BoolVar(&c.NoFaults, "no-faults", false, "run without the nemesis (a baseline)")
 	flag.DurationVar(&c.Timeout, "timeout", 4*time.Hour, "the whole run")
 	flag.Parse()
@@ -113,6 +129,11 @@ func main() {
 	}
 	// Toxiproxy's toxics log through zerolog's global logger.
 	zerolog.SetGlobalLevel(zerolog.Disabled)
+	for _, k := range strings.Split(kinds, ",") {
+		if k = strings.TrimSpace(k); k != "" {
+			c.Kinds = append(c.Kinds, k)
+		}
+	}
 	if c.Seed == 0 {
 		c.Seed = rand.Uint64() >> 12
 	}

@@ -138,6 +138,9 @@ func (p *phase) setup(ctx context.Context, bin string) error {
 			if p.fifo {
 				s.args = append(s.args, "-fifo")
 			}
+			if p.cfg.Verbose {
+				s.args = append(s.args, "-v")
+			}
 			p.services[slot] = s
 			p.slots = append(p.slots, slot)
 		}
