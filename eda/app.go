@@ -120,6 +120,10 @@ type App struct {
 	order   []string // queue declaration order, for stable startup
 	started bool
 	running chan struct{}
+
+	// For health.go.
+	done     chan struct{}               // closed when Run returns
+	handlers map[string]*message.Handler // the router's by name, once Run has added them; guarded by mu
 }
 
 type eventType struct {
@@ -147,6 +151,7 @@ func New(cfg Config) (*App, error) {
 		byName:  map[string]*eventType{},
 		queues:  map[string]*queueSpec{},
 		running: make(chan struct{}),
+		done:    make(chan struct{}),
 	}, nil
 }
 
@@ -235,9 +240,11 @@ func (a *App) DeclareQueue(cfg QueueConfig) error {
 // One queue can carry several event types, each with one handler; the
 // queue's poller dispatches by event name.
 //
-// A message whose schema version is newer than E's, or whose payload does
-// not decode into E, fails with a permanent *MessageError (ErrSchemaVersion,
-// ErrDecode) without calling fn.
+// A message whose schema version is newer than E's (or malformed), or whose
+// payload does not decode into E, fails with a permanent *MessageError
+// (ErrSchemaVersion, ErrDecode) without calling fn. A message without
+// MetadataSchemaVersion, as a producer not written with eda sends it, is
+// schema version 1.
 func Handle[E Event](a *App, queue string, fn func(context.Context, E) error) error {
 	if fn == nil {
 		return fmt.Errorf("%w: queue %q: nil handler", ErrInvalidConfig, queue)
@@ -269,7 +276,9 @@ func Handle[E Event](a *App, queue string, fn func(context.Context, E) error) er
 	}
 	codec := a.cfg.Codec
 	q.handlers[et.name] = func(ctx context.Context, msg *message.Message) error {
-		if v := msg.Metadata.Get(MetadataSchemaVersion); v != et.versionStr {
+		// A message without a schema version (from a producer not written
+		// with eda) is version 1; a malformed one is refused.
+		if v := msg.Metadata.Get(MetadataSchemaVersion); v != et.versionStr && v != "" {
 			n, err := strconv.Atoi(v)
 			if err != nil || n < 1 || n > et.version {
 				return &MessageError{EventID: msg.Metadata.Get(MetadataID), EventType: et.name, Queue: queue,
@@ -297,10 +306,19 @@ func Handle[E Event](a *App, queue string, fn func(context.Context, E) error) er
 // NewMessage encodes e into a message with its envelope and returns the
 // topic it is published on. Correlation and causation ids come from ctx when
 // it is a handler's context. Outboxes and custom publishers use it; Publish
-// calls it.
+// calls it. For a Delayed event (At, After) it encodes the wrapped event and
+// sets transport.MetadataDeliverAt; it does not check that a publisher can
+// honour the delay (Publish does).
 func (a *App) NewMessage(ctx context.Context, e Event) (topic string, msg *message.Message, err error) {
 	if e == nil {
 		return "", nil, fmt.Errorf("%w: nil event", ErrInvalidConfig)
+	}
+	var deliverAt time.Time
+	switch e.(type) {
+	case Delayed, *Delayed:
+		if e, deliverAt, err = unwrapDelayed(e, time.Now()); err != nil {
+			return "", nil, err
+		}
 	}
 	a.mu.RLock()
 	et, ok := a.byType[reflect.TypeOf(e)]
@@ -353,6 +371,9 @@ func (a *App) NewMessage(ctx context.Context, e Event) (topic string, msg *messa
 			md[MetadataOrderingKey] = k
 		}
 	}
+	if !deliverAt.IsZero() {
+		transport.SetDeliverAt(msg, deliverAt)
+	}
 	msg.SetContext(ctx)
 	return et.topic, msg, nil
 }
@@ -360,13 +381,20 @@ func (a *App) NewMessage(ctx context.Context, e Event) (topic string, msg *messa
 // Publish encodes events and publishes each to its registered topic, in
 // order. Consecutive events for one topic go in one Publish call, which
 // batching transports (SNS PublishBatch) send together. Nothing is published
-// if an event cannot be encoded; on a publish error, the events of earlier
+// if an event cannot be encoded, or if a Delayed event (At, After) asks for
+// a delay the publisher cannot honour (an error wrapping
+// transport.ErrDelayUnsupported); on a publish error, the events of earlier
 // calls were published.
 func (a *App) Publish(ctx context.Context, events ...Event) error {
 	if len(events) == 1 { // the common case, without the run bookkeeping
 		topic, msg, err := a.NewMessage(ctx, events[0])
 		if err != nil {
 			return err
+		}
+		if _, delayed := msg.Metadata[transport.MetadataDeliverAt]; delayed {
+			if err := a.checkDelay(topic, msg, time.Now()); err != nil {
+				return err
+			}
 		}
 		return a.publish(topic, msg)
 	}
@@ -376,6 +404,11 @@ func (a *App) Publish(ctx context.Context, events ...Event) error {
 		var err error
 		if topics[i], msgs[i], err = a.NewMessage(ctx, e); err != nil {
 			return err
+		}
+		if _, delayed := msgs[i].Metadata[transport.MetadataDeliverAt]; delayed {
+			if err := a.checkDelay(topics[i], msgs[i], time.Now()); err != nil {
+				return err
+			}
 		}
 	}
 	for start := 0; start < len(msgs); {
@@ -468,6 +501,7 @@ func (a *App) Run(ctx context.Context) error {
 	}
 	a.started = true
 	a.mu.Unlock()
+	defer close(a.done)
 
 	if err := a.Declare(ctx); err != nil {
 		return err
@@ -478,6 +512,7 @@ func (a *App) Run(ctx context.Context) error {
 	}
 	router.AddMiddleware(a.cfg.Middleware...)
 	sub := keepOpen{a.cfg.Transport}
+	handlers := map[string]*message.Handler{}
 	for _, name := range a.order {
 		q := a.queues[name]
 		if len(q.handlers) == 0 {
@@ -489,9 +524,12 @@ func (a *App) Run(ctx context.Context) error {
 			if q.cfg.Concurrency > 1 {
 				hname = fmt.Sprintf("%s#%d", name, i+1)
 			}
-			router.AddConsumerHandler(hname, name, sub, dispatch)
+			handlers[hname] = router.AddConsumerHandler(hname, name, sub, dispatch)
 		}
 	}
+	a.mu.Lock()
+	a.handlers = handlers
+	a.mu.Unlock()
 	errc := make(chan error, 1)
 	go func() { errc <- router.Run(context.WithoutCancel(ctx)) }()
 	select {

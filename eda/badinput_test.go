@@ -3,7 +3,9 @@ package eda_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"testing"
+	"time"
 
 	"github.com/ThreeDotsLabs/watermill/message"
 
@@ -138,5 +140,79 @@ func TestRegistrationErrors(t *testing.T) {
 	must(t, eda.Handle(app, "z", func(context.Context, orderPlaced) error { return nil }))
 	if err := eda.Handle(app, "z", func(context.Context, orderPlaced) error { return nil }); !errors.Is(err, eda.ErrInvalidConfig) {
 		t.Errorf("second handler for one event on one queue: %v", err)
+	}
+}
+
+type shipped struct {
+	OrderID string `json:"order_id"`
+}
+
+func (shipped) EventName() string { return "test.OrderShipped" }
+
+// A producer not written with eda sends a type and a JSON body: no schema
+// version, id, content type or time. Such a message is schema version 1.
+func TestMessageWithoutSchemaVersion(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		typ  string
+		reg  func(*eda.App) error
+		fn   func(got chan<- string) func(*eda.App) error
+	}{
+		{"version 1 handler", "test.OrderShipped", func(a *eda.App) error { return eda.Register[shipped](a, "orders") },
+			func(got chan<- string) func(*eda.App) error {
+				return func(a *eda.App) error {
+					return eda.Handle(a, "q", func(ctx context.Context, e shipped) error {
+						env, _ := eda.EnvelopeFromContext(ctx)
+						got <- fmt.Sprintf("%s v%d", e.OrderID, env.SchemaVersion)
+						return nil
+					})
+				}
+			}},
+		{"version 2 handler", "test.OrderPlaced", func(a *eda.App) error { return eda.Register[placedV2](a, "orders") },
+			func(got chan<- string) func(*eda.App) error {
+				return func(a *eda.App) error {
+					return eda.Handle(a, "q", func(ctx context.Context, e placedV2) error {
+						env, _ := eda.EnvelopeFromContext(ctx)
+						got <- fmt.Sprintf("%s v%d", e.OrderID, env.SchemaVersion)
+						return nil
+					})
+				}
+			}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := edatest.New(t, edatest.Config{})
+			must(t, tc.reg(h.App))
+			got := make(chan string, 1)
+			must(t, tc.fn(got)(h.App))
+			h.Start()
+			m := message.NewMessage("foreign-1", []byte(`{"order_id":"o-7"}`))
+			m.Metadata.Set(eda.MetadataType, tc.typ)
+			if err := h.Transport.Publish("orders", m); err != nil {
+				t.Fatal(err)
+			}
+			select {
+			case g := <-got:
+				if g != "o-7 v1" {
+					t.Fatalf("handled %q, want o-7 v1", g)
+				}
+			case <-time.After(10 * time.Second):
+				t.Fatalf("a message without %s was not handled; failed: %+v", eda.MetadataSchemaVersion, h.Failed("q"))
+			}
+		})
+	}
+}
+
+func TestEnvelopeOfSchemaVersion(t *testing.T) {
+	for _, tc := range []struct {
+		version string // "-": absent
+		want    int
+	}{{"-", eda.DefaultSchemaVersion}, {"3", 3}, {"x", 0}, {"0", 0}} {
+		m := message.NewMessage("m", nil)
+		if tc.version != "-" {
+			m.Metadata.Set(eda.MetadataSchemaVersion, tc.version)
+		}
+		if got := eda.EnvelopeOf(m).SchemaVersion; got != tc.want {
+			t.Errorf("%s %q: EnvelopeOf says %d, want %d", eda.MetadataSchemaVersion, tc.version, got, tc.want)
+		}
 	}
 }

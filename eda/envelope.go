@@ -32,6 +32,11 @@ const (
 // SpecVersion is the CloudEvents version the envelope follows.
 const SpecVersion = "1.0"
 
+// DefaultSchemaVersion is the schema version of a message that has no
+// MetadataSchemaVersion (a producer not written with eda), and of an event
+// type that does not implement Versioned.
+const DefaultSchemaVersion = 1
+
 // Envelope is the metadata every eda message carries.
 type Envelope struct {
 	ID            string
@@ -46,7 +51,8 @@ type Envelope struct {
 }
 
 // EnvelopeOf reads the envelope from a message's metadata. Fields that are
-// missing or malformed stay zero.
+// missing or malformed stay zero, but for a missing schema version, which is
+// 1 (DefaultSchemaVersion: what a handler takes a message without one for).
 func EnvelopeOf(msg *message.Message) Envelope {
 	md := msg.Metadata
 	env := Envelope{
@@ -59,7 +65,11 @@ func EnvelopeOf(msg *message.Message) Envelope {
 		OrderingKey:   md.Get(MetadataOrderingKey),
 	}
 	env.Time, _ = time.Parse(time.RFC3339Nano, md.Get(MetadataTime))
-	env.SchemaVersion, _ = strconv.Atoi(md.Get(MetadataSchemaVersion))
+	if v := md.Get(MetadataSchemaVersion); v == "" {
+		env.SchemaVersion = DefaultSchemaVersion
+	} else {
+		env.SchemaVersion, _ = strconv.Atoi(v)
+	}
 	return env
 }
 

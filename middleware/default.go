@@ -17,7 +17,8 @@ type Config struct {
 	// poisoned message. Nil discards.
 	Logger *slog.Logger
 	// Retry configures in-process retries; the zero value gives the
-	// defaults.
+	// defaults. Set Retry.Redelivery (&RedeliveryConfig{} for the default
+	// schedule) to delay the broker's redeliveries once they are spent.
 	Retry RetryConfig
 	// Poison, when set, moves messages that fail for good to a poison
 	// topic; its Logger defaults to Logger. Without it a permanent error

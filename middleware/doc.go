@@ -29,7 +29,11 @@
 // Retry calls the handler again in process with exponential backoff and
 // jitter, up to RetryConfig.MaxAttempts and MaxElapsed; then the error goes
 // back to the broker, which redelivers the message (nack, or the visibility
-// timeout on a crash). Poison publishes a message to the poison topic, with
+// timeout on a crash); with RetryConfig.Redelivery set, only after a delay
+// that grows with the message's receive count (1m, 2m, 4m... by default),
+// so that a dependency down for minutes does not exhaust its deliveries:
+// immediate retries, then delayed redeliveries, then the poison queue.
+// Poison publishes a message to the poison topic, with
 // its reason, error, attempts, handler, queue, original topic and failure
 // times in metadata (MetadataPoison*), and acks it, when the error is
 // permanent or the message is on its PoisonConfig.MaxDeliveries-th delivery.

@@ -222,7 +222,11 @@ func Poison(cfg PoisonConfig) (message.HandlerMiddleware, error) {
 func poison(ctx context.Context, cfg *PoisonConfig, logger *slog.Logger, msg *message.Message, rec *record, err error, reason Reason, deliveries int, counted bool) error {
 	pm := message.NewMessage(msg.UUID, msg.Payload)
 	pm.Metadata = maps.Clone(msg.Metadata)
+	// What the transport acts on for this delivery is not the poisoned
+	// copy's: it is delivered at once, never delayed.
 	delete(pm.Metadata, transport.MetadataReceiveCount)
+	delete(pm.Metadata, transport.MetadataRedeliveryDelay)
+	delete(pm.Metadata, transport.MetadataDeliverAt)
 	md := pm.Metadata
 	first, total := carriedHistory(msg.Metadata)
 	if first.IsZero() || rec.firstFailure.Before(first) {

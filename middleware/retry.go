@@ -51,6 +51,17 @@ type RetryConfig struct {
 	// hands the message to another consumer while this one still retries.
 	// Default DefaultMaxElapsed.
 	MaxElapsed time.Duration
+	// Redelivery, when set, delays the broker's redelivery once in-process
+	// retries are spent: before Retry returns a (non-permanent) error it
+	// sets transport.SetRedeliveryDelay on the message by this schedule
+	// and the message's receive count, so the message the router nacks
+	// comes back later rather than at once, and a dependency that is down
+	// for minutes does not exhaust its deliveries (see
+	// DefaultRedeliveryInitial). &RedeliveryConfig{} is the default
+	// schedule. Nil: no delay, the message is nacked for immediate
+	// redelivery. The transport must honour it
+	// (Features.DelayedRedelivery); one that does not redelivers at once.
+	Redelivery *RedeliveryConfig
 	// Logger receives a record per retry. Nil discards.
 	Logger *slog.Logger
 }
@@ -72,6 +83,11 @@ func (c RetryConfig) Validate() error {
 	}
 	if c.Jitter < 0 || c.Jitter > 1 {
 		errs = append(errs, fmt.Errorf("%w: retry: Jitter %g not in [0, 1]", ErrInvalidConfig, c.Jitter))
+	}
+	if c.Redelivery != nil {
+		if err := c.Redelivery.Validate(); err != nil {
+			errs = append(errs, fmt.Errorf("retry: %w", err))
+		}
 	}
 	return errors.Join(errs...)
 }
@@ -98,6 +114,10 @@ func (c *RetryConfig) setDefaults() {
 	if c.MaxElapsed == 0 {
 		c.MaxElapsed = DefaultMaxElapsed
 	}
+	if c.Redelivery != nil {
+		r := c.Redelivery.withDefaults()
+		c.Redelivery = &r
+	}
 	c.Logger = orDiscard(c.Logger)
 }
 
@@ -111,6 +131,14 @@ func (c *RetryConfig) setDefaults() {
 // unsupported schema versions, errors marked with eda.Permanent) is not
 // retried. When the message context ends (shutdown) Retry stops waiting and
 // returns the error.
+//
+// With Redelivery set, the error it returns after spending its attempts
+// carries a request to the transport (transport.SetRedeliveryDelay, on the
+// very message the subscriber delivered and the router nacks) to redeliver
+// it only after the schedule's delay: immediate retries, then delayed
+// redeliveries, then the poison queue or DLQ. Not for a permanent error,
+// nor when the message context has ended (shutdown: the message goes back
+// at once for another consumer).
 //
 // Unlike Watermill's Retry, each attempt starts from the context the message
 // had when Retry was entered, so a Timeout inside Retry times each attempt
@@ -134,10 +162,16 @@ func Retry(cfg RetryConfig) (message.HandlerMiddleware, error) {
 			}
 			msg.SetContext(ctx)
 			rec.failed(time.Now(), err)
-			if eda.IsPermanent(err) || cfg.MaxAttempts == 1 {
+			if eda.IsPermanent(err) {
 				return out, err
 			}
-			return cfg.retry(ctx, h, msg, rec, out, err)
+			if cfg.MaxAttempts > 1 {
+				out, err = cfg.retry(ctx, h, msg, rec, out, err)
+			}
+			if err != nil && cfg.Redelivery != nil && !eda.IsPermanent(err) && ctx.Err() == nil {
+				cfg.Redelivery.setRedeliveryDelay(msg)
+			}
+			return out, err
 		}
 	}, nil
 }

@@ -39,6 +39,17 @@
 //     invalid...) moves the record to the Failed state with its reason; it
 //     blocks its own key until Store.Retry or Store.Discard; nothing is
 //     deleted silently;
+//   - a delayed event (eda.At, eda.After) is stored with its due time
+//     (Record.DeliverAt) and published no earlier: when the publisher delays
+//     delivery (Features() with DelayedDelivery, e.g. SQS up to 15
+//     minutes) the relay claims it up to MaxDeliveryDelay ahead and
+//     publishes it with the remaining delay (transport.MetadataDeliverAt);
+//     otherwise the outbox holds it until due (then within PollInterval)
+//     and publishes it without. A publisher that refuses the delay
+//     (transport.ErrDelayUnsupported: SNS FIFO topics) leaves it pending
+//     until due, never failed for it. A delayed record is outside its
+//     ordering key's order: it neither waits for older records of its key
+//     nor holds back newer ones, since it is explicitly scheduled;
 //   - published and discarded records are deleted after
 //     RelayConfig.Retention;
 //   - wake-up: the store's notification (Postgres LISTEN/NOTIFY, SQLite

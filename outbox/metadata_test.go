@@ -2,13 +2,16 @@ package outbox_test
 
 import (
 	"encoding/json"
+	"errors"
 	"maps"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/ThreeDotsLabs/watermill/message"
 
 	"github.com/edaproject/eda/outbox"
+	"github.com/edaproject/eda/transport"
 )
 
 // MarshalMetadata writes what encoding/json writes, byte for byte where
@@ -92,4 +95,26 @@ func sanitized(md message.Metadata) message.Metadata {
 		out[strings.ToValidUTF8(k, "\uFFFD")] = strings.ToValidUTF8(v, "\uFFFD")
 	}
 	return out
+}
+
+// A record keeps a message's due time in DeliverAt, not in its metadata;
+// a malformed one is an invalid event.
+func TestNewRecordDeliverAt(t *testing.T) {
+	due := time.Date(2030, 1, 2, 3, 4, 5, 6, time.UTC)
+	msg := message.NewMessage("id-1", []byte("{}"))
+	transport.SetDeliverAt(msg, due)
+	r, err := outbox.NewRecord("t", msg)
+	if err != nil || !r.DeliverAt.Equal(due) {
+		t.Fatalf("NewRecord = %v (due %v), want due %v", err, r.DeliverAt, due)
+	}
+	if _, ok := r.Metadata[transport.MetadataDeliverAt]; ok {
+		t.Errorf("record metadata keeps %s", transport.MetadataDeliverAt)
+	}
+	if _, ok := r.Message().Metadata[transport.MetadataDeliverAt]; ok {
+		t.Errorf("record message carries %s", transport.MetadataDeliverAt)
+	}
+	msg.Metadata.Set(transport.MetadataDeliverAt, "tomorrow")
+	if _, err := outbox.NewRecord("t", msg); !errors.Is(err, outbox.ErrInvalidEvent) {
+		t.Errorf("NewRecord with a malformed due time = %v, want ErrInvalidEvent", err)
+	}
 }

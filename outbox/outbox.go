@@ -71,6 +71,15 @@ type Record struct {
 	DedupID string
 	// CreatedAt is when the event was written.
 	CreatedAt time.Time
+	// DeliverAt, when set, is when the event is due (eda.At, eda.After:
+	// transport.MetadataDeliverAt, which the record keeps here rather than
+	// in Metadata). The relay publishes it no earlier: at that time, or
+	// before with the remaining delay when its publisher delays delivery
+	// (transport.Features.DelayedDelivery). A record with a due time is
+	// outside its ordering key's order: it neither waits for older records
+	// of its key nor holds back newer ones, since it is explicitly
+	// scheduled.
+	DeliverAt time.Time
 	// State, Attempts and LastError describe the publishing progress. Set by
 	// the store.
 	State     State
@@ -96,6 +105,15 @@ func toRecord(topic string, msg *message.Message, clone bool) (Record, error) {
 		md = make(message.Metadata, len(md))
 		maps.Copy(md, msg.Metadata)
 	}
+	var deliverAt time.Time
+	if v, ok := md[transport.MetadataDeliverAt]; ok {
+		t, err := time.Parse(time.RFC3339Nano, v)
+		if err != nil {
+			return Record{}, fmt.Errorf("%w: message %s: metadata %s %q: %v", ErrInvalidEvent, msg.UUID, transport.MetadataDeliverAt, v, err)
+		}
+		deliverAt = t.UTC()
+		delete(md, transport.MetadataDeliverAt)
+	}
 	id := md.Get(transport.MetadataEventID)
 	if id == "" {
 		id = msg.UUID
@@ -111,6 +129,7 @@ func toRecord(topic string, msg *message.Message, clone bool) (Record, error) {
 		OrderingKey: md.Get(transport.MetadataGroupID),
 		DedupID:     md.Get(transport.MetadataDedupID),
 		CreatedAt:   time.Now().UTC(),
+		DeliverAt:   deliverAt,
 	}, nil
 }
 
@@ -134,7 +153,8 @@ func Encode(ctx context.Context, enc Encoder, events ...eda.Event) ([]Record, er
 	return recs, nil
 }
 
-// Message rebuilds the Watermill message of r.
+// Message rebuilds the Watermill message of r, without its due time (the
+// relay sets transport.MetadataDeliverAt when it publishes early).
 func (r Record) Message() *message.Message {
 	msg := message.NewMessage(r.EventID, r.Payload)
 	for k, v := range r.Metadata {

@@ -170,6 +170,11 @@ func DefaultPermanent(err error) bool {
 // poison records in a visible failed state.
 type Relay struct {
 	cfg RelayConfig
+	// lead is how far ahead of their due time delayed records are claimed
+	// and published with the remaining delay (the publisher's
+	// MaxDeliveryDelay); 0 when the publisher does not delay delivery, so
+	// records are held until due.
+	lead time.Duration
 
 	published, failed, retried atomic.Uint64
 	rate                       rateMeter
@@ -182,7 +187,28 @@ func NewRelay(cfg RelayConfig) (*Relay, error) {
 		return nil, err
 	}
 	cfg.setDefaults()
-	return &Relay{cfg: cfg}, nil
+	return &Relay{cfg: cfg, lead: deliveryLead(cfg.Publisher)}, nil
+}
+
+// unlimitedLead is the lead for a publisher that delays delivery without
+// a maximum: every scheduled record is handed to it at once.
+const unlimitedLead = 100 * 365 * 24 * time.Hour
+
+// deliveryLead is the lead of a relay publishing through pub: its
+// Features().MaxDeliveryDelay when it has delayed delivery, else 0.
+func deliveryLead(pub message.Publisher) time.Duration {
+	fp, ok := pub.(interface{ Features() transport.Features })
+	if !ok {
+		return 0
+	}
+	f := fp.Features()
+	switch {
+	case !f.DelayedDelivery:
+		return 0
+	case f.MaxDeliveryDelay <= 0:
+		return unlimitedLead
+	}
+	return f.MaxDeliveryDelay
 }
 
 // RelayStats count what a relay did since it was created.
@@ -235,10 +261,16 @@ func (r *Relay) Run(ctx context.Context) error {
 func (r *Relay) work(ctx context.Context, wake *broadcast, worker int) {
 	log := r.cfg.Logger
 	claim := r.cfg.Store.Claim
+	var part Partition
 	if ps, ok := r.cfg.Store.(PartitionedStore); ok && r.cfg.Workers > 1 {
-		p := Partition{Index: worker, Of: r.cfg.Workers}
+		part = Partition{Index: worker, Of: r.cfg.Workers}
 		claim = func(ctx context.Context, limit int, publish func(context.Context, []Record) []Result) (int, error) {
-			return ps.ClaimPartition(ctx, p, limit, publish)
+			return ps.ClaimPartition(ctx, part, limit, publish)
+		}
+	}
+	if ds, ok := r.cfg.Store.(DueStore); ok && r.lead > 0 {
+		claim = func(ctx context.Context, limit int, publish func(context.Context, []Record) []Result) (int, error) {
+			return ds.ClaimDue(ctx, ClaimRequest{Limit: limit, Partition: part, DueBy: time.Now().Add(r.lead)}, publish)
 		}
 	}
 	storeErrs := 0
@@ -303,12 +335,42 @@ func wait(ctx context.Context, ch <-chan struct{}, d time.Duration) {
 // A key whose records span several topics in one batch is cut at the first
 // topic change (the rest waits for the next claim), so that each topic's
 // records can be published in one call without reordering a key.
+//
+// A record with a due time is outside its key's order: it is published as
+// if it had no key. One not yet due is published with its due time
+// (transport.MetadataDeliverAt) in a call of its own per topic, when the
+// publisher delays delivery; if the publisher refuses the delay
+// (transport.ErrDelayUnsupported: an SNS FIFO topic, say) it stays pending
+// until it is due and is then published without it. A record not yet due
+// when the publisher cannot delay (a store that claims early) is left
+// pending until due: never published early.
 func (r *Relay) publish(ctx context.Context, batch []Record) []Result {
 	keyTopic := map[string]string{}
 	cut := map[string]bool{}
 	groups := map[string][]Record{}
 	var topics []string
+	var delayed map[string][]Record
+	var delayedTopics []string
+	results := make([]Result, 0, len(batch))
+	now := time.Now()
 	for _, rec := range batch {
+		if !rec.DeliverAt.IsZero() {
+			rec.OrderingKey = "" // scheduled: outside its key's order
+			if rec.DeliverAt.After(now) {
+				if r.lead <= 0 {
+					results = append(results, Result{Seq: rec.Seq, Outcome: OutcomeRetry, Err: "outbox: not due", RetryAt: rec.DeliverAt})
+					continue
+				}
+				if delayed == nil {
+					delayed = map[string][]Record{}
+				}
+				if _, ok := delayed[rec.Topic]; !ok {
+					delayedTopics = append(delayedTopics, rec.Topic)
+				}
+				delayed[rec.Topic] = append(delayed[rec.Topic], rec)
+				continue
+			}
+		}
 		if k := rec.OrderingKey; k != "" {
 			if cut[k] {
 				continue
@@ -324,9 +386,11 @@ func (r *Relay) publish(ctx context.Context, batch []Record) []Result {
 		}
 		groups[rec.Topic] = append(groups[rec.Topic], rec)
 	}
-	results := make([]Result, 0, len(batch))
 	for _, topic := range topics {
-		results = r.publishTopic(ctx, topic, groups[topic], results)
+		results = r.publishTopic(ctx, topic, groups[topic], results, false)
+	}
+	for _, topic := range delayedTopics {
+		results = r.publishTopic(ctx, topic, delayed[topic], results, true)
 	}
 	var pub, failed, retried uint64
 	for _, x := range results {
@@ -346,16 +410,30 @@ func (r *Relay) publish(ctx context.Context, batch []Record) []Result {
 	return results
 }
 
-func (r *Relay) publishTopic(ctx context.Context, topic string, recs []Record, results []Result) []Result {
+// publishTopic publishes recs to topic in one call; with delayed, each
+// message carries its record's due time.
+func (r *Relay) publishTopic(ctx context.Context, topic string, recs []Record, results []Result, delayed bool) []Result {
 	msgs := make([]*message.Message, len(recs))
 	for i, rec := range recs {
 		msgs[i] = rec.Message()
+		if delayed {
+			transport.SetDeliverAt(msgs[i], rec.DeliverAt)
+		}
 		msgs[i].SetContext(ctx) // publishers that honour it stop on shutdown
 	}
 	err := r.cfg.Publisher.Publish(topic, msgs...)
 	if err == nil {
 		for _, rec := range recs {
 			results = append(results, Result{Seq: rec.Seq, Outcome: OutcomePublished})
+		}
+		return results
+	}
+	if delayed && errors.Is(err, transport.ErrDelayUnsupported) {
+		// Nothing was published: hold them until due, then publish them
+		// without the delay. Never failed for it, never sent early.
+		r.cfg.Logger.Info("outbox relay: publisher refused the delay; holding the records until due", "topic", topic, "records", len(recs), "err", err)
+		for _, rec := range recs {
+			results = append(results, Result{Seq: rec.Seq, Outcome: OutcomeRetry, Err: err.Error(), RetryAt: rec.DeliverAt})
 		}
 		return results
 	}

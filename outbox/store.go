@@ -15,8 +15,9 @@ type Store interface {
 	// publish returned; a record without a Result stays Pending, unchanged.
 	//
 	// A record is publishable when it is Pending, not waiting for a retry,
-	// and every older record of its ordering key is either Published,
-	// Discarded or in this same batch (before it). Claim returns the number
+	// due (no DeliverAt, or DeliverAt not after now) and, unless it has a
+	// DeliverAt, every older record of its ordering key without one is
+	// either Published, Discarded or in this same batch (before it). Claim returns the number
 	// of records it found: those passed to publish plus those held back
 	// because an older record of their key is claimed elsewhere (0: nothing
 	// to do).
@@ -64,6 +65,30 @@ type PartitionedStore interface {
 	Store
 	// ClaimPartition is Claim restricted to the records of p.
 	ClaimPartition(ctx context.Context, p Partition, limit int, publish func(ctx context.Context, batch []Record) []Result) (int, error)
+}
+
+// ClaimRequest says what a DueStore claim takes.
+type ClaimRequest struct {
+	// Limit is the most records the claim takes. Required.
+	Limit int
+	// Partition, when Of > 0, restricts the claim to one partition of the
+	// keys (see PartitionedStore).
+	Partition Partition
+	// DueBy: records whose DeliverAt is after it are not claimed. Zero
+	// means now. A relay whose publisher delays delivery claims ahead by
+	// the publisher's Features().MaxDeliveryDelay.
+	DueBy time.Time
+}
+
+// DueStore is a Store that can claim records due up to a time in the
+// future (ClaimRequest.DueBy), so that a relay hands a delayed event to a
+// transport that delays it itself before it is due. Both stores implement
+// it; finding due records reads an index on the due time, not every
+// scheduled record.
+type DueStore interface {
+	Store
+	// ClaimDue is Claim (or ClaimPartition) with req's bounds.
+	ClaimDue(ctx context.Context, req ClaimRequest, publish func(ctx context.Context, batch []Record) []Result) (int, error)
 }
 
 // Outcome of publishing one record.

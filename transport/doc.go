@@ -21,4 +21,10 @@
 // which the conformance suite in transport/transporttest reads to decide what
 // to check. Implementations live in sub-packages: transport/memory (in
 // process, with SNS/SQS semantics), transport/postgres and transport/aws.
+//
+// Two optional interfaces serve operations: Inspector reads a queue's depth
+// (visible, in flight, delayed, oldest age) without receiving from it, which
+// transport/transportprom exports to Prometheus, and Pinger checks that the
+// broker is reachable, which eda's readiness check calls. All three
+// transports implement both.
 package transport

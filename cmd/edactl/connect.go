@@ -22,12 +22,25 @@ import (
 type awsFlags struct {
 	endpoint, region, account string
 	attributes                []string // nil: edaaws.DefaultAttributes
+	claimBucket, claimPrefix  string   // the services' aws.Config.ClaimCheck
+}
+
+// claimCheck is the services' claim check as the flags give it; with
+// -aws-endpoint (an emulator, an S3-compatible store) S3 is addressed
+// path-style.
+func (a *awsFlags) claimCheck() edaaws.ClaimCheckConfig {
+	if a.claimBucket == "" {
+		return edaaws.ClaimCheckConfig{}
+	}
+	return edaaws.ClaimCheckConfig{Bucket: a.claimBucket, Prefix: a.claimPrefix, UsePathStyle: a.endpoint != ""}
 }
 
 func (a *awsFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&a.endpoint, "aws-endpoint", os.Getenv("EDA_AWS_ENDPOINT"), "SNS/SQS endpoint, e.g. the emulator's http://127.0.0.1:4566 (env EDA_AWS_ENDPOINT); empty: AWS")
 	fs.StringVar(&a.region, "region", "", "AWS region (default: the AWS chain's, us-east-1 with -aws-endpoint)")
 	fs.StringVar(&a.account, "account", os.Getenv("EDA_AWS_ACCOUNT_ID"), "AWS account id of the ARNs (env EDA_AWS_ACCOUNT_ID; default: ask STS)")
+	fs.StringVar(&a.claimBucket, "claim-check-bucket", "", "S3 bucket of the services' claim check (aws.Config.ClaimCheck.Bucket): topology plan/apply keep its lifecycle rule, iam grants it")
+	fs.StringVar(&a.claimPrefix, "claim-check-prefix", "", "key prefix of the claim check's blobs (default "+edaaws.DefaultClaimCheckPrefix+")")
 	fs.Func("attributes", "metadata the publishers send as message attributes, comma separated, * for all: their aws.Config.Attributes (default "+strings.Join(edaaws.DefaultAttributes, ",")+"); filter policies may match only these", func(s string) error {
 		a.attributes = []string{}
 		for _, f := range strings.Split(s, ",") {
@@ -46,7 +59,7 @@ func (a *awsFlags) transport(ctx context.Context, autoCreate bool) (*edaaws.Tran
 	if err != nil {
 		return nil, err
 	}
-	return edaaws.New(edaaws.Config{AWS: cfg, Endpoint: a.endpoint, AccountID: a.account, AutoCreate: autoCreate, Attributes: a.attributes})
+	return edaaws.New(edaaws.Config{AWS: cfg, Endpoint: a.endpoint, AccountID: a.account, AutoCreate: autoCreate, Attributes: a.attributes, ClaimCheck: a.claimCheck()})
 }
 
 // config loads the SDK configuration.

@@ -117,8 +117,8 @@ func (a *awsDLQ) list(ctx context.Context, prefix string) ([]deadQueue, error) {
 		default:
 			continue
 		}
-		d.Messages, _ = strconv.ParseInt(q.attrs["ApproximateNumberOfMessages"], 10, 64)
-		d.InFlight, _ = strconv.ParseInt(q.attrs["ApproximateNumberOfMessagesNotVisible"], 10, 64)
+		depth := edaaws.DepthFromAttributes(q.attrs) // what the transport's Inspector reads
+		d.Messages, d.InFlight = depth.Visible, depth.InFlight
 		out = append(out, d)
 	}
 	return out, nil

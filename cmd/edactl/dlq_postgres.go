@@ -65,9 +65,7 @@ func (d *pgDLQ) checkSchema(ctx context.Context) error {
 func (d *pgDLQ) list(ctx context.Context, prefix string) ([]deadQueue, error) {
 	rows, err := d.pool.Query(ctx, d.sql(`
 SELECT q.name,
-	coalesce((SELECT array_agg(s.name ORDER BY s.name) FROM {{schema}}.queues s WHERE s.dead_letter_queue = q.name), '{}'),
-	(SELECT count(*) FROM {{schema}}.messages m WHERE m.queue = q.name AND m.visible_at <= now()),
-	(SELECT count(*) FROM {{schema}}.messages m WHERE m.queue = q.name AND m.visible_at > now())
+	coalesce((SELECT array_agg(s.name ORDER BY s.name) FROM {{schema}}.queues s WHERE s.dead_letter_queue = q.name), '{}')
 FROM {{schema}}.queues q
 WHERE starts_with(q.name, $1)
 ORDER BY q.name`), prefix)
@@ -77,7 +75,7 @@ ORDER BY q.name`), prefix)
 	var out []deadQueue
 	for rows.Next() {
 		var q deadQueue
-		if err := rows.Scan(&q.Queue, &q.Sources, &q.Messages, &q.InFlight); err != nil {
+		if err := rows.Scan(&q.Queue, &q.Sources); err != nil {
 			return nil, fmt.Errorf("list queues: %w", err)
 		}
 		switch {
@@ -92,7 +90,31 @@ ORDER BY q.name`), prefix)
 		}
 		out = append(out, q)
 	}
-	return out, rows.Err()
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("list queues: %w", err)
+	}
+	if len(out) == 0 {
+		return out, nil
+	}
+	// The depths as the transport's Inspector reads them, in one query.
+	tr, err := postgres.New(ctx, postgres.Config{Pool: d.pool, Schema: d.schema})
+	if err != nil {
+		return nil, err
+	}
+	defer tr.Close()
+	names := make([]string, len(out))
+	for i, q := range out {
+		names[i] = q.Queue
+	}
+	depths, err := tr.QueueDepths(ctx, names)
+	if err != nil {
+		return nil, fmt.Errorf("read queue depths: %w", err)
+	}
+	for i := range out {
+		depth := depths[out[i].Queue]
+		out[i].Messages, out[i].InFlight = depth.Visible, depth.InFlight
+	}
+	return out, nil
 }
 
 // queueFIFO tells whether queue is FIFO, or that it does not exist.

@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/edaproject/eda/transport"
 	edaaws "github.com/edaproject/eda/transport/aws"
 )
 
@@ -95,9 +96,12 @@ func runIAM(ctx context.Context, c *cli, args []string) error {
 			queues[q.Name] = q
 		}
 		for _, s := range services {
-			access := edaaws.ServiceAccess{Region: region, AccountID: account, Partition: *partition, ReadDeadLetters: s.ReadDeadLetters}
+			access := edaaws.ServiceAccess{Region: region, AccountID: account, Partition: *partition, ReadDeadLetters: s.ReadDeadLetters, ClaimCheck: af.claimCheck()}
 			for _, t := range s.Publishes {
 				access.Publishes = append(access.Publishes, edaaws.Topic{Name: t, FIFO: fifo[t]})
+			}
+			if s.DelayedDelivery {
+				access.DelayedDelivery = f.subscribers(s.Publishes)
 			}
 			for _, q := range s.Consumes {
 				access.Consumes = append(access.Consumes, queues[q].queue())
@@ -111,18 +115,27 @@ func runIAM(ctx context.Context, c *cli, args []string) error {
 	case roleRelay:
 		fifo := f.topicFIFO()
 		access := edaaws.ServiceAccess{Region: region, AccountID: account, Partition: *partition}
+		var delayed []string
 		for _, s := range services {
 			for _, t := range s.Publishes {
 				access.Publishes = append(access.Publishes, edaaws.Topic{Name: t, FIFO: fifo[t]})
 			}
+			if s.DelayedDelivery { // the relay publishes the service's delayed records
+				delayed = append(delayed, s.Publishes...)
+			}
 		}
+		access.DelayedDelivery = f.subscribers(delayed)
 		doc, err := edaaws.ServicePolicy(access)
 		if err != nil {
 			return fmt.Errorf("%w: relay: %w", errUsage, err)
 		}
 		out = append(out, namedPolicy{"relay", doc})
 	case roleDeploy:
-		out = append(out, namedPolicy{"deploy", deployPolicy(f, arns)})
+		doc := deployPolicy(f, arns)
+		if cc := af.claimCheck(); cc.Bucket != "" {
+			doc.Statement = append(doc.Statement, edaaws.ClaimCheckDeployStatement(*partition, cc))
+		}
+		out = append(out, namedPolicy{"deploy", doc})
 	case roleOperator:
 		out = append(out, namedPolicy{"operator", operatorPolicy(f, arns)})
 	}
@@ -230,4 +243,18 @@ func operatorPolicy(f *topologyFile, a arnBuilder) edaaws.PolicyDocument {
 			"sqs:ChangeMessageVisibility", "sqs:CreateQueue", "sqs:DeleteMessage", "sqs:DeleteQueue",
 			"sqs:GetQueueAttributes", "sqs:GetQueueUrl", "sqs:ReceiveMessage", "sqs:SetQueueAttributes"}},
 	}}
+}
+
+// subscribers returns the queues subscribed to any of topics, each once.
+func (f *topologyFile) subscribers(topics []string) []transport.Queue {
+	var out []transport.Queue
+	for _, q := range f.Queues {
+		for _, t := range q.Topics {
+			if slices.Contains(topics, t) {
+				out = append(out, q.queue())
+				break
+			}
+		}
+	}
+	return out
 }

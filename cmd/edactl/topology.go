@@ -43,6 +43,9 @@ type serviceSpec struct {
 	Publishes       []string `json:"publishes"`
 	Consumes        []string `json:"consumes"`
 	ReadDeadLetters bool     `json:"readDeadLetters"`
+	// DelayedDelivery: the service publishes events with a delivery delay,
+	// which the AWS transport sends to the subscribed queues itself.
+	DelayedDelivery bool `json:"delayedDelivery"`
 }
 
 // duration is a Go duration string ("30s") or a number of seconds.

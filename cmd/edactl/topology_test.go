@@ -1,11 +1,17 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
+
+	awssdk "github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/credentials"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
 
 	edaaws "github.com/edaproject/eda/transport/aws"
 )
@@ -213,5 +219,124 @@ func TestIAMRoles(t *testing.T) {
 	}
 	if _, errs, code := edactl(t, append(base, "-role", "admin")...); code != exitUsage || !strings.Contains(errs, `-role "admin"`) {
 		t.Errorf("-role admin: exit %d, %s", code, errs)
+	}
+}
+
+// With a claim-check bucket, the deploy role may keep its lifecycle rule,
+// publishers may put and delete blobs and consumers get them.
+func TestIAMClaimCheck(t *testing.T) {
+	t.Parallel()
+	base := []string{"iam", "-f", "testdata/orders-topology.json", "-account", "123456789012", "-region", "eu-west-1", "-o", "json",
+		"-claim-check-bucket", "acme-blobs", "-claim-check-prefix", "orders/"}
+	actions := func(args ...string) map[string]map[string]string { // policy → action → its resources
+		var out []struct {
+			Name   string                `json:"name"`
+			Policy edaaws.PolicyDocument `json:"policy"`
+		}
+		js := mustRun(t, append(base, args...)...)
+		if err := json.Unmarshal([]byte(js), &out); err != nil {
+			t.Fatalf("%v: %v:\n%s", args, err, js)
+		}
+		m := map[string]map[string]string{}
+		for _, p := range out {
+			m[p.Name] = map[string]string{}
+			for _, st := range p.Policy.Statement {
+				for _, a := range st.Action {
+					m[p.Name][a] += strings.Join(st.Resource, " ")
+				}
+			}
+		}
+		return m
+	}
+	if d := actions("-role", "deploy")["deploy"]; d["s3:PutLifecycleConfiguration"] != "arn:aws:s3:::acme-blobs" {
+		t.Errorf("deploy: s3:PutLifecycleConfiguration on %q, want the bucket", d["s3:PutLifecycleConfiguration"])
+	}
+	blobs := "arn:aws:s3:::acme-blobs/orders/*"
+	var put, get bool
+	for name, p := range actions("-role", "services") {
+		put = put || p["s3:PutObject"] == blobs && p["s3:DeleteObject"] == blobs
+		get = get || p["s3:GetObject"] == blobs
+		if p["s3:PutLifecycleConfiguration"] != "" {
+			t.Errorf("service %s may change the lifecycle", name)
+		}
+	}
+	if !put || !get {
+		t.Errorf("services: some publisher may put and delete blobs: %t; some consumer may get them: %t", put, get)
+	}
+}
+
+// topology apply with a claim-check bucket creates it with eda's lifecycle
+// rule; a second plan has nothing to do.
+func TestTopologyClaimCheckBucket(t *testing.T) {
+	t.Parallel()
+	ep := requireEmulator(t)
+	prefix := uniq("tcc") + "-"
+	bucket := uniq("edactl-cc")
+	t.Cleanup(func() {
+		client := s3.NewFromConfig(awssdk.Config{Region: "us-east-1", Credentials: credentials.NewStaticCredentialsProvider("test", "test", "")},
+			func(o *s3.Options) { o.BaseEndpoint, o.UsePathStyle = &ep, true })
+		_, _ = client.DeleteBucket(context.Background(), &s3.DeleteBucketInput{Bucket: &bucket})
+	})
+	f := filepath.Join(t.TempDir(), "topology.json")
+	if err := os.WriteFile(f, []byte(`{"queues": [{"name": "billing", "topics": ["orders"]}]}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	args := []string{"-f", f, "-prefix", prefix, "-aws-endpoint", ep, "-claim-check-bucket", bucket}
+	out := mustRun(t, append([]string{"topology", "apply"}, args...)...)
+	if !strings.Contains(out, "create-bucket") || !strings.Contains(out, "put-bucket-lifecycle") ||
+		!strings.Contains(out, "s3://"+bucket) || !strings.Contains(out, "expire eda-claim-check/* after 15 days") {
+		t.Errorf("apply does not create the bucket with its lifecycle rule:\n%s", out)
+	}
+	if out := mustRun(t, append([]string{"topology", "plan"}, args...)...); !strings.Contains(out, "no changes") {
+		t.Errorf("plan after apply:\n%s", out)
+	}
+}
+
+// A service marked delayedDelivery may send to the queues subscribed to the
+// topics it publishes (the AWS transport's delayed path), and no other; so
+// may the relay that publishes its records. Without the mark, no service
+// may send to a queue.
+func TestIAMDelayedDelivery(t *testing.T) {
+	t.Parallel()
+	raw, err := os.ReadFile("testdata/orders-topology.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	file := filepath.Join(t.TempDir(), "topology.json")
+	marked := strings.Replace(string(raw), `"readDeadLetters": true}`, `"readDeadLetters": true, "delayedDelivery": true}`, 1)
+	if marked == string(raw) {
+		t.Fatal("testdata/orders-topology.json changed: no orders service to mark")
+	}
+	if err := os.WriteFile(file, []byte(marked), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	sends := func(file, role string) map[string]string { // policy → resources of sqs:SendMessage
+		var out []struct {
+			Name   string                `json:"name"`
+			Policy edaaws.PolicyDocument `json:"policy"`
+		}
+		js := mustRun(t, "iam", "-f", file, "-account", "123456789012", "-region", "eu-west-1", "-o", "json", "-role", role)
+		if err := json.Unmarshal([]byte(js), &out); err != nil {
+			t.Fatalf("%v:\n%s", err, js)
+		}
+		m := map[string]string{}
+		for _, p := range out {
+			for _, st := range p.Policy.Statement {
+				if slices.Contains(st.Action, "sqs:SendMessage") {
+					m[p.Name] += strings.Join(st.Resource, " ")
+				}
+			}
+		}
+		return m
+	}
+	want := "arn:aws:sqs:eu-west-1:123456789012:inventory arn:aws:sqs:eu-west-1:123456789012:notification arn:aws:sqs:eu-west-1:123456789012:orders-poison"
+	if got := sends(file, "services"); len(got) != 1 || got["orders"] != want {
+		t.Errorf("services with orders marked: SendMessage %v, want only orders on %s", got, want)
+	}
+	if got := sends(file, "relay"); got["relay"] != want {
+		t.Errorf("relay: SendMessage on %q, want %s", got["relay"], want)
+	}
+	if got := sends("testdata/orders-topology.json", "services"); len(got) != 0 {
+		t.Errorf("unmarked services may send to queues: %v", got)
 	}
 }

@@ -40,6 +40,8 @@ import (
 	"path/filepath"
 	"syscall"
 	"time"
+
+	"github.com/edaproject/eda/middleware"
 )
 
 func main() {
@@ -61,6 +63,7 @@ func main() {
 	flag.BoolVar(&serve, "serve", false, "keep serving HTTP after the demo, until interrupted")
 	flag.BoolVar(&verbose, "v", false, "log what the services do")
 	flag.DurationVar(&timeout, "timeout", 2*time.Minute, "how long the demo may take")
+	flag.DurationVar(&o.MaxOutboxLag, "max-outbox-lag", defaultMaxOutboxLag, "readiness (/readyz) fails while the oldest unpublished outbox record is older")
 	flag.Parse()
 	o.NoAutoCreate = !*autoCreate
 	if o.Addr == "" {
@@ -90,6 +93,7 @@ func run(ctx context.Context, o options, orders int, serve bool, timeout time.Du
 		o.DB = filepath.Join(dir, "orders.db")
 	}
 	o.MaxDelivery, o.Visibility = 3, 30*time.Second
+	o.Redelivery = &middleware.RedeliveryConfig{} // the default schedule: 1m, 2m... then the poison queue
 	s, err := start(ctx, o)
 	if err != nil {
 		return err
@@ -97,7 +101,7 @@ func run(ctx context.Context, o options, orders int, serve bool, timeout time.Du
 	defer s.stop()
 	fmt.Fprintf(out, "orders example: role %s, db %s, transport %s, fifo %v\n", o.Role, redact(o.DB), o.Transport, o.FIFO)
 	if o.has("orders") {
-		fmt.Fprintf(out, "order service on http://%s (POST /orders, GET /orders/{id})\n", s.addr)
+		fmt.Fprintf(out, "order service on http://%s (POST /orders, GET /orders/{id}; /healthz, /readyz, /metrics)\n", s.addr)
 		if orders > 0 {
 			dctx, cancel := context.WithTimeout(ctx, timeout)
 			sum, err := s.demo(dctx, orders, out)

@@ -49,9 +49,16 @@ type options struct {
 	// AWSConfig, when set, edits the SDK configuration of the AWS transport
 	// (the tests record its calls with it).
 	AWSConfig   func(*awssdk.Config)
-	Logger      *slog.Logger  // nil: quiet
-	MaxDelivery int           // deliveries before a failing message is poisoned
-	Visibility  time.Duration // queue visibility timeout
+	Logger      *slog.Logger // nil: quiet
+	MaxDelivery int          // deliveries before a failing message is poisoned
+	// Redelivery delays the redelivery of a message whose handler failed
+	// (nil: at once); main sets the default schedule, which rides out a
+	// 2-minute outage within MaxDelivery 3.
+	Redelivery *middleware.RedeliveryConfig
+	Visibility time.Duration // queue visibility timeout
+
+	MaxOutboxLag  time.Duration // readiness fails over this outbox lag; default defaultMaxOutboxLag (ops.go)
+	DepthInterval time.Duration // how often /metrics' queue depths are read; default defaultDepthInterval
 }
 
 func (o options) has(role string) bool { return o.Role == "all" || o.Role == role }
@@ -117,7 +124,7 @@ func start(ctx context.Context, o options) (*system, error) {
 
 	stack, err := middleware.Default(middleware.Config{
 		Logger: o.Logger,
-		Retry:  middleware.RetryConfig{MaxAttempts: 3, InitialInterval: 10 * time.Millisecond, MaxInterval: 100 * time.Millisecond},
+		Retry:  middleware.RetryConfig{MaxAttempts: 3, InitialInterval: 10 * time.Millisecond, MaxInterval: 100 * time.Millisecond, Redelivery: o.Redelivery},
 		Poison: &middleware.PoisonConfig{Publisher: s.dead.publisher(tr), Topic: o.name(topicPoison), MaxDeliveries: o.MaxDelivery},
 	})
 	if err != nil {
@@ -207,6 +214,9 @@ func start(ctx context.Context, o options) (*system, error) {
 		}
 		mux := http.NewServeMux()
 		s.orders.routes(mux)
+		if err := s.ops(runCtx, mux, &wg); err != nil {
+			return fail(err)
+		}
 		srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 		s.addr = ln.Addr().String()
 		wg.Add(1)

@@ -59,6 +59,9 @@ func Run(t *testing.T, h Harness) {
 		{"WakeupIsPrompt", s.wakeup},
 		{"CleanExit", s.cleanExit},
 		{"BadInput", s.badInput},
+		{"DelayedHeldUntilDue", s.delayedHeld},
+		{"DelayedAheadThroughDelayingPublisher", s.delayedAhead},
+		{"DelayRefusedHeldUntilDue", s.delayRefused},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -124,6 +127,7 @@ func NewApp(t testing.TB) *eda.App {
 type Delivery struct {
 	Topic string
 	Msg   *message.Message
+	At    time.Time // when Publish was called
 }
 
 // Sink is a message.Publisher that records what it is given. While Down is
@@ -168,7 +172,7 @@ func (s *Sink) Publish(topic string, msgs ...*message.Message) error {
 		pe := &PartialError{}
 		for i, m := range msgs {
 			if i%2 == 0 {
-				s.got = append(s.got, Delivery{Topic: topic, Msg: m})
+				s.got = append(s.got, Delivery{Topic: topic, Msg: m, At: time.Now()})
 			} else {
 				pe.IDs = append(pe.IDs, m.UUID)
 			}
@@ -179,8 +183,9 @@ func (s *Sink) Publish(topic string, msgs ...*message.Message) error {
 	}
 	s.calls++
 	s.maxBatch = max(s.maxBatch, len(msgs))
+	now := time.Now()
 	for _, m := range msgs {
-		s.got = append(s.got, Delivery{Topic: topic, Msg: m})
+		s.got = append(s.got, Delivery{Topic: topic, Msg: m, At: now})
 	}
 	close(s.changed)
 	s.changed = make(chan struct{})
@@ -806,4 +811,159 @@ func (s *suite) badInput(t *testing.T) {
 	if err != nil || stats.Pending != 0 {
 		t.Errorf("stats after rejected writes = %+v, %v; want nothing stored", stats, err)
 	}
+}
+
+// DelaySink is a Sink whose publisher delays delivery (Features), as SQS
+// does up to 15 minutes; with Refuse it rejects every message that asks for
+// a delay with transport.ErrDelayUnsupported, as an SNS FIFO topic does.
+type DelaySink struct {
+	*Sink
+	Max    time.Duration
+	Refuse bool
+}
+
+// Features implements the relay's feature probe.
+func (d *DelaySink) Features() transport.Features {
+	return transport.Features{DelayedDelivery: true, MaxDeliveryDelay: d.Max}
+}
+
+// Publish implements message.Publisher.
+func (d *DelaySink) Publish(topic string, msgs ...*message.Message) error {
+	if d.Refuse {
+		for _, m := range msgs {
+			if _, ok := m.Metadata[transport.MetadataDeliverAt]; ok {
+				d.mu.Lock()
+				d.attempts++
+				d.mu.Unlock()
+				return fmt.Errorf("delay sink: %s: %w", m.UUID, transport.ErrDelayUnsupported)
+			}
+		}
+	}
+	return d.Sink.Publish(topic, msgs...)
+}
+
+// dueOf returns the due time the record of d's event was written with.
+func dueOf(t *testing.T, ds []Delivery, n int) Delivery {
+	t.Helper()
+	for _, d := range ds {
+		if d.Decode(t).N == n {
+			return d
+		}
+	}
+	t.Fatalf("no delivery of N=%d", n)
+	return Delivery{}
+}
+
+// delayedHeld: with a publisher that cannot delay, a delayed record is
+// held until due, then published without the delay key; it does not hold
+// back the later records of its key, and counts as pending but not as lag
+// until due.
+func (s *suite) delayedHeld(t *testing.T) {
+	ctx := context.Background()
+	st, write := s.h.New(t)
+	app := NewApp(t)
+	const delay = 600 * time.Millisecond
+	due := time.Now().Add(delay)
+	if err := write(ctx, true, app, eda.At(due, Event{Key: "k", N: 1}), Event{Key: "k", N: 2}); err != nil {
+		t.Fatal(err)
+	}
+	st0, err := st.Stats(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st0.Pending != 2 {
+		t.Errorf("stats before relaying %+v, want 2 pending", st0)
+	}
+	sink := NewSink()
+	s.relay(t, st, sink, outbox.RelayConfig{PollInterval: 20 * time.Millisecond})
+	first := sink.WaitFor(t, s.h.Timeout, "the undelayed record", func(ds []Delivery) bool { return len(ds) >= 1 })
+	if e := first[0].Decode(t); e.N != 2 || first[0].At.After(due) {
+		t.Errorf("first delivery N=%d at %s before due, want N=2 before the delayed one is due", e.N, due.Sub(first[0].At))
+	}
+	x := s.waitStats(t, st, "the undelayed record settled", func(x outbox.Stats) bool { return x.Pending <= 1 })
+	if asOf := time.Now(); asOf.Before(due) && (x.Pending != 1 || !x.OldestPending.IsZero()) {
+		t.Errorf("stats with only a record not yet due %+v, want 1 pending, no lag", x)
+	}
+	got := sink.WaitFor(t, s.h.Timeout, "the delayed record", func(ds []Delivery) bool { return len(ds) >= 2 })
+	d := dueOf(t, got, 1)
+	if d.At.Before(due) {
+		t.Errorf("delayed record published %s before it was due", due.Sub(d.At))
+	}
+	if v, ok := d.Msg.Metadata[transport.MetadataDeliverAt]; ok {
+		t.Errorf("published with %s %q by a relay whose publisher cannot delay", transport.MetadataDeliverAt, v)
+	}
+	if env := eda.EnvelopeOf(d.Msg); env.OrderingKey != "k" || env.Type != "outboxtest.event" {
+		t.Errorf("delayed record's envelope %+v", env)
+	}
+	if len(got) != 2 {
+		t.Errorf("%d deliveries, want 2", len(got))
+	}
+	s.waitStats(t, st, "nothing pending", func(x outbox.Stats) bool { return x.Pending == 0 && x.Failed == 0 })
+}
+
+// delayedAhead: through a publisher that delays up to Max, a record due
+// within Max is published at once with its due time; one due later is not
+// claimed yet.
+func (s *suite) delayedAhead(t *testing.T) {
+	ctx := context.Background()
+	st, write := s.h.New(t)
+	app := NewApp(t)
+	soon, later := time.Now().Add(time.Minute), time.Now().Add(2*time.Hour)
+	if err := write(ctx, true, app, eda.At(later, Event{Key: "k", N: 1}), eda.At(soon, Event{Key: "k", N: 2})); err != nil {
+		t.Fatal(err)
+	}
+	sink := &DelaySink{Sink: NewSink(), Max: time.Hour}
+	s.relay(t, st, sink, outbox.RelayConfig{})
+	got := sink.WaitFor(t, s.h.Timeout, "the record due within the lead", func(ds []Delivery) bool { return len(ds) >= 1 })
+	at, ok, err := transport.DeliverAt(got[0].Msg)
+	if e := got[0].Decode(t); e.N != 2 || !ok || err != nil || !at.Equal(soon.UTC()) && at.Sub(soon).Abs() > time.Microsecond {
+		t.Errorf("first delivery N=%d deliver at %v (%v, %v), want N=2 at %v", e.N, at, ok, err, soon)
+	}
+	// A record written after it goes through a later claim, which must
+	// leave the one due in 2 hours alone.
+	if err := write(ctx, true, app, Event{Key: "k", N: 3}); err != nil {
+		t.Fatal(err)
+	}
+	got = sink.WaitFor(t, s.h.Timeout, "the undelayed record", func(ds []Delivery) bool { return len(ds) >= 2 })
+	for _, d := range got {
+		if d.Decode(t).N == 1 {
+			t.Errorf("the record due in 2h was published %s early, beyond the publisher's 1h", time.Until(later))
+		}
+	}
+	if _, ok := got[1].Msg.Metadata[transport.MetadataDeliverAt]; ok {
+		t.Errorf("an undelayed record published with %s", transport.MetadataDeliverAt)
+	}
+	s.waitStats(t, st, "only the record due in 2h pending, no lag", func(x outbox.Stats) bool { return x.Pending == 1 && x.OldestPending.IsZero() })
+}
+
+// delayRefused: a publisher that refuses the delay (an SNS FIFO topic)
+// leaves the record pending until due; it is then published without the
+// delay, never failed for it, never early.
+func (s *suite) delayRefused(t *testing.T) {
+	ctx := context.Background()
+	st, write := s.h.New(t)
+	app := NewApp(t)
+	due := time.Now().Add(500 * time.Millisecond)
+	if err := write(ctx, true, app, eda.At(due, Event{Key: "k", N: 1})); err != nil {
+		t.Fatal(err)
+	}
+	sink := &DelaySink{Sink: NewSink(), Max: time.Hour, Refuse: true}
+	r := s.relay(t, st, sink, outbox.RelayConfig{PollInterval: 20 * time.Millisecond})
+	got := sink.WaitFor(t, s.h.Timeout, "the delayed record", func(ds []Delivery) bool { return len(ds) >= 1 })
+	if got[0].At.Before(due) {
+		t.Errorf("published %s before due", due.Sub(got[0].At))
+	}
+	if _, ok := got[0].Msg.Metadata[transport.MetadataDeliverAt]; ok {
+		t.Errorf("published with %s after the publisher refused it", transport.MetadataDeliverAt)
+	}
+	if n := sink.Attempts(); n != 2 {
+		t.Errorf("%d publish attempts, want 2: the refused one and the one when due", n)
+	}
+	if rs := r.Stats(); rs.Failed != 0 {
+		t.Errorf("relay stats %+v: a refused delay must not fail the record", rs)
+	}
+	if f, err := st.Failed(ctx, 10); err != nil || len(f) != 0 {
+		t.Errorf("failed records %v, %v; want none", f, err)
+	}
+	s.waitStats(t, st, "nothing pending", func(x outbox.Stats) bool { return x.Pending == 0 && x.Failed == 0 })
 }

@@ -127,26 +127,50 @@ func TestWriteSQL(t *testing.T) {
 	}
 }
 
-// A database at schema version 1 moves to the latest version, and the
-// records written under version 1 are still published, in key order.
-func TestMigrateFromVersion1(t *testing.T) {
+// A database at an older schema version moves to the latest version, and
+// the records written under it (by the code of that version: no
+// deliver_at) are still published, in key order; delayed events can be
+// written after it.
+func TestMigrateFromOlderVersions(t *testing.T) {
+	for _, from := range []int{1, 2} {
+		t.Run(fmt.Sprintf("v%d", from), func(t *testing.T) { testMigrateFrom(t, from) })
+	}
+}
+
+func testMigrateFrom(t *testing.T, from int) {
 	ctx := context.Background()
 	pool := pgtest.Pool(t, 6)
 	st, err := pgxstore.New(pool, pgxstore.Config{Schema: pgtest.Schema(t, pool)})
 	if err != nil {
 		t.Fatal(err)
 	}
-	v1 := st.MigrationSQL()[0]
-	if _, err := pool.Exec(ctx, v1.SQL+`;
-		CREATE TABLE `+st.Table()+`_migrations (version integer PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now());
-		INSERT INTO `+st.Table()+`_migrations (version, name) VALUES (1, 'create outbox table')`); err != nil {
+	mt := st.Table() + "_migrations"
+	if _, err := pool.Exec(ctx, "CREATE SCHEMA IF NOT EXISTS "+st.Table()[:strings.Index(st.Table(), ".")]+
+		"; CREATE TABLE "+mt+" (version integer PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())"); err != nil {
 		t.Fatal(err)
 	}
+	for _, m := range st.MigrationSQL()[:from] {
+		if _, err := pool.Exec(ctx, m.SQL); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := pool.Exec(ctx, "INSERT INTO "+mt+" (version, name) VALUES ($1, $2)", m.Version, m.Name); err != nil {
+			t.Fatal(err)
+		}
+	}
 	app := outboxtest.NewApp(t)
-	if err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
-		return st.Write(ctx, tx, app, outboxtest.Event{Key: "a", N: 1}, outboxtest.Event{Key: "a", N: 2}, outboxtest.Event{Key: "b", N: 1})
-	}); err != nil {
+	recs, err := outbox.Encode(ctx, app, outboxtest.Event{Key: "a", N: 1}, outboxtest.Event{Key: "a", N: 2}, outboxtest.Event{Key: "b", N: 1})
+	if err != nil {
 		t.Fatal(err)
+	}
+	for _, r := range recs { // the insert of the code of that version
+		md, err := outbox.MarshalMetadata(r.Metadata)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := pool.Exec(ctx, "INSERT INTO "+st.Table()+" (event_id, topic, payload, metadata, ordering_key, dedup_id) VALUES ($1, $2, $3, $4, $5, $6)",
+			r.EventID, r.Topic, r.Payload, md, r.OrderingKey, r.DedupID); err != nil {
+			t.Fatal(err)
+		}
 	}
 	if err := st.Migrate(ctx); err != nil {
 		t.Fatal(err)
@@ -155,20 +179,25 @@ func TestMigrateFromVersion1(t *testing.T) {
 	var indexes []string
 	var checks int
 	table := st.Table()[strings.Index(st.Table(), ".")+1:]
-	if err := pool.QueryRow(ctx, `SELECT (SELECT max(version) FROM `+st.Table()+`_migrations),
+	if err := pool.QueryRow(ctx, `SELECT (SELECT max(version) FROM `+mt+`),
 		(SELECT array_agg(indexname ORDER BY indexname) FROM pg_indexes WHERE schemaname || '.' || tablename = $1),
 		(SELECT count(*) FROM pg_constraint WHERE conrelid = $1::regclass AND contype = 'c')`, st.Table()).Scan(&version, &indexes, &checks); err != nil {
 		t.Fatal(err)
 	}
-	want := []string{table + "_done", table + "_key_blocked", table + "_pending", table + "_pkey"}
+	want := []string{table + "_done", table + "_key_blocked", table + "_pending", table + "_pkey", table + "_scheduled"}
 	if version != len(pgxstore.Migrations) || strings.Join(indexes, ",") != strings.Join(want, ",") || checks != 0 {
 		t.Errorf("after Migrate: version %d, indexes %v, %d check constraints; want version %d, indexes %v, none",
 			version, indexes, checks, len(pgxstore.Migrations), want)
 	}
+	if err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
+		return st.Write(ctx, tx, app, eda.After(100*time.Millisecond, outboxtest.Event{Key: "a", N: 3}))
+	}); err != nil {
+		t.Fatal(err)
+	}
 	sink := outboxtest.NewSink()
 	runRelay(t, st, sink)
-	ds := sink.WaitFor(t, 10*time.Second, "the three events written under version 1", func(ds []outboxtest.Delivery) bool { return len(ds) >= 3 })
-	outboxtest.CheckOnceInOrder(t, ds, 3)
+	ds := sink.WaitFor(t, 10*time.Second, "the three events written before the migration and the delayed one", func(ds []outboxtest.Delivery) bool { return len(ds) >= 4 })
+	outboxtest.CheckOnceInOrder(t, ds, 4)
 }
 
 // runRelay runs a relay from st to sink until the test ends.
@@ -249,4 +278,43 @@ func TestClaimPartition(t *testing.T) {
 			t.Errorf("ClaimPartition(%+v) = %v, want ErrInvalidConfig", p, err)
 		}
 	}
+}
+
+// Retry and Discard notify the relays: a retried record is published at
+// once, not at the relay's next poll (regression: the notify statement was
+// never set, so they sent nothing).
+func TestRetryWakesRelay(t *testing.T) {
+	ctx := context.Background()
+	st, write := newStore(t)
+	app := outboxtest.NewApp(t)
+	sink := outboxtest.NewSink()
+	sink.SetReject(true)
+	const pollEvery = time.Minute
+	r, err := outbox.NewRelay(outbox.RelayConfig{Store: st, Publisher: sink, PollInterval: pollEvery})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rctx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- r.Run(rctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	if err := write(ctx, true, app, outboxtest.Event{Key: "k", N: 1, Poison: true}); err != nil {
+		t.Fatal(err)
+	}
+	var failed []outbox.Record
+	if !poll.Until(10*time.Second, func() bool {
+		failed, err = st.Failed(ctx, 10)
+		return err == nil && len(failed) == 1
+	}) {
+		t.Fatalf("record not failed: %v %v", failed, err)
+	}
+	sink.SetReject(false)
+	// The relay now sleeps for its whole poll interval: only a
+	// notification wakes it.
+	start := time.Now()
+	if n, err := st.Retry(ctx, failed[0].Seq); err != nil || n != 1 {
+		t.Fatalf("Retry = %d, %v", n, err)
+	}
+	sink.WaitFor(t, pollEvery/4, "the retried record", func(ds []outboxtest.Delivery) bool { return len(ds) == 1 })
+	t.Logf("retried record published %s after Retry (poll interval %s)", time.Since(start).Round(time.Millisecond), pollEvery)
 }

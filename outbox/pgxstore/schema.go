@@ -16,12 +16,17 @@ type Migration struct {
 // them with Store.MigrationSQL.
 //
 // Version 1 creates the table and its partial indexes; version 2 drops what
-// every insert paid for and no query needs. The remaining indexes each
-// cover only the rows one query needs, so claiming stays as cheap with
-// 10^6 published rows as with none:
-//   - pending: state = 0 (pending), by id: the claim scan, and the check
-//     for older pending records of a claimed record's key that the claim
-//     does not hold;
+// every insert paid for and no query needs; version 3 adds deliver_at, the
+// due time of delayed events (eda.At, eda.After; NULL for the others), and
+// splits the pending index in two. The indexes each cover only the rows
+// one query needs, so claiming stays as cheap with 10^6 published rows (or
+// scheduled ones) as with none:
+//   - pending: pending rows without a due time, by id: the claim scan, and
+//     the check for older pending records of a claimed record's key that
+//     the claim does not hold;
+//   - scheduled: pending rows with a due time, by (deliver_at, id): the
+//     claim of those due, which stops at the first one not due, however
+//     many are scheduled for later;
 //   - key_blocked: failed rows and pending rows that already failed once,
 //     by (key, id): the keys that must wait, and the failed list (tiny in
 //     normal operation);
@@ -33,7 +38,9 @@ type Migration struct {
 // row goes into the index or not; the order's transaction pays that.
 // Version 2 removes key_open (pending and failed rows by key: the pending
 // index serves that check now), failed (key_blocked holds those rows) and
-// the CHECK on state (only this package writes it).
+// the CHECK on state (only this package writes it). Version 3 rebuilds the
+// pending index within the migration's transaction, which holds writes for
+// as long as that takes on the rows pending at the time.
 var Migrations = []Migration{{
 	Version: 1,
 	Name:    "create outbox table",
@@ -68,6 +75,15 @@ CREATE INDEX {{name}}_failed ON {{table}} (id) WHERE state = 2;
 DROP INDEX IF EXISTS {{schema}}.{{name}}_key_open;
 DROP INDEX IF EXISTS {{schema}}.{{name}}_failed;
 ALTER TABLE {{table}} DROP CONSTRAINT IF EXISTS {{name}}_state_check;
+`,
+}, {
+	Version: 3,
+	Name:    "due time of delayed events",
+	SQL: `
+ALTER TABLE {{table}} ADD COLUMN deliver_at timestamptz;
+DROP INDEX IF EXISTS {{schema}}.{{name}}_pending;
+CREATE INDEX {{name}}_pending ON {{table}} (id) WHERE state = 0 AND deliver_at IS NULL;
+CREATE INDEX {{name}}_scheduled ON {{table}} (deliver_at, id) WHERE state = 0 AND deliver_at IS NOT NULL;
 `,
 }}
 

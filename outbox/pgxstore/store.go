@@ -83,7 +83,10 @@ type Store struct {
 	lastNotify                      atomic.Int64 // unix nanoseconds
 }
 
-var _ outbox.PartitionedStore = (*Store)(nil)
+var (
+	_ outbox.PartitionedStore = (*Store)(nil)
+	_ outbox.DueStore         = (*Store)(nil)
+)
 
 // New returns a store on pool. It does not touch the database: call
 // Migrate once (at deploy or start-up) before writing.
@@ -115,58 +118,78 @@ func New(pool *pgxpool.Pool, cfg Config) (*Store, error) {
 	// The insert is a data-modifying CTE so that one statement also
 	// notifies (delivered at commit); the main SELECT must call pg_notify
 	// itself, since an unreferenced SELECT CTE would never run.
-	const cols = "event_id, topic, payload, metadata, ordering_key, dedup_id"
+	const cols = "event_id, topic, payload, metadata, ordering_key, dedup_id, deliver_at"
 	one := func(tail string) string {
-		return fmt.Sprintf(`WITH i AS (INSERT INTO %s (%s) VALUES ($1, $2, $3, $4, $5, $6))%s`, t, cols, tail)
+		return fmt.Sprintf(`WITH i AS (INSERT INTO %s (%s) VALUES ($1, $2, $3, $4, $5, $6, $7))%s`, t, cols, tail)
 	}
 	many := func(tail string) string {
 		return fmt.Sprintf(`WITH i AS (INSERT INTO %s (%s)
-		SELECT a, b, c, d, e, f FROM unnest($1::text[], $2::text[], $3::bytea[], $4::jsonb[], $5::text[], $6::text[]) WITH ORDINALITY AS x(a, b, c, d, e, f, o) ORDER BY o)%s`,
+		SELECT a, b, c, d, e, f, g FROM unnest($1::text[], $2::text[], $3::bytea[], $4::jsonb[], $5::text[], $6::text[], $7::timestamptz[]) WITH ORDINALITY AS x(a, b, c, d, e, f, g, o) ORDER BY o)%s`,
 			t, cols, tail)
 	}
-	notify := fmt.Sprintf(" SELECT pg_notify('%s', '')", s.channel)
-	s.insertOne, s.insertMany = one(notify), many(notify)
+	// s.notify is what Retry and Discard send to wake the relays.
+	s.notify = fmt.Sprintf("SELECT pg_notify('%s', '')", s.channel)
+	s.insertOne, s.insertMany = one(" "+s.notify), many(" "+s.notify)
 	s.insertOneQuiet, s.insertManyQuiet = one(" SELECT 1"), many(" SELECT 1")
-	// The claim takes pending records whose key has no older record that
-	// must wait (failed, or backing off), locks them with SKIP LOCKED so
-	// concurrent relays take disjoint sets, and reports for each whether an
-	// older pending record of its key is not in this claim (locked by
-	// another relay, or waiting): such a record is a "blocker" and the
-	// claimed record is left alone, so a key is never published out of
-	// order. The blockers are found in one walk of the pending index up to
-	// the newest claimed id, which is about as long as the claim's own walk.
+	// The claim takes, first, pending records with a due time that are
+	// due by $2 (the scheduled index, in due order: it stops at the first
+	// one not due), then fills its limit with pending records without one
+	// whose key has no older record that must wait (failed, or backing
+	// off). It locks them with SKIP LOCKED so concurrent relays take
+	// disjoint sets, and reports for each record without a due time
+	// whether an older pending record of its key is not in this claim
+	// (locked by another relay, or waiting): such a record is a "blocker"
+	// and the claimed record is left alone, so a key is never published
+	// out of order. The blockers are found in one walk of the pending
+	// index up to the newest claimed id, which is about as long as the
+	// claim's own walk. Records with a due time are outside their key's
+	// order: they neither wait nor make others wait.
 	claim := func(part string) string {
-		return fmt.Sprintf(`WITH c AS (
+		return fmt.Sprintf(`WITH d AS (
+	SELECT id, event_id, topic, payload, metadata, ordering_key, dedup_id, created_at, attempts, deliver_at
+	FROM %[1]s o
+	WHERE state = 0 AND deliver_at IS NOT NULL AND deliver_at <= $2 AND (attempts = 0 OR available_at <= now())%[2]s
+	ORDER BY deliver_at, id
+	LIMIT $1
+	FOR UPDATE SKIP LOCKED
+), c AS (
 	SELECT id, event_id, topic, payload, metadata, ordering_key, dedup_id, created_at, attempts
 	FROM %[1]s o
-	WHERE state = 0 AND (attempts = 0 OR available_at <= now())
+	WHERE state = 0 AND deliver_at IS NULL AND (attempts = 0 OR available_at <= now())
 	  AND (ordering_key = '' OR NOT EXISTS (
 		SELECT 1 FROM %[1]s b
-		WHERE b.ordering_key = o.ordering_key AND b.id < o.id
+		WHERE b.ordering_key = o.ordering_key AND b.id < o.id AND b.deliver_at IS NULL
 		  AND (b.state = 2 OR (b.state = 0 AND b.attempts > 0 AND b.available_at > now()))))%[2]s
 	ORDER BY id
-	LIMIT $1
+	LIMIT $1 - (SELECT count(*) FROM d)
 	FOR UPDATE SKIP LOCKED
 ), other AS (
 	SELECT ordering_key, min(id) AS id FROM %[1]s
-	WHERE state = 0 AND id < (SELECT max(id) FROM c) AND ordering_key <> '' AND id NOT IN (SELECT id FROM c)
+	WHERE state = 0 AND deliver_at IS NULL AND id < (SELECT max(id) FROM c) AND ordering_key <> '' AND id NOT IN (SELECT id FROM c)
 	GROUP BY ordering_key
 )
 SELECT c.id, c.event_id, c.topic, c.payload, c.metadata::text, c.ordering_key, c.dedup_id, c.created_at, c.attempts,
-	coalesce(other.id < c.id, false)
+	NULL::timestamptz, coalesce(other.id < c.id, false)
 FROM c LEFT JOIN other ON other.ordering_key = c.ordering_key
-ORDER BY c.id`, t, part)
+UNION ALL
+SELECT d.id, d.event_id, d.topic, d.payload, d.metadata::text, d.ordering_key, d.dedup_id, d.created_at, d.attempts,
+	d.deliver_at, false
+FROM d
+ORDER BY 1`, t, part)
 	}
 	s.claim = claim("")
 	// A partition holds the keys whose hash is its index modulo the count,
 	// and every record without a key.
 	s.claimPart = claim(`
-	  AND (ordering_key = '' OR (hashtext(ordering_key) & 2147483647) % $2 = $3)`)
+	  AND (ordering_key = '' OR (hashtext(ordering_key) & 2147483647) % $3 = $4)`)
+	// Pending counts scheduled records too; the oldest pending is the
+	// oldest record without a due time, or the earliest due time passed.
 	s.stats = fmt.Sprintf(`SELECT
-	(SELECT count(*) FROM %[1]s WHERE state = 0),
-	(SELECT created_at FROM %[1]s WHERE state = 0 ORDER BY id LIMIT 1),
+	(SELECT count(*) FROM %[1]s WHERE state = 0 AND deliver_at IS NULL) + (SELECT count(*) FROM %[1]s WHERE state = 0 AND deliver_at IS NOT NULL),
+	least((SELECT created_at FROM %[1]s WHERE state = 0 AND deliver_at IS NULL ORDER BY id LIMIT 1),
+		(SELECT deliver_at FROM %[1]s WHERE state = 0 AND deliver_at IS NOT NULL AND deliver_at <= now() ORDER BY deliver_at, id LIMIT 1)),
 	(SELECT count(*) FROM %[1]s WHERE state = 2)`, t)
-	s.failed = fmt.Sprintf(`SELECT id, event_id, topic, payload, metadata::text, ordering_key, dedup_id, created_at, state, attempts, last_error
+	s.failed = fmt.Sprintf(`SELECT id, event_id, topic, payload, metadata::text, ordering_key, dedup_id, created_at, state, attempts, last_error, deliver_at
 	FROM %s WHERE state = 2 ORDER BY id LIMIT $1`, t)
 	s.retry = fmt.Sprintf(`UPDATE %s SET state = 0, attempts = 0, available_at = NULL WHERE id = ANY($1) AND state = 2`, t)
 	s.discard = fmt.Sprintf(`UPDATE %s SET state = 3, published_at = now() WHERE id = ANY($1) AND state = 2`, t)
@@ -317,22 +340,32 @@ func (s *Store) insertArgs(recs []outbox.Record) (string, []any, error) {
 		if s.shouldNotify() {
 			q = s.insertOne
 		}
-		return q, []any{r.EventID, r.Topic, r.Payload, md, r.OrderingKey, r.DedupID}, nil
+		return q, []any{r.EventID, r.Topic, r.Payload, md, r.OrderingKey, r.DedupID, dueArg(r.DeliverAt)}, nil
 	}
 	ids, topics, keys, dedups := make([]string, len(recs)), make([]string, len(recs)), make([]string, len(recs)), make([]string, len(recs))
 	payloads, mds := make([][]byte, len(recs)), make([]string, len(recs))
+	var due []*time.Time // nil (all NULL) unless one is delayed
 	for i, r := range recs {
 		md, err := outbox.MarshalMetadata(r.Metadata)
 		if err != nil {
 			return "", nil, fmt.Errorf("%w: %w", outbox.ErrInvalidEvent, err)
 		}
 		ids[i], topics[i], payloads[i], mds[i], keys[i], dedups[i] = r.EventID, r.Topic, r.Payload, string(md), r.OrderingKey, r.DedupID
+		if !r.DeliverAt.IsZero() {
+			if due == nil {
+				due = make([]*time.Time, len(recs))
+			}
+			due[i] = &recs[i].DeliverAt
+		}
+	}
+	if due == nil {
+		due = make([]*time.Time, len(recs))
 	}
 	q := s.insertManyQuiet
 	if s.shouldNotify() {
 		q = s.insertMany
 	}
-	return q, []any{ids, topics, payloads, mds, keys, dedups}, nil
+	return q, []any{ids, topics, payloads, mds, keys, dedups, due}, nil
 }
 
 // SQLExecer is what WriteSQL needs of a database/sql transaction (*sql.Tx).
@@ -359,11 +392,19 @@ func (s *Store) WriteSQL(ctx context.Context, tx SQLExecer, enc outbox.Encoder, 
 		if s.shouldNotify() {
 			q = s.insertOne
 		}
-		if _, err := tx.ExecContext(ctx, q, r.EventID, r.Topic, r.Payload, string(md), r.OrderingKey, r.DedupID); err != nil {
+		if _, err := tx.ExecContext(ctx, q, r.EventID, r.Topic, r.Payload, string(md), r.OrderingKey, r.DedupID, dueArg(r.DeliverAt)); err != nil {
 			return s.wrap("write", err)
 		}
 	}
 	return nil
+}
+
+// dueArg is the deliver_at of a record due at t: NULL when t is zero.
+func dueArg(t time.Time) any {
+	if t.IsZero() {
+		return nil
+	}
+	return t
 }
 
 // shouldNotify reports whether this write sends the NOTIFY: not when
@@ -412,15 +453,31 @@ const claimBegin = "BEGIN; SET LOCAL synchronous_commit = off; SET LOCAL enable_
 // SKIP LOCKED) in one transaction while publish runs; if the process dies,
 // the transaction aborts and the records are claimed again.
 func (s *Store) Claim(ctx context.Context, limit int, publish func(context.Context, []outbox.Record) []outbox.Result) (int, error) {
-	return s.claimWith(ctx, limit, publish, s.claim, limit)
+	return s.ClaimDue(ctx, outbox.ClaimRequest{Limit: limit}, publish)
 }
 
 // ClaimPartition implements outbox.PartitionedStore.
 func (s *Store) ClaimPartition(ctx context.Context, p outbox.Partition, limit int, publish func(context.Context, []outbox.Record) []outbox.Result) (int, error) {
-	if p.Of <= 0 || p.Index < 0 || p.Index >= p.Of {
+	if p.Of <= 0 {
 		return 0, fmt.Errorf("%w: pgxstore: partition %d of %d", outbox.ErrInvalidConfig, p.Index, p.Of)
 	}
-	return s.claimWith(ctx, limit, publish, s.claimPart, limit, p.Of, p.Index)
+	return s.ClaimDue(ctx, outbox.ClaimRequest{Limit: limit, Partition: p}, publish)
+}
+
+// ClaimDue implements outbox.DueStore.
+func (s *Store) ClaimDue(ctx context.Context, req outbox.ClaimRequest, publish func(context.Context, []outbox.Record) []outbox.Result) (int, error) {
+	due := req.DueBy
+	if due.IsZero() {
+		due = time.Now()
+	}
+	p := req.Partition
+	switch {
+	case p.Of == 0 && p.Index == 0:
+		return s.claimWith(ctx, req.Limit, publish, s.claim, req.Limit, due)
+	case p.Of <= 0 || p.Index < 0 || p.Index >= p.Of:
+		return 0, fmt.Errorf("%w: pgxstore: partition %d of %d", outbox.ErrInvalidConfig, p.Index, p.Of)
+	}
+	return s.claimWith(ctx, req.Limit, publish, s.claimPart, req.Limit, due, p.Of, p.Index)
 }
 
 func (s *Store) claimWith(ctx context.Context, limit int, publish func(context.Context, []outbox.Record) []outbox.Result, q string, args ...any) (int, error) {
@@ -443,9 +500,13 @@ func (s *Store) claimWith(ctx context.Context, limit int, publish func(context.C
 		var r outbox.Record
 		var md string
 		var isBlocked bool
-		if err := rows.Scan(&r.Seq, &r.EventID, &r.Topic, &r.Payload, &md, &r.OrderingKey, &r.DedupID, &r.CreatedAt, &r.Attempts, &isBlocked); err != nil {
+		var due *time.Time
+		if err := rows.Scan(&r.Seq, &r.EventID, &r.Topic, &r.Payload, &md, &r.OrderingKey, &r.DedupID, &r.CreatedAt, &r.Attempts, &due, &isBlocked); err != nil {
 			rows.Close()
 			return 0, s.wrap("claim", err)
+		}
+		if due != nil {
+			r.DeliverAt = due.UTC()
 		}
 		if isBlocked {
 			continue // an older record of its key is held elsewhere
@@ -558,8 +619,12 @@ func (s *Store) Failed(ctx context.Context, limit int) ([]outbox.Record, error) 
 		var r outbox.Record
 		var md string
 		var state int16
-		if err := rows.Scan(&r.Seq, &r.EventID, &r.Topic, &r.Payload, &md, &r.OrderingKey, &r.DedupID, &r.CreatedAt, &state, &r.Attempts, &r.LastError); err != nil {
+		var due *time.Time
+		if err := rows.Scan(&r.Seq, &r.EventID, &r.Topic, &r.Payload, &md, &r.OrderingKey, &r.DedupID, &r.CreatedAt, &state, &r.Attempts, &r.LastError, &due); err != nil {
 			return nil, s.wrap("failed", err)
+		}
+		if due != nil {
+			r.DeliverAt = due.UTC()
 		}
 		r.State = outbox.State(state)
 		r.Metadata, _ = outbox.UnmarshalMetadata([]byte(md))

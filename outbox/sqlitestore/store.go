@@ -64,10 +64,10 @@ type Store struct {
 	inflight map[int64]bool
 	keys     map[string]int // ordering keys held by running claims
 
-	insert, claim, stats, failed, retry, discard, cleanup string
+	insert, claim, claimDue, stats, failed, retry, discard, cleanup string
 }
 
-var _ outbox.Store = (*Store)(nil)
+var _ outbox.DueStore = (*Store)(nil)
 
 // New returns a store on db. Call Migrate before writing.
 func New(db *sql.DB, cfg Config) (*Store, error) {
@@ -92,20 +92,28 @@ func New(db *sql.DB, cfg Config) (*Store, error) {
 	}
 	t := cfg.Table
 	s := &Store{db: db, cfg: cfg, t: t, inflight: map[int64]bool{}, keys: map[string]int{}}
-	s.insert = "INSERT INTO " + t + " (event_id, topic, payload, metadata, ordering_key, dedup_id, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)"
-	s.claim = fmt.Sprintf(`SELECT id, event_id, topic, payload, metadata, ordering_key, dedup_id, created_at, attempts
+	s.insert = "INSERT INTO " + t + " (event_id, topic, payload, metadata, ordering_key, dedup_id, created_at, deliver_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+	// Records with a due time are outside their key's order (see
+	// outbox.Record.DeliverAt): the claim of those due reads the scheduled
+	// index in due order; the other records the pending index.
+	s.claim = fmt.Sprintf(`SELECT id, event_id, topic, payload, metadata, ordering_key, dedup_id, created_at, attempts, NULL
 FROM %[1]s o
-WHERE state = 0 AND (attempts = 0 OR available_at <= ?1)
+WHERE state = 0 AND deliver_at IS NULL AND (attempts = 0 OR available_at <= ?1)
   AND (ordering_key = '' OR NOT EXISTS (
 	SELECT 1 FROM %[1]s b
-	WHERE b.ordering_key = o.ordering_key AND b.id < o.id
+	WHERE b.ordering_key = o.ordering_key AND b.id < o.id AND b.deliver_at IS NULL
 	  AND (b.state = 2 OR (b.state = 0 AND b.attempts > 0 AND b.available_at > ?1))))
 ORDER BY id LIMIT ?2`, t)
+	s.claimDue = fmt.Sprintf(`SELECT id, event_id, topic, payload, metadata, ordering_key, dedup_id, created_at, attempts, deliver_at
+FROM %[1]s
+WHERE state = 0 AND deliver_at IS NOT NULL AND deliver_at <= ?3 AND (attempts = 0 OR available_at <= ?1)
+ORDER BY deliver_at, id LIMIT ?2`, t)
 	s.stats = fmt.Sprintf(`SELECT
-	(SELECT count(*) FROM %[1]s WHERE state = 0),
-	(SELECT created_at FROM %[1]s WHERE state = 0 ORDER BY id LIMIT 1),
+	(SELECT count(*) FROM %[1]s WHERE state = 0 AND deliver_at IS NULL) + (SELECT count(*) FROM %[1]s WHERE state = 0 AND deliver_at IS NOT NULL),
+	(SELECT created_at FROM %[1]s WHERE state = 0 AND deliver_at IS NULL ORDER BY id LIMIT 1),
+	(SELECT deliver_at FROM %[1]s WHERE state = 0 AND deliver_at IS NOT NULL AND deliver_at <= ?1 ORDER BY deliver_at, id LIMIT 1),
 	(SELECT count(*) FROM %[1]s WHERE state = 2)`, t)
-	s.failed = "SELECT id, event_id, topic, payload, metadata, ordering_key, dedup_id, created_at, state, attempts, last_error FROM " + t + " WHERE state = 2 ORDER BY id LIMIT ?"
+	s.failed = "SELECT id, event_id, topic, payload, metadata, ordering_key, dedup_id, created_at, state, attempts, last_error, deliver_at FROM " + t + " WHERE state = 2 ORDER BY id LIMIT ?"
 	s.retry = "UPDATE " + t + " SET state = 0, attempts = 0, available_at = NULL WHERE id = ? AND state = 2"
 	s.discard = "UPDATE " + t + " SET state = 3, published_at = ? WHERE id = ? AND state = 2"
 	s.cleanup = fmt.Sprintf("DELETE FROM %[1]s WHERE id IN (SELECT id FROM %[1]s WHERE state IN (1, 3) AND published_at < ? LIMIT ?)", t)
@@ -122,7 +130,11 @@ type Migration struct {
 
 // Migrations is the SQLite outbox schema, in order. Times are Unix
 // nanoseconds. The partial indexes mirror pgxstore's: claiming reads only
-// pending rows, however many published rows the table holds.
+// pending rows, however many published rows the table holds. Version 2
+// adds deliver_at, the due time of delayed events (NULL for the others),
+// and splits the pending index into pending (no due time, by id) and
+// scheduled (by due time), so that records scheduled for later are not
+// read until due.
 var Migrations = []Migration{{
 	Version: 1,
 	Name:    "create outbox table",
@@ -146,6 +158,15 @@ CREATE INDEX {{table}}_pending ON {{table}} (id) WHERE state = 0;
 CREATE INDEX {{table}}_key_blocked ON {{table}} (ordering_key, id) WHERE state = 2 OR (state = 0 AND attempts > 0);
 CREATE INDEX {{table}}_done ON {{table}} (published_at) WHERE state IN (1, 3);
 CREATE INDEX {{table}}_failed ON {{table}} (id) WHERE state = 2;
+`,
+}, {
+	Version: 2,
+	Name:    "due time of delayed events",
+	SQL: `
+ALTER TABLE {{table}} ADD COLUMN deliver_at INTEGER;
+DROP INDEX IF EXISTS {{table}}_pending;
+CREATE INDEX {{table}}_pending ON {{table}} (id) WHERE state = 0 AND deliver_at IS NULL;
+CREATE INDEX {{table}}_scheduled ON {{table}} (deliver_at, id) WHERE state = 0 AND deliver_at IS NOT NULL;
 `,
 }}
 
@@ -226,7 +247,11 @@ func (s *Store) WriteRecords(ctx context.Context, tx Execer, recs ...outbox.Reco
 		if payload == nil {
 			payload = []byte{}
 		}
-		if _, err := tx.ExecContext(ctx, s.insert, r.EventID, r.Topic, payload, string(md), r.OrderingKey, r.DedupID, now); err != nil {
+		var due any
+		if !r.DeliverAt.IsZero() {
+			due = r.DeliverAt.UnixNano()
+		}
+		if _, err := tx.ExecContext(ctx, s.insert, r.EventID, r.Topic, payload, string(md), r.OrderingKey, r.DedupID, now, due); err != nil {
 			return s.wrap("write", err)
 		}
 	}
@@ -247,10 +272,24 @@ func (s *Store) wrap(op string, err error) error {
 // set while publish runs; if the process dies they were never marked and
 // are claimed again on restart.
 func (s *Store) Claim(ctx context.Context, limit int, publish func(context.Context, []outbox.Record) []outbox.Result) (int, error) {
+	return s.ClaimDue(ctx, outbox.ClaimRequest{Limit: limit}, publish)
+}
+
+// ClaimDue implements outbox.DueStore. The store is not partitioned: a
+// request's Partition must be the zero value.
+func (s *Store) ClaimDue(ctx context.Context, req outbox.ClaimRequest, publish func(context.Context, []outbox.Record) []outbox.Result) (int, error) {
+	limit := req.Limit
 	if limit <= 0 {
 		return 0, fmt.Errorf("%w: sqlitestore: claim limit %d", outbox.ErrInvalidConfig, limit)
 	}
-	batch, held, err := s.take(ctx, limit)
+	if req.Partition != (outbox.Partition{}) {
+		return 0, fmt.Errorf("%w: sqlitestore: partitioned claim (%d of %d) is not supported", outbox.ErrInvalidConfig, req.Partition.Index, req.Partition.Of)
+	}
+	due := req.DueBy
+	if due.IsZero() {
+		due = time.Now()
+	}
+	batch, held, err := s.take(ctx, limit, due)
 	if err != nil || len(batch) == 0 {
 		return held, err
 	}
@@ -275,44 +314,58 @@ func (s *Store) Claim(ctx context.Context, limit int, publish func(context.Conte
 
 // take returns the records to publish and how many it held back behind
 // records of their keys claimed by another Claim.
-func (s *Store) take(ctx context.Context, limit int) ([]outbox.Record, int, error) {
+// Records due by due (with a due time) come first; they are outside their
+// key's order, so they neither wait for a key nor hold it.
+func (s *Store) take(ctx context.Context, limit int, due time.Time) ([]outbox.Record, int, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	rows, err := s.db.QueryContext(ctx, s.claim, time.Now().UnixNano(), limit+len(s.inflight))
-	if err != nil {
-		return nil, 0, s.wrap("claim", err)
-	}
-	defer rows.Close()
+	now := time.Now().UnixNano()
 	var batch []outbox.Record
 	held := 0
 	blocked := map[string]bool{}
-	for rows.Next() && len(batch) < limit {
-		var r outbox.Record
-		var md string
-		var created int64
-		if err := rows.Scan(&r.Seq, &r.EventID, &r.Topic, &r.Payload, &md, &r.OrderingKey, &r.DedupID, &created, &r.Attempts); err != nil {
-			return nil, 0, s.wrap("claim", err)
+	scan := func(q string, args ...any) error {
+		rows, err := s.db.QueryContext(ctx, q, args...)
+		if err != nil {
+			return s.wrap("claim", err)
 		}
-		if s.inflight[r.Seq] {
-			continue
+		defer rows.Close()
+		for rows.Next() && len(batch) < limit {
+			var r outbox.Record
+			var md string
+			var created int64
+			var deliverAt sql.NullInt64
+			if err := rows.Scan(&r.Seq, &r.EventID, &r.Topic, &r.Payload, &md, &r.OrderingKey, &r.DedupID, &created, &r.Attempts, &deliverAt); err != nil {
+				return s.wrap("claim", err)
+			}
+			if s.inflight[r.Seq] {
+				continue
+			}
+			if deliverAt.Valid {
+				r.DeliverAt = time.Unix(0, deliverAt.Int64).UTC()
+			} else if k := r.OrderingKey; k != "" && (s.keys[k] > 0 || blocked[k]) {
+				// An older record of this key is held by another claim (or
+				// was skipped above): this one waits.
+				blocked[k] = true
+				held++
+				continue
+			}
+			r.CreatedAt = time.Unix(0, created).UTC()
+			r.Metadata, _ = outbox.UnmarshalMetadata([]byte(md))
+			batch = append(batch, r)
 		}
-		// An older record of this key is held by another claim (or was
-		// skipped above): this one waits.
-		if k := r.OrderingKey; k != "" && (s.keys[k] > 0 || blocked[k]) {
-			blocked[k] = true
-			held++
-			continue
-		}
-		r.CreatedAt = time.Unix(0, created).UTC()
-		r.Metadata, _ = outbox.UnmarshalMetadata([]byte(md))
-		batch = append(batch, r)
+		return s.wrap("claim", rows.Err())
 	}
-	if err := rows.Err(); err != nil {
-		return nil, 0, s.wrap("claim", err)
+	if err := scan(s.claimDue, now, limit+len(s.inflight), due.UnixNano()); err != nil {
+		return nil, 0, err
+	}
+	if len(batch) < limit {
+		if err := scan(s.claim, now, limit+len(s.inflight)); err != nil {
+			return nil, 0, err
+		}
 	}
 	for _, r := range batch {
 		s.inflight[r.Seq] = true
-		if r.OrderingKey != "" {
+		if r.OrderingKey != "" && r.DeliverAt.IsZero() {
 			s.keys[r.OrderingKey]++
 		}
 	}
@@ -324,7 +377,7 @@ func (s *Store) release(batch []outbox.Record) {
 	defer s.mu.Unlock()
 	for _, r := range batch {
 		delete(s.inflight, r.Seq)
-		if k := r.OrderingKey; k != "" {
+		if k := r.OrderingKey; k != "" && r.DeliverAt.IsZero() {
 			if s.keys[k]--; s.keys[k] <= 0 {
 				delete(s.keys, k)
 			}
@@ -362,9 +415,14 @@ func (s *Store) apply(ctx context.Context, results []outbox.Result) error {
 // Stats implements outbox.Store.
 func (s *Store) Stats(ctx context.Context) (outbox.Stats, error) {
 	var st outbox.Stats
-	var oldest sql.NullInt64
-	if err := s.db.QueryRowContext(ctx, s.stats).Scan(&st.Pending, &oldest, &st.Failed); err != nil {
+	var oldest, due sql.NullInt64
+	if err := s.db.QueryRowContext(ctx, s.stats, time.Now().UnixNano()).Scan(&st.Pending, &oldest, &due, &st.Failed); err != nil {
 		return st, s.wrap("stats", err)
+	}
+	// The oldest pending is the oldest record without a due time, or the
+	// earliest due time passed.
+	if due.Valid && (!oldest.Valid || due.Int64 < oldest.Int64) {
+		oldest = due
 	}
 	if oldest.Valid {
 		st.OldestPending = time.Unix(0, oldest.Int64).UTC()
@@ -387,8 +445,12 @@ func (s *Store) Failed(ctx context.Context, limit int) ([]outbox.Record, error) 
 		var r outbox.Record
 		var md string
 		var created int64
-		if err := rows.Scan(&r.Seq, &r.EventID, &r.Topic, &r.Payload, &md, &r.OrderingKey, &r.DedupID, &created, &r.State, &r.Attempts, &r.LastError); err != nil {
+		var deliverAt sql.NullInt64
+		if err := rows.Scan(&r.Seq, &r.EventID, &r.Topic, &r.Payload, &md, &r.OrderingKey, &r.DedupID, &created, &r.State, &r.Attempts, &r.LastError, &deliverAt); err != nil {
 			return nil, s.wrap("failed", err)
+		}
+		if deliverAt.Valid {
+			r.DeliverAt = time.Unix(0, deliverAt.Int64).UTC()
 		}
 		r.CreatedAt = time.Unix(0, created).UTC()
 		r.Metadata, _ = outbox.UnmarshalMetadata([]byte(md))

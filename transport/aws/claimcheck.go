@@ -6,21 +6,30 @@ import (
 	"fmt"
 	"time"
 
+	smithyhttp "github.com/aws/smithy-go/transport/http"
+	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/edaproject/eda/transport"
 )
 
 // BlobStore keeps the payloads of messages too large for SNS/SQS (the claim
 // check pattern): Publish stores the payload under a fresh key and sends the
 // key; the subscriber fetches the payload back before delivering.
+// S3BlobStore and PostgresBlobStore implement it (ClaimCheckConfig).
 //
 // A blob is read by every queue subscribed to the topic, possibly more than
-// once (redeliveries), so it is not deleted on ack: expire blobs older than
-// the longest retention of the queues (PostgresBlobStore.DeleteBefore).
+// once (redeliveries), so it is not deleted on ack: blobs expire after the
+// longest retention of the queues (an S3 lifecycle rule,
+// PostgresBlobStore.DeleteBefore). Publish deletes the blob of a message
+// SNS refused.
 type BlobStore interface {
 	Put(ctx context.Context, key string, data []byte) error
 	// Get returns the blob, or an error wrapping ErrBlobNotFound.
 	Get(ctx context.Context, key string) ([]byte, error)
+	// Delete removes the blob; a missing one is no error.
+	Delete(ctx context.Context, key string) error
 }
 
 // ErrBlobNotFound: a claim-checked message points at a blob that is not in
@@ -100,6 +109,14 @@ func (s *PostgresBlobStore) Get(ctx context.Context, key string) ([]byte, error)
 	return data, nil
 }
 
+// Delete removes the blob stored under key.
+func (s *PostgresBlobStore) Delete(ctx context.Context, key string) error {
+	if _, err := s.db.Exec(ctx, `DELETE FROM `+s.table+` WHERE key = $1`, key); err != nil {
+		return fmt.Errorf("aws: claim check: delete %s: %w", key, err)
+	}
+	return nil
+}
+
 // DeleteBefore deletes the blobs stored before t and returns how many.
 func (s *PostgresBlobStore) DeleteBefore(ctx context.Context, t time.Time) (int64, error) {
 	tag, err := s.db.Exec(ctx, `DELETE FROM `+s.table+` WHERE created_at < $1`, t)
@@ -107,4 +124,65 @@ func (s *PostgresBlobStore) DeleteBefore(ctx context.Context, t time.Time) (int6
 		return 0, fmt.Errorf("aws: claim check: delete before %s: %w", t, err)
 	}
 	return tag.RowsAffected(), nil
+}
+
+// storeClaims stores the payloads of the messages out[i] for i in claim and
+// points their wire form at the blob. When one fails, the blobs stored
+// before it are deleted and nothing is published.
+func (t *Transport) storeClaims(ctx context.Context, topic string, out []outgoing, claim []int) error {
+	for n, i := range claim {
+		msg := out[i].msg
+		key := uuid.NewString()
+		w, err := encode(wireMetadata(msg), key, t.cfg.Attributes)
+		if err == nil && w.size() > MaxWireSize {
+			err = fmt.Errorf("%w (metadata alone, the claim check stores only the payload)", transport.TooLargeError(topic, msg, w.size(), MaxWireSize))
+		}
+		if err == nil {
+			if err = t.blobs.Put(ctx, key, msg.Payload); err != nil {
+				err = fmt.Errorf("aws: claim check for message %s to %q: %w", msg.UUID, topic, err)
+			}
+		}
+		if err != nil {
+			stored := make([]outgoing, 0, n)
+			for _, j := range claim[:n] {
+				stored = append(stored, out[j])
+			}
+			t.dropClaims(ctx, stored, nil)
+			return err
+		}
+		out[i].wire, out[i].claimKey = w, key
+	}
+	return nil
+}
+
+// dropClaims deletes the blobs of messages that were not published, unless
+// cause leaves that open (nil: known not sent). A publish whose outcome is
+// unknown keeps its blobs: the message may be on its way; the blob
+// expires.
+func (t *Transport) dropClaims(ctx context.Context, os []outgoing, cause error) {
+	if t.blobs == nil || (cause != nil && !refused(cause)) {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), settleTimeout)
+	defer cancel()
+	for _, o := range os {
+		if o.claimKey == "" {
+			continue
+		}
+		if err := t.blobs.Delete(ctx, o.claimKey); err != nil {
+			t.log.WarnContext(ctx, "eda/aws: cannot delete the claim-check blob of a message not published; it expires",
+				"message_uuid", o.msg.UUID, "key", o.claimKey, "error", err)
+		}
+	}
+}
+
+// refused reports whether err is SNS's answer that it did not take the
+// request (4xx: unknown topic, invalid, throttled, denied), as opposed to
+// an outcome unknown to the caller (no answer, 5xx, cancelled).
+func refused(err error) bool {
+	if isNotFound(err) {
+		return true
+	}
+	var resp *smithyhttp.ResponseError
+	return errors.As(err, &resp) && resp.HTTPStatusCode() >= 400 && resp.HTTPStatusCode() < 500
 }

@@ -58,7 +58,7 @@ func TestClaimCheck(t *testing.T) {
 	ctx := testContext(t)
 	store := blobStore(t)
 	cfg := testConfig(t)
-	cfg.ClaimCheck = store
+	cfg.ClaimCheck.Store = store
 	tr := newTransport(t, cfg)
 	if got := tr.Features().MaxMessageSize; got != 0 {
 		t.Errorf("Features.MaxMessageSize with a claim check = %d, want 0 (no limit)", got)

@@ -18,8 +18,9 @@ import (
 // message attribute; eda needs more, so this codec replaces them (the
 // attribute names stay compatible: a watermill-aws subscriber reads the
 // UUID and the attributes):
-//   - Only the metadata named in Config.Attributes (by default the event
-//     type and source, what subscription filter policies match on) are
+//   - Only the metadata named in Config.Attributes (by default the
+//     CloudEvents id, source, specversion, type and time: what a consumer
+//     in another language looks for and filter policies match on) are
 //     message attributes of their own; the rest travels as one JSON object
 //     in attrOverflow. Every attribute costs SNS and SQS work per message
 //     (PublishBatch with the whole envelope as attributes ran at two thirds

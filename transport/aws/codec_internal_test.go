@@ -28,7 +28,8 @@ func TestCodecRoundTrip(t *testing.T) {
 		wantNoAttrs []string // metadata that must not be an attribute
 		attrs       []string // Config.Attributes; nil: DefaultAttributes
 	}{
-		{"plain", "id-1", []byte(`{"a":1}`), message.Metadata{transport.MetadataEventID: "id-1", "ce_type": "t", "ce_source": "s", "ce_time": "now"}, []string{"ce_type", "ce_source", attrOverflow}, []string{attrUUID, "ce_id", "ce_time"}, nil},
+		{"plain", "id-1", []byte(`{"a":1}`), message.Metadata{transport.MetadataEventID: "id-1", "ce_type": "t", "ce_source": "s", "ce_time": "now", "ce_specversion": "1.0", "ce_schemaversion": "2"}, []string{"ce_id", "ce_type", "ce_source", "ce_time", "ce_specversion", attrOverflow}, []string{attrUUID, "ce_schemaversion"}, nil},
+		{"envelope only", "id-1", []byte(`{"a":1}`), message.Metadata{transport.MetadataEventID: "id-1", "ce_type": "t", "ce_source": "s", "ce_time": "now", "ce_specversion": "1.0"}, []string{"ce_id", "ce_type", "ce_source", "ce_time", "ce_specversion"}, []string{attrUUID, attrOverflow}, nil},
 		{"plain, all attributes", "id-1", []byte(`{"a":1}`), message.Metadata{transport.MetadataEventID: "id-1", "ce_type": "t"}, []string{"ce_type", "ce_id"}, []string{attrUUID, attrOverflow}, AllAttributes},
 		{"no attributes of their own", "id-1", []byte(`{"a":1}`), message.Metadata{transport.MetadataEventID: "id-1", "ce_type": "t"}, []string{attrOverflow}, []string{"ce_type", "ce_id"}, []string{}},
 		{"named attributes", "id-1", []byte(`{"a":1}`), message.Metadata{transport.MetadataEventID: "id-1", "ce_type": "t", "tenant": "acme"}, []string{"tenant", attrOverflow}, []string{"ce_type", "ce_id"}, []string{"tenant", "absent"}},
@@ -151,6 +152,18 @@ func TestFifoID(t *testing.T) {
 		got := fifoID(id)
 		if got == id || len(got) != 64 || fifoID(id) != got {
 			t.Errorf("fifoID(%q) = %q, want a stable 64-char hash", id, got)
+		}
+	}
+}
+
+func TestQueueARN(t *testing.T) {
+	for _, tc := range []struct{ url, want string }{
+		{"https://sqs.eu-west-1.amazonaws.com/123456789012/orders", "arn:aws:sqs:eu-west-1:123456789012:orders"},
+		{"http://127.0.0.1:4566/000000000000/q.fifo", "arn:aws:sqs:eu-west-1:000000000000:q.fifo"},
+		{"http://127.0.0.1:4566/odd", "http://127.0.0.1:4566/odd"},
+	} {
+		if got := queueARN("aws", "eu-west-1", tc.url); got != tc.want {
+			t.Errorf("queueARN(%q) = %q, want %q", tc.url, got, tc.want)
 		}
 	}
 }

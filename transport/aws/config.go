@@ -32,9 +32,12 @@ const (
 )
 
 // DefaultAttributes are the metadata sent as message attributes of their
-// own when Config.Attributes is nil: the event type and source, what
-// subscription filter policies usually match on.
-var DefaultAttributes = []string{"ce_type", "ce_source"}
+// own when Config.Attributes is nil: the CloudEvents required attributes
+// and the time (id, source, specversion, type, time), so that a consumer in
+// any language finds them where the CloudEvents convention puts them, and
+// filter policies can match on them. The other metadata travel in the one
+// JSON attribute eda_md (README, "Wire format").
+var DefaultAttributes = []string{"ce_id", "ce_source", "ce_specversion", "ce_type", "ce_time"}
 
 // AllAttributes as Config.Attributes sends every metadata entry as its own
 // message attribute, as many as SQS delivers (10, the eda envelope first),
@@ -72,8 +75,8 @@ type Config struct {
 	// (the standard chain: environment, shared files, IAM role). Its Region
 	// is required.
 	AWS awssdk.Config
-	// Endpoint overrides the SNS and SQS endpoint (BaseEndpoint), e.g. an
-	// emulator's "http://127.0.0.1:4566". Empty means AWS.
+	// Endpoint overrides the SNS, SQS and S3 endpoint (BaseEndpoint), e.g.
+	// an emulator's "http://127.0.0.1:4566". Empty means AWS.
 	Endpoint string
 	// AccountID is the account that owns the topics and queues, used to
 	// build ARNs. Empty means ask STS GetCallerIdentity once.
@@ -110,11 +113,11 @@ type Config struct {
 	// never match, and SNS would drop the messages silently). Default
 	// DefaultAttributes. Consumers decode either layout.
 	Attributes []string
-	// ClaimCheck, when set, stores the payload of a message too large for
-	// SNS/SQS in this store and sends a pointer; subscribers fetch it back.
-	// Nil means messages over the limit fail with
-	// transport.ErrMessageTooLarge.
-	ClaimCheck BlobStore
+	// ClaimCheck, when it names an S3 bucket (or another BlobStore), stores
+	// the payload of a message too large for SNS/SQS there and sends a
+	// pointer; subscribers fetch it back. Unset, messages over the limit
+	// fail with transport.ErrMessageTooLarge.
+	ClaimCheck ClaimCheckConfig
 	// Logger receives warnings (failed deletes, receive errors). Nil
 	// discards.
 	Logger *slog.Logger
@@ -146,6 +149,7 @@ func (c Config) Validate() error {
 			errs = append(errs, fmt.Errorf("%w: aws: Attributes: %q is not a name SQS accepts for a message attribute", transport.ErrInvalidConfig, a))
 		}
 	}
+	errs = append(errs, c.ClaimCheck.Validate())
 	return errors.Join(errs...)
 }
 
@@ -172,5 +176,6 @@ func (c Config) withDefaults() Config {
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
+	c.ClaimCheck = c.ClaimCheck.withDefaults()
 	return c
 }

@@ -45,11 +45,13 @@
 //     Each queue's policy lets only its topics send to it (aws:SourceArn).
 //     ServicePolicy writes the least-privilege IAM policy of a service.
 //   - Messages: the payload is the SQS body (base64 when it is not valid
-//     SQS text). The metadata named in Config.Attributes (default: ce_type
-//     and ce_source) are message attributes, for subscription filter
-//     policies; the rest of the envelope travels as one JSON attribute,
-//     since SNS and SQS work per attribute (AllAttributes sends as many as
-//     SQS delivers, 10, the way watermill-aws does). Plan and Apply refuse
+//     SQS text). The metadata named in Config.Attributes (default: the
+//     CloudEvents ce_id, ce_source, ce_specversion, ce_type and ce_time)
+//     are message attributes, for consumers in any language and for
+//     subscription filter policies; the rest of the envelope travels as one
+//     JSON attribute (eda_md), since SNS and SQS work per attribute
+//     (AllAttributes sends as many as SQS delivers, 10, the way
+//     watermill-aws does). Plan and Apply refuse
 //     a filter policy on metadata that is not an attribute. A message the
 //     transport cannot decode is delivered raw with MetadataTransportError,
 //     so the poison middleware can route it.
@@ -57,14 +59,24 @@
 //     endpoint cannot be reached; transport.ErrUnknownTopic and
 //     transport.ErrUnknownQueue when AutoCreate is off and something is
 //     missing; transport.ErrMessageTooLarge over MaxMessageSize, unless a
-//     claim check (Config.ClaimCheck, e.g. PostgresBlobStore) stores the
-//     payload and sends a pointer.
+//     claim check is configured.
+//   - Claim check: with Config.ClaimCheck.Bucket, the payload of a message
+//     whose wire form (body and attributes) is over the 256 KiB SNS limit
+//     goes to S3 (S3BlobStore, key prefix Config.ClaimCheck.Prefix) and the
+//     message carries a pointer; subscribers fetch it back transparently.
+//     The blob of a publish SNS refuses is deleted; Plan and Apply (and
+//     Declare with AutoCreate) keep a lifecycle rule on the prefix that
+//     expires blobs after Config.ClaimCheck.Expiration, which also covers a
+//     crash between storing and publishing. Config.ClaimCheck.Store takes
+//     another BlobStore instead (PostgresBlobStore).
 //
 // The tests and benchmarks run against the fauxqs emulator
 // (scripts/emulator.sh up; endpoint from EDA_AWS_ENDPOINT, default
 // http://127.0.0.1:4566; EDA_TEST_LOG=1 logs the transport and SDK retries).
 // fauxqs does not enforce IAM, so the policies are tested for their content
-// only. Differences from AWS met on the way: fauxqs wants TopicArn (not
+// only; it stores S3 lifecycle rules without enforcing them (the tests
+// check the rule, not an expiry), and serves S3 path-style on the same
+// endpoint (ClaimCheckConfig.UsePathStyle). Differences from AWS met on the way: fauxqs wants TopicArn (not
 // TargetArn) in Publish, takes PublishBatch entries in string order of their
 // index (FIFO batches are sent 9 at a time), does not set
 // DeadLetterQueueSourceArn, ignores ReceiveRequestAttemptId, and keeps

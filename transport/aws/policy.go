@@ -129,6 +129,17 @@ type ServiceAccess struct {
 	// dead-letter queues are included when ReadDeadLetters is set.
 	Consumes        []transport.Queue
 	ReadDeadLetters bool
+	// DelayedDelivery lists the queues subscribed to the topics the service
+	// publishes to, when it publishes with a delivery delay (eda.At,
+	// eda.After, or a relay of such records): SNS has no per-message delay,
+	// so the transport sends a delayed message to each subscribed queue
+	// itself (SQS DelaySeconds). It needs GetSubscriptionAttributes on its
+	// topics and GetQueueUrl and SendMessage on these queues.
+	DelayedDelivery []transport.Queue
+	// ClaimCheck is the service's Config.ClaimCheck: with a Bucket,
+	// publishers may put and delete blobs under its Prefix, consumers get
+	// them.
+	ClaimCheck ClaimCheckConfig
 }
 
 // ServicePolicy returns the least-privilege IAM policy of a service, the
@@ -137,6 +148,9 @@ type ServiceAccess struct {
 //   - on the topics it publishes to: Publish (and PublishBatch), and
 //     GetTopicAttributes and ListSubscriptionsByTopic, with which a
 //     publisher finds a topic and its subscriptions;
+//   - with DelayedDelivery, GetSubscriptionAttributes on those topics and
+//     GetQueueUrl and SendMessage on the queues subscribed to them, where
+//     the transport sends delayed messages itself;
 //   - on the queues it consumes: receive, delete, change visibility (nack,
 //     heartbeat, delayed redelivery) and get URL and attributes;
 //   - Declare verifies a consumed queue's dead-letter queue (get URL and
@@ -147,8 +161,10 @@ type ServiceAccess struct {
 //     gives them the resource type topic, not a subscription ARN).
 //
 // It grants no create, subscribe, delete or policy rights: Apply the
-// topology with another role (deployment), and run the service with
-// AutoCreate off.
+// topology with another role (deployment; ClaimCheckDeployStatement for the
+// claim-check bucket), and run the service with AutoCreate off. With a
+// claim-check bucket, publishers may put and delete, consumers get, the
+// objects under its prefix.
 func ServicePolicy(a ServiceAccess) (PolicyDocument, error) {
 	var errs []error
 	if a.Region == "" {
@@ -168,6 +184,14 @@ func ServicePolicy(a ServiceAccess) (PolicyDocument, error) {
 	for _, tp := range a.Publishes {
 		if tp.Name == "" {
 			errs = append(errs, fmt.Errorf("%w: aws: policy: empty topic name", transport.ErrInvalidConfig))
+		}
+	}
+	if len(a.DelayedDelivery) > 0 && len(a.Publishes) == 0 {
+		errs = append(errs, fmt.Errorf("%w: aws: policy: delayed delivery without a published topic", transport.ErrInvalidConfig))
+	}
+	for _, q := range a.DelayedDelivery {
+		if q.Name == "" {
+			errs = append(errs, fmt.Errorf("%w: aws: policy: empty delayed-delivery queue name", transport.ErrInvalidConfig))
 		}
 	}
 	if err := errors.Join(errs...); err != nil {
@@ -196,6 +220,21 @@ func ServicePolicy(a ServiceAccess) (PolicyDocument, error) {
 			Action:   StringList{"sns:GetTopicAttributes", "sns:ListSubscriptionsByTopic", "sns:Publish"},
 			Resource: sorted(topics),
 		})
+		if len(a.DelayedDelivery) > 0 {
+			var queues StringList
+			for _, q := range a.DelayedDelivery {
+				queues = append(queues, arn("sqs", physical(q.Name, q.FIFO)))
+			}
+			doc.Statement = append(doc.Statement,
+				Statement{
+					Sid: "DelayedDeliveryFindSubscriptions", Effect: "Allow",
+					Action: StringList{"sns:GetSubscriptionAttributes"}, Resource: sorted(topics),
+				},
+				Statement{
+					Sid: "DelayedDeliverySend", Effect: "Allow",
+					Action: StringList{"sqs:GetQueueUrl", "sqs:SendMessage"}, Resource: sorted(queues),
+				})
+		}
 	}
 	if len(a.Consumes) > 0 {
 		var queues, dlqs, topics StringList
@@ -244,6 +283,37 @@ func ServicePolicy(a ServiceAccess) (PolicyDocument, error) {
 			})
 		}
 	}
+	if cc := a.ClaimCheck.withDefaults(); cc.Bucket != "" {
+		blobs := StringList{fmt.Sprintf("arn:%s:s3:::%s/%s*", partition, cc.Bucket, cc.Prefix)}
+		if len(a.Publishes) > 0 {
+			doc.Statement = append(doc.Statement, Statement{
+				Sid: "ClaimCheckPut", Effect: "Allow", Resource: blobs,
+				Action: StringList{"s3:DeleteObject", "s3:PutObject"},
+			})
+		}
+		if len(a.Consumes) > 0 {
+			doc.Statement = append(doc.Statement, Statement{
+				Sid: "ClaimCheckGet", Effect: "Allow", Resource: blobs,
+				Action: StringList{"s3:GetObject"},
+			})
+		}
+	}
 	// GetCallerIdentity needs no permission; Config.AccountID skips it anyway.
 	return doc, nil
+}
+
+// ClaimCheckDeployStatement is what Plan and Apply need on the claim-check
+// bucket of cc, for the deployment role: create it (CreateBucket), check it
+// (HeadBucket: s3:ListBucket) and read and write its lifecycle rules
+// (GetBucketLifecycleConfiguration, PutBucketLifecycleConfiguration).
+// partition "" means DefaultPartition.
+func ClaimCheckDeployStatement(partition string, cc ClaimCheckConfig) Statement {
+	if partition == "" {
+		partition = DefaultPartition
+	}
+	return Statement{
+		Sid: "ClaimCheckBucket", Effect: "Allow",
+		Resource: StringList{fmt.Sprintf("arn:%s:s3:::%s", partition, cc.Bucket)},
+		Action:   StringList{"s3:CreateBucket", "s3:GetLifecycleConfiguration", "s3:ListBucket", "s3:PutLifecycleConfiguration"},
+	}
 }

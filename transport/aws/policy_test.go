@@ -118,3 +118,64 @@ func TestStringList(t *testing.T) {
 		t.Error("number as action: no error")
 	}
 }
+
+func TestServicePolicyClaimCheck(t *testing.T) {
+	cc := edaaws.ClaimCheckConfig{Bucket: "acme-blobs", Prefix: "orders/"}
+	base := edaaws.ServiceAccess{Region: "eu-west-1", AccountID: "123456789012"}
+	s3Actions := func(a edaaws.ServiceAccess) map[string]string { // action → resources
+		t.Helper()
+		doc, err := edaaws.ServicePolicy(a)
+		if err != nil {
+			t.Fatal(err)
+		}
+		m := map[string]string{}
+		for _, st := range doc.Statement {
+			for _, act := range st.Action {
+				if strings.HasPrefix(act, "s3:") {
+					m[act] = strings.Join(st.Resource, " ")
+				}
+			}
+		}
+		return m
+	}
+	blobs := "arn:aws:s3:::acme-blobs/orders/*"
+	for _, tc := range []struct {
+		name string
+		a    func(edaaws.ServiceAccess) edaaws.ServiceAccess
+		want map[string]string
+	}{
+		{"publisher", func(a edaaws.ServiceAccess) edaaws.ServiceAccess {
+			a.Publishes, a.ClaimCheck = []edaaws.Topic{{Name: "orders"}}, cc
+			return a
+		}, map[string]string{"s3:PutObject": blobs, "s3:DeleteObject": blobs}},
+		{"consumer", func(a edaaws.ServiceAccess) edaaws.ServiceAccess {
+			a.Consumes, a.ClaimCheck = []transport.Queue{{Name: "inventory", Topics: []string{"orders"}}}, cc
+			return a
+		}, map[string]string{"s3:GetObject": blobs}},
+		{"default prefix", func(a edaaws.ServiceAccess) edaaws.ServiceAccess {
+			a.Consumes, a.ClaimCheck = []transport.Queue{{Name: "inventory", Topics: []string{"orders"}}}, edaaws.ClaimCheckConfig{Bucket: "acme-blobs"}
+			return a
+		}, map[string]string{"s3:GetObject": "arn:aws:s3:::acme-blobs/" + edaaws.DefaultClaimCheckPrefix + "*"}},
+		{"no bucket", func(a edaaws.ServiceAccess) edaaws.ServiceAccess {
+			a.Publishes = []edaaws.Topic{{Name: "orders"}}
+			a.Consumes = []transport.Queue{{Name: "inventory", Topics: []string{"orders"}}}
+			return a
+		}, map[string]string{}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got := s3Actions(tc.a(base))
+			if len(got) != len(tc.want) {
+				t.Errorf("S3 actions %v, want %v", got, tc.want)
+			}
+			for act, res := range tc.want {
+				if got[act] != res {
+					t.Errorf("%s on %q, want %q (all: %v)", act, got[act], res, got)
+				}
+			}
+		})
+	}
+	st := edaaws.ClaimCheckDeployStatement("", cc)
+	if !slices.Contains(st.Action, "s3:PutLifecycleConfiguration") || !slices.Equal(st.Resource, edaaws.StringList{"arn:aws:s3:::acme-blobs"}) {
+		t.Errorf("deploy statement %+v: want s3:PutLifecycleConfiguration on the bucket", st)
+	}
+}

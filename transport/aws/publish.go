@@ -15,7 +15,6 @@ import (
 	awssdk "github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/sns"
 	snstypes "github.com/aws/aws-sdk-go-v2/service/sns/types"
-	"github.com/google/uuid"
 
 	"github.com/edaproject/eda/transport"
 )
@@ -27,6 +26,9 @@ type outgoing struct {
 	wire  wireMessage
 	group string // FIFO only
 	dedup string // FIFO only
+	// claimKey is the claim-check blob of the payload, "" when it travels
+	// in the body.
+	claimKey string
 }
 
 // Publish sends msgs to the SNS topic named topic ("name" or "name.fifo"
@@ -42,7 +44,9 @@ type outgoing struct {
 //
 // Every message is checked before anything is sent: too large (over
 // MaxMessageSize, or the wire form over MaxWireSize) fails with
-// transport.ErrMessageTooLarge unless a claim check is configured; a message
+// transport.ErrMessageTooLarge unless a claim check is configured, which
+// then stores the payload of each message whose wire form is over
+// MaxWireSize (ClaimCheckConfig); a message
 // for a FIFO topic without transport.MetadataGroupID fails with
 // transport.ErrMissingGroupID. When calls to SNS fail, Publish returns a
 // *PublishError listing the messages not sent; the others were sent.
@@ -160,6 +164,7 @@ func (t *Transport) publishSNS(ctx context.Context, topic string, info topicInfo
 					for _, o := range rest {
 						failed = append(failed, o.index)
 					}
+					t.dropClaims(ctx, rest, nil)
 				}
 				break
 			}
@@ -228,29 +233,18 @@ func (t *Transport) prepare(ctx context.Context, topic string, info topicInfo, m
 			return nil, err
 		}
 		o.wire = w
-		size := transport.MessageSize(wm)
-		if size > MaxMessageSize || w.size() > MaxWireSize {
-			if t.cfg.ClaimCheck == nil {
-				return nil, transport.TooLargeError(topic, msg, max(size, w.size()), MaxMessageSize)
-			}
+		// With a claim check, what SNS counts decides; without, the
+		// advertised MaxMessageSize too (Features).
+		if size := transport.MessageSize(wm); t.blobs == nil && (size > MaxMessageSize || w.size() > MaxWireSize) {
+			return nil, transport.TooLargeError(topic, msg, max(size, w.size()), MaxMessageSize)
+		}
+		if w.size() > MaxWireSize {
 			claim = append(claim, i)
 		}
 		out[i] = o
 	}
-	for _, i := range claim {
-		msg := out[i].msg
-		key := uuid.NewString()
-		w, err := encode(wireMetadata(msg), key, t.cfg.Attributes)
-		if err != nil {
-			return nil, err
-		}
-		if w.size() > MaxWireSize {
-			return nil, fmt.Errorf("%w (metadata alone, the claim check stores only the payload)", transport.TooLargeError(topic, msg, w.size(), MaxWireSize))
-		}
-		if err := t.cfg.ClaimCheck.Put(ctx, key, msg.Payload); err != nil {
-			return nil, fmt.Errorf("aws: claim check for message %s to %q: %w", msg.UUID, topic, err)
-		}
-		out[i].wire = w
+	if err := t.storeClaims(ctx, topic, out, claim); err != nil {
+		return nil, err
 	}
 	return out, nil
 }
@@ -281,6 +275,7 @@ func (t *Transport) publishOne(ctx context.Context, topic string, info topicInfo
 		in.MessageGroupId, in.MessageDeduplicationId = &o.group, &o.dedup
 	}
 	if _, err := t.sns.Publish(ctx, in); err != nil {
+		t.dropClaims(ctx, []outgoing{o}, err)
 		return t.publishError(topic, info, err)
 	}
 	return nil
@@ -306,6 +301,7 @@ func (t *Transport) publishBatch(ctx context.Context, topic string, info topicIn
 		for i, o := range batch {
 			all[i] = o.index
 		}
+		t.dropClaims(ctx, batch, err)
 		return all, t.publishError(topic, info, err)
 	}
 	if len(res.Failed) == 0 {
@@ -314,12 +310,15 @@ func (t *Transport) publishBatch(ctx context.Context, topic string, info topicIn
 	senderFault := false
 	var idx []int
 	var reasons []string
+	var notSent []outgoing
+	defer func() { t.dropClaims(ctx, notSent, nil) }()
 	for _, f := range res.Failed {
 		i, err := strconv.Atoi(awssdk.ToString(f.Id))
 		if err != nil || i < 0 || i >= len(batch) {
 			continue
 		}
 		idx = append(idx, batch[i].index)
+		notSent = append(notSent, batch[i])
 		reasons = append(reasons, fmt.Sprintf("%s: %s %s", batch[i].msg.UUID, awssdk.ToString(f.Code), awssdk.ToString(f.Message)))
 		senderFault = senderFault || f.SenderFault
 	}

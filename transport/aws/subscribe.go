@@ -253,6 +253,7 @@ func (s *subscription) receive(n int) (out *sqs.ReceiveMessageOutput, err error,
 			sqstypes.MessageSystemAttributeNameApproximateReceiveCount,
 			sqstypes.MessageSystemAttributeNameMessageGroupId,
 			sqstypes.MessageSystemAttributeNameDeadLetterQueueSourceArn,
+			sqstypes.MessageSystemAttributeNameSentTimestamp, // ce_time of a message without one
 		},
 	}
 	if s.q.fifo {
@@ -466,9 +467,9 @@ func (s *subscription) message(h *held) (*message.Message, error) {
 	body, id := awssdk.ToString(h.raw.Body), awssdk.ToString(h.raw.MessageId)
 	d, err := decode(body, attrs, id)
 	if err == nil && d.claimKey != "" {
-		if s.t.cfg.ClaimCheck == nil {
-			err = fmt.Errorf("aws: message %s is claim-checked (key %s) and Config.ClaimCheck is nil", d.msg.UUID, d.claimKey)
-		} else if d.msg.Payload, err = s.t.cfg.ClaimCheck.Get(s.ctx, d.claimKey); err != nil && !errors.Is(err, ErrBlobNotFound) {
+		if s.t.blobs == nil {
+			err = fmt.Errorf("aws: message %s is claim-checked (key %s) and Config.ClaimCheck is not set", d.msg.UUID, d.claimKey)
+		} else if d.msg.Payload, err = s.t.blobs.Get(s.ctx, d.claimKey); err != nil && !errors.Is(err, ErrBlobNotFound) {
 			return nil, err
 		}
 	}
@@ -477,6 +478,8 @@ func (s *subscription) message(h *held) (*message.Message, error) {
 		d.msg = message.NewMessage(id, []byte(body))
 		d.msg.Metadata = attrs
 		d.msg.Metadata[MetadataTransportError] = err.Error()
+	} else {
+		s.defaultEnvelope(d.msg, h.raw)
 	}
 	md := d.msg.Metadata
 	md[transport.MetadataReceiveCount] = h.raw.Attributes[string(sqstypes.MessageSystemAttributeNameApproximateReceiveCount)]

@@ -30,6 +30,8 @@ type Topology struct {
 	// to its topics (raw message delivery) and a queue policy that lets only
 	// those topics send to it (aws:SourceArn).
 	Queues []Queue
+	// With Config.ClaimCheck.Bucket, Plan and Apply also cover the bucket:
+	// created when missing, with a lifecycle rule expiring the blobs.
 }
 
 // Topic is an SNS topic. A FIFO topic's SNS name has the ".fifo" suffix;
@@ -264,6 +266,11 @@ func (t *Transport) Plan(ctx context.Context, topo Topology) (Plan, error) {
 	}
 	defer t.wg.Done()
 	_, plan, err := t.plan(ctx, topo)
+	if err != nil {
+		return Plan{}, err
+	}
+	cc, err := t.planClaimCheck(ctx)
+	plan.Changes = append(plan.Changes, cc...)
 	return plan, err
 }
 
@@ -282,6 +289,11 @@ func (t *Transport) apply(ctx context.Context, topo Topology) (Plan, error) {
 	if err != nil {
 		return Plan{}, err
 	}
+	cc, err := t.planClaimCheck(ctx)
+	if err != nil {
+		return Plan{}, err
+	}
+	plan.Changes = append(plan.Changes, cc...)
 	for i, c := range plan.Changes {
 		if err := c.apply(ctx); err != nil {
 			return Plan{Changes: plan.Changes[:i]}, fmt.Errorf("aws: apply %s: %w", c, err)

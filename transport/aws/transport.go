@@ -12,6 +12,7 @@ import (
 	"time"
 
 	awssdk "github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/aws/aws-sdk-go-v2/service/sns"
 	snstypes "github.com/aws/aws-sdk-go-v2/service/sns/types"
 	"github.com/aws/aws-sdk-go-v2/service/sqs"
@@ -31,6 +32,9 @@ type Transport struct {
 	sns *sns.Client
 	sqs *sqs.Client
 	sts *sts.Client
+	s3  *s3.Client // claim-check bucket; nil without one
+	// blobs is the claim-check store (Config.ClaimCheck), nil when off.
+	blobs BlobStore
 
 	mu       sync.Mutex
 	closed   bool
@@ -45,6 +49,8 @@ type Transport struct {
 	// subscribers caches the SQS subscribers of topics (by ARN) for
 	// delayed messages.
 	subscribers map[string]subscribers
+	// bucketReady: the claim-check bucket has eda's lifecycle rule.
+	bucketReady bool
 	wg          sync.WaitGroup // subscriptions, publishes and late verdicts in flight
 }
 
@@ -96,6 +102,7 @@ func New(cfg Config) (*Transport, error) {
 
 		subscribers: map[string]subscribers{},
 	}
+	t.blobs, t.s3 = newBlobs(cfg)
 	t.closeCtx, t.closeAll = context.WithCancel(context.Background())
 	return t, nil
 }
@@ -104,7 +111,7 @@ func New(cfg Config) (*Transport, error) {
 // claim check, else MaxMessageSize; visibility timeouts are whole seconds.
 func (t *Transport) Features() transport.Features {
 	size := MaxMessageSize
-	if t.cfg.ClaimCheck != nil {
+	if t.blobs != nil {
 		size = 0
 	}
 	return transport.Features{

@@ -282,8 +282,8 @@ type queue struct {
 	plain bool // declared only as another queue's DLQ
 
 	seq       uint64
-	ready     []*entry // standard: delivery order, all visible; FIFO: sorted by seq, delayed ones included
-	delayed   int      // standard: entries waiting for their visibleAt, outside ready
+	ready     []*entry            // standard: delivery order, all visible; FIFO: sorted by seq, delayed ones included
+	waiting   map[*entry]struct{} // standard: entries waiting for their visibleAt, outside ready
 	inflight  map[*entry]struct{}
 	busy      map[string]bool     // FIFO groups with a message in flight
 	seen      map[string]struct{} // FIFO dedup ids within the window
@@ -310,6 +310,7 @@ type entry struct {
 	// entries out of ready until then; a FIFO queue keeps them in ready, in
 	// order, where they hold back their group.
 	visibleAt time.Time
+	at        time.Time // when it entered this queue
 }
 
 func (q *queue) enqueueLocked(uuid string, payload message.Payload, md message.Metadata, now, visibleAt time.Time) {
@@ -327,7 +328,7 @@ func (q *queue) enqueueLocked(uuid string, payload message.Payload, md message.M
 		q.seenOrder = append(q.seenOrder, seenID{id, now})
 	}
 	q.seq++
-	e := &entry{uuid: uuid, payload: payload, metadata: md, seq: q.seq, group: group}
+	e := &entry{uuid: uuid, payload: payload, metadata: md, seq: q.seq, group: group, at: now}
 	if visibleAt.After(now) {
 		q.makeReadyAtLocked(e, visibleAt)
 		return
@@ -358,11 +359,14 @@ func (q *queue) makeReadyAtLocked(e *entry, at time.Time) {
 		q.wakeLocked()
 		return
 	}
-	q.delayed++
+	if q.waiting == nil {
+		q.waiting = make(map[*entry]struct{})
+	}
+	q.waiting[e] = struct{}{}
 	time.AfterFunc(d, func() {
 		q.t.mu.Lock()
 		defer q.t.mu.Unlock()
-		q.delayed--
+		delete(q.waiting, e)
 		q.ready = append(q.ready, e)
 		q.wakeLocked()
 	})

@@ -64,6 +64,7 @@ func Run(t *testing.T, h Harness) {
 		{"DelayedRedelivery", s.delayedRedelivery, f.DelayedRedelivery},
 		{"DelayedDelivery", s.delayedDelivery, f.DelayedDelivery},
 		{"Heartbeat", s.heartbeat, f.Heartbeat && f.VisibilityTimeout},
+		{"Inspect", s.inspect, inspects(probe)},
 	}
 	for _, tc := range tests {
 		if !tc.on {
