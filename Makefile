@@ -55,3 +55,16 @@ bench-middleware: services
 bench-outbox: services
 	$(GO) run ./cmd/outboxbench -dsn postgres://postgres@127.0.0.1:5432/test \
 		-phases write,relay,sns,claim -duration 10s -drain 20000 -claimrows 1000000 -sns-events 10000
+
+# The fault harness (cmd/chaos): the orders example as 6 processes on
+# Postgres and its own emulator, faults on a seeded schedule, a checker of
+# the final state. CHAOS_SEED reproduces a run; CHAOS_FLAGS adds flags.
+CHAOS_ORDERS ?= 100000
+CHAOS_SEED ?= 0
+.PHONY: chaos chaos-short
+chaos: services
+	$(GO) run ./cmd/chaos -orders $(CHAOS_ORDERS) -seed $(CHAOS_SEED) -drain 10m -results cmd/chaos/results-full.md $(CHAOS_FLAGS)
+
+# The same harness for a few thousand orders (CI): a few minutes.
+chaos-short: services
+	$(GO) run ./cmd/chaos -orders 3000 -seed $(CHAOS_SEED) -drain 3m -timeout 15m $(CHAOS_FLAGS)
