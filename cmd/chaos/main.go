@@ -258,9 +258,13 @@ func runPhase(ctx context.Context, c config, index int, mode string, n int, runI
 			fmt.Println("  " + f.String())
 		}
 	}
+	var res *result
 	defer func() {
 		p.stopAll()
-		if !c.Keep {
+		switch {
+		case res != nil && len(res.Violations) > 0:
+			fmt.Printf("schema %s kept for the post-mortem (drop it with: DROP SCHEMA %s CASCADE)\n", p.schema, p.schema)
+		case !c.Keep:
 			p.cleanup(context.WithoutCancel(ctx))
 		}
 	}()
@@ -271,5 +275,6 @@ func runPhase(ctx context.Context, c config, index int, mode string, n int, runI
 		return nil, fmt.Errorf("internal: slots %v, preview drew for %v", p.slots, slots)
 	}
 	p.began = time.Now()
-	return p.execute(ctx)
+	res, err = p.execute(ctx)
+	return res, err
 }
