@@ -22,7 +22,7 @@ const (
 	faultRestart   = "emulator-restart" // stop the emulator, start it again after Dur
 	faultCut       = "cut"              // a link refuses and closes connections for Dur
 	faultLatency   = "latency"          // Param ms (± a quarter) on a link for Dur
-	faultStall     = "stall"            // Param ms on a link: it stalls, then catches up
+	faultStall     = "stall"            // a link swallows every byte for Dur, then closes its connections
 	faultBandwidth = "bandwidth"        // Param KB/s on a link for Dur
 	faultDup       = "duplicates"       // Param published outbox records sent again
 )
@@ -51,7 +51,7 @@ func (f fault) String() string {
 		s += " for " + f.Dur.Round(10*time.Millisecond).String()
 	}
 	switch f.Kind {
-	case faultLatency, faultStall:
+	case faultLatency:
 		s += fmt.Sprintf(" %dms", f.Param)
 	case faultBandwidth:
 		s += fmt.Sprintf(" %dKB/s", f.Param)
@@ -269,6 +269,8 @@ func (n *nemesis) play(ctx context.Context, f fault) string {
 			name := fmt.Sprintf("f%d-%s", f.N, stream)
 			var body string
 			switch f.Kind {
+			case faultStall:
+				body = fmt.Sprintf(`{"name":%q,"type":"timeout","stream":%q,"toxicity":1,"attributes":{"timeout":%d}}`, name, stream, f.Param)
 			case faultBandwidth:
 				body = fmt.Sprintf(`{"name":%q,"type":"bandwidth","stream":%q,"toxicity":1,"attributes":{"rate":%d}}`, name, stream, f.Param)
 			default:
@@ -284,10 +286,21 @@ func (n *nemesis) play(ctx context.Context, f fault) string {
 			toxics = append(toxics, name)
 		}
 		hold(ctx, f.Dur)
-		for _, name := range toxics {
-			_ = px.Toxics.RemoveToxic(context.Background(), name)
+		// Toxiproxy's removal waits for the toxic's pipes; bound it so a
+		// lane never hangs on a stuck connection.
+		removed := make(chan struct{})
+		go func() {
+			for _, name := range toxics {
+				_ = px.Toxics.RemoveToxic(context.Background(), name)
+			}
+			close(removed)
+		}()
+		select {
+		case <-removed:
+			return ""
+		case <-time.After(5 * time.Second):
+			return "toxic removal still pending after 5s"
 		}
-		return ""
 	case faultDup:
 		k, err := n.p.duplicate(ctx, f.Param)
 		if err != nil {
