@@ -52,7 +52,7 @@ type config struct {
 // Defaults.
 const (
 	DefaultClients   = 16
-	DefaultCustomers = 64
+	DefaultCustomers = 256
 	DefaultPoison    = 3
 	DefaultBacklog   = 200
 	DefaultDrain     = 5 * time.Minute
