@@ -95,3 +95,16 @@ fuzz:
 		$(GO) test -run '^$$' -fuzz "^$$fn\$$" -fuzztime $(FUZZTIME) $$pkg || failed="$$failed $$fn"; \
 	done; echo "fuzzed $(words $(FUZZ_TARGETS)) targets in $$(( $$(date +%s) - start ))s"; \
 	if [ -n "$$failed" ]; then echo "crashers (see testdata/fuzz):$$failed"; exit 1; fi
+
+# The fault harness (cmd/chaos): the orders example as 6 processes on
+# Postgres and its own emulator, faults on a seeded schedule, a checker of
+# the final state. CHAOS_SEED reproduces a run; CHAOS_FLAGS adds flags.
+CHAOS_ORDERS ?= 100000
+CHAOS_SEED ?= 0
+.PHONY: chaos chaos-short
+chaos: services
+	$(GO) run ./cmd/chaos -orders $(CHAOS_ORDERS) -seed $(CHAOS_SEED) -drain 10m -results cmd/chaos/results-full.md $(CHAOS_FLAGS)
+
+# The same harness for a few thousand orders (CI): a few minutes.
+chaos-short: services
+	$(GO) run ./cmd/chaos -orders 3000 -seed $(CHAOS_SEED) -drain 3m -timeout 15m $(CHAOS_FLAGS)

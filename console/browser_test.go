@@ -241,7 +241,13 @@ func TestBrowserOrders(t *testing.T) {
 	ctx := testContext(t)
 
 	// A record the relay gave up on (its failed state, as the relay leaves
-	// it on a permanent error).
+	// it on a permanent error), to a topic the operator has created since
+	// (the relay publishes only to a topic that exists: it never creates a
+	// bare one).
+	sn := sns.NewFromConfig(cfg, func(o *sns.Options) { o.BaseEndpoint = awssdk.String(endpoint()) })
+	if _, err := sn.CreateTopic(ctx, &sns.CreateTopicInput{Name: awssdk.String(prefix + "audit")}); err != nil {
+		t.Fatal(err)
+	}
 	table := pgx.Identifier{schema, "eda_outbox"}.Sanitize()
 	eventID := uuid.NewString()
 	md, _ := outbox.MarshalMetadata(map[string]string{"ce_id": eventID, "ce_type": "orders.AuditNote", "ce_source": "console-test"})

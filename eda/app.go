@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"reflect"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -443,6 +444,21 @@ func Topic[E Event](a *App) (string, error) {
 		return "", fmt.Errorf("%w: %s", ErrUnregisteredEvent, reflect.TypeFor[E]())
 	}
 	return et.topic, nil
+}
+
+// Topics returns the topics of the registered event types, each once,
+// sorted.
+func (a *App) Topics() []string {
+	a.mu.RLock()
+	defer a.mu.RUnlock()
+	var out []string
+	for _, et := range a.byName {
+		if !slices.Contains(out, et.topic) {
+			out = append(out, et.topic)
+		}
+	}
+	slices.Sort(out)
+	return out
 }
 
 // Queues returns the transport declarations of the app's queues, with the

@@ -135,6 +135,10 @@ func (a *adapted) Subscribe(ctx context.Context, queue string) (<-chan *message.
 				if !ok {
 					return
 				}
+				if ctx.Err() != nil { // taken as the consumer stopped: back to the queue
+					m.Nack()
+					return
+				}
 				m.SetContext(ctx)
 				select {
 				case out <- m:

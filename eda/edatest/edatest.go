@@ -183,6 +183,23 @@ func (h *Harness) Start() {
 	h.mu.Unlock()
 	ctx, cancel := context.WithCancel(context.Background())
 	h.t.Cleanup(cancel) // registered first, so it runs after the app stopped: ends the DLQ watchers
+	if p, ok := h.Transport.(*prefixedTransport); ok {
+		consumed := map[string]bool{}
+		for _, q := range h.App.Queues() {
+			for _, t := range q.Topics {
+				consumed[t] = true
+			}
+		}
+		var bare []string
+		for _, t := range h.App.Topics() {
+			if !consumed[t] {
+				bare = append(bare, t)
+			}
+		}
+		if err := p.declareTopics(ctx, bare); err != nil {
+			h.t.Fatalf("edatest: declare the topics no queue subscribes to: %v", err)
+		}
+	}
 	Run(h.t, h.App)
 	for _, q := range h.App.Queues() {
 		if q.DeadLetterQueue == "" {

@@ -7,6 +7,7 @@ import (
 	"github.com/ThreeDotsLabs/watermill/message"
 
 	"github.com/edaproject/eda/transport"
+	edaaws "github.com/edaproject/eda/transport/aws"
 )
 
 // prefixedTransport isolates a test on a shared broker (SNS/SQS): every topic and
@@ -71,3 +72,22 @@ func (p *prefixedTransport) Subscribe(ctx context.Context, queue string) (<-chan
 func (p *prefixedTransport) Features() transport.Features { return p.tr.Features() }
 
 func (p *prefixedTransport) Close() error { return p.tr.Close() }
+
+// declareTopics creates topics on the SNS/SQS transport that no declared
+// queue subscribes to, as a deployment applies its topology: the AWS
+// transport publishes only to a topic it knows to be ready, and never
+// creates a bare one on its own (a publisher that does not know who
+// subscribes could otherwise publish into the void), while a test may
+// publish events nobody consumes, as on the memory and Postgres transports.
+func (p *prefixedTransport) declareTopics(ctx context.Context, topics []string) error {
+	at, ok := p.tr.(*edaaws.Transport)
+	if !ok || len(topics) == 0 {
+		return nil
+	}
+	var topo edaaws.Topology
+	for _, t := range topics {
+		topo.Topics = append(topo.Topics, edaaws.Topic{Name: p.prefix + t})
+	}
+	_, err := at.Apply(ctx, topo)
+	return err
+}

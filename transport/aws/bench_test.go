@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -132,6 +133,16 @@ func benchConsume(b *testing.B, work time.Duration) {
 		reportRate(b, b.N)
 	})
 	for _, c := range []struct{ concurrency, batch int }{{1, 10}, {32, 10}} {
+		// The limit: a hand-written SDK loop with eda's concurrency and
+		// receive calls, and nothing else (no decoding, no router, no
+		// visibility bookkeeping).
+		b.Run(fmt.Sprintf("impl=sdk-optimal-batch%d-c%d", c.batch, c.concurrency), func(b *testing.B) {
+			tr := newTransport(b, testConfig(b))
+			_, url := benchQueue(b, tr)
+			b.ResetTimer()
+			optimalConsume(b, tr.SQS(), url, b.N, c.concurrency, c.batch, work)
+			reportRate(b, b.N)
+		})
 		b.Run(fmt.Sprintf("impl=eda-batch%d-c%d", c.batch, c.concurrency), func(b *testing.B) {
 			cfg := testConfig(b)
 			cfg.Concurrency, cfg.BatchSize = c.concurrency, c.batch
@@ -150,6 +161,60 @@ func benchConsume(b *testing.B, work time.Duration) {
 			_ = tr.Close() // waits for the last deletes
 		})
 	}
+}
+
+// optimalConsume is the best an SDK loop does at a concurrency: as many
+// goroutines as eda runs receive loops (1 + (concurrency-1)/batch), each
+// receives up to batch messages with long polling, handles them in their
+// own goroutines with at most concurrency handlers running in all, and
+// deletes the batch with one DeleteMessageBatch, until n are deleted.
+func optimalConsume(b *testing.B, client *sqs.Client, url string, n, concurrency, batch int, work time.Duration) {
+	b.Helper()
+	// Done when n are deleted: receives still long-polling the empty queue
+	// are cancelled, as eda's subscription is.
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var deleted atomic.Int64
+	handlers := make(chan struct{}, concurrency)
+	var wg sync.WaitGroup
+	for range 1 + (concurrency-1)/batch {
+		wg.Go(func() {
+			for deleted.Load() < int64(n) {
+				out, err := client.ReceiveMessage(ctx, &sqs.ReceiveMessageInput{QueueUrl: &url, MaxNumberOfMessages: int32(batch), WaitTimeSeconds: 1})
+				if err != nil {
+					if ctx.Err() == nil {
+						b.Error(err)
+					}
+					return
+				}
+				if len(out.Messages) == 0 {
+					continue
+				}
+				var hw sync.WaitGroup
+				entries := make([]sqstypes.DeleteMessageBatchRequestEntry, len(out.Messages))
+				for i, m := range out.Messages {
+					entries[i] = sqstypes.DeleteMessageBatchRequestEntry{Id: awssdk.String(strconv.Itoa(i)), ReceiptHandle: m.ReceiptHandle}
+					handlers <- struct{}{}
+					hw.Go(func() {
+						if work > 0 {
+							time.Sleep(work)
+						}
+						<-handlers
+					})
+				}
+				hw.Wait()
+				del, err := client.DeleteMessageBatch(ctx, &sqs.DeleteMessageBatchInput{QueueUrl: &url, Entries: entries})
+				if err != nil || len(del.Failed) > 0 {
+					b.Errorf("delete: %v %v", err, del)
+					return
+				}
+				if deleted.Add(int64(len(entries))) >= int64(n) {
+					cancel()
+				}
+			}
+		})
+	}
+	wg.Wait()
 }
 
 // consume handles n messages, each in its own goroutine as the Watermill

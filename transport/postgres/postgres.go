@@ -444,6 +444,8 @@ func (t *Transport) publish(ctx context.Context, db DBTX, own bool, topic string
 	if grouped {
 		b.Queue(t.q.lockGroups, topic, groups, t.cfg.Schema)
 		b.Queue(t.q.insertMessages, topic, uuids, payloads, metas, groups, dedups, t.cfg.DedupWindow.Microseconds(), delays)
+	} else if len(msgs) == 1 {
+		b.Queue(t.q.insertOne, topic, uuids[0], payloads[0], metas[0], delays[0])
 	} else {
 		b.Queue(t.q.insertUngrouped, topic, uuids, payloads, metas, delays)
 	}

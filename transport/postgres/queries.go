@@ -5,7 +5,7 @@ import "strconv"
 // queries holds the SQL of one schema, built once in New.
 type queries struct {
 	insertPlainQueue, insertQueue, selectQueueForUpdate, upgradeQueue, insertSubscriptions string
-	selectQueue, lockGroups, insertMessages, insertUngrouped, notify, depth                string
+	selectQueue, lockGroups, insertMessages, insertUngrouped, insertOne, notify, depth     string
 	nextVisible, ack, nack, extend, release, deadLetter, cleanDedup                        string
 
 	// claim and claimFIFO per batch size: BatchSize, times growth until
@@ -123,6 +123,16 @@ CROSS JOIN (
 	WHERE s.topic = $1
 ) s
 ORDER BY m.ord, s.queue`),
+		// insertOne is insertUngrouped for a single message: its values as
+		// parameters instead of arrays, so the database neither unnests nor
+		// sorts (a publish of one message is the common call).
+		insertOne: x(`
+INSERT INTO {{schema}}.messages (queue, uuid, payload, metadata, group_id, visible_at)
+SELECT q.name, $2, $3, $4,
+	CASE WHEN q.fifo THEN {{schema}}.missing_group(q.name, $2) END,
+	now() + $5::bigint * interval '1 microsecond'
+FROM {{schema}}.subscriptions s JOIN {{schema}}.queues q ON q.name = s.queue
+WHERE s.topic = $1`),
 		notify: x(`
 SELECT pg_notify($2, queue)
 FROM (SELECT DISTINCT queue FROM {{schema}}.subscriptions WHERE topic = ANY($1::text[])) s`),

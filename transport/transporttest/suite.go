@@ -592,7 +592,8 @@ func (s *suite) shutdownWithoutLoss(t *testing.T) {
 	stop()
 	<-inHand.Context().Done() // the handler learns of the shutdown
 	inHand.Nack()
-	for range ch1 { // the subscription closes
+	for m := range ch1 { // the subscription closes; what it still hands out goes back
+		m.Nack()
 	}
 	var rest []string
 	for _, id := range ids {

@@ -68,9 +68,12 @@ func RunMiddleware(t *testing.T, newStore func(t *testing.T) inbox.Store) {
 		const copies = 4
 		f := newFixture(t, newStore(t), copies)
 		f.handle(func(ctx context.Context, e Charged) error {
-			// Hold the effect until another delivery of the event has
-			// arrived, so the duplicates are truly concurrent.
-			if !waitUntil(ctx, func() bool { return f.entered.Load() >= 2 }) {
+			// Hold the effect (and the inbox's claim) until another
+			// delivery of the event has found it busy, so the duplicates
+			// are truly concurrent. Waiting only for a second delivery to
+			// arrive let this one finish before the other claimed, which
+			// then found the event done, not busy.
+			if !waitUntil(ctx, func() bool { return f.busy.Load() >= 1 }) {
 				return errors.New("no concurrent delivery arrived")
 			}
 			f.effects.Add(1)
