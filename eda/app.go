@@ -504,11 +504,36 @@ func (a *App) Declare(ctx context.Context) error {
 	return nil
 }
 
+// declareUntilReachable is Run's Declare: while the transport reports the
+// broker unavailable (transport.ErrUnavailable), it declares again with a
+// backoff (100 ms doubling to 5 s) until ctx ends, so a service started
+// during a broker outage waits for the broker instead of exiting (and
+// reports not ready meanwhile). Any other error returns at once.
+func (a *App) declareUntilReachable(ctx context.Context) error {
+	wait := 100 * time.Millisecond
+	for {
+		err := a.Declare(ctx)
+		if err == nil || !errors.Is(err, transport.ErrUnavailable) {
+			return err
+		}
+		if a.cfg.Logger != nil {
+			a.cfg.Logger.WarnContext(ctx, "eda: broker unavailable while declaring the queues; trying again", "in", wait, "error", err)
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, 5*time.Second)
+	}
+}
+
 // Running is closed once Run has declared the queues and every handler is
 // subscribed.
 func (a *App) Running() <-chan struct{} { return a.running }
 
-// Run declares the queues, subscribes every handler and processes messages
+// Run declares the queues (waiting for a broker that is unavailable, see
+// declareUntilReachable), subscribes every handler and processes messages
 // until ctx is cancelled; then it stops receiving, waits up to
 // Config.CloseTimeout for in-flight handlers and returns nil. Run can be
 // called once.
@@ -522,7 +547,7 @@ func (a *App) Run(ctx context.Context) error {
 	a.mu.Unlock()
 	defer close(a.done)
 
-	if err := a.Declare(ctx); err != nil {
+	if err := a.declareUntilReachable(ctx); err != nil {
 		return err
 	}
 	router, err := message.NewRouter(message.RouterConfig{CloseTimeout: a.cfg.CloseTimeout}, newLoggerAdapter(a.cfg.Logger))
