@@ -249,7 +249,9 @@ func outage(t *testing.T, tr transport.Transport, depth func(queue string) int, 
 		must(t, app.Publish(context.Background(), placed{ID: strconv.Itoa(i)}))
 	}
 	deadline := time.Now().Add(timeout)
-	for {
+	tick := time.NewTicker(20 * time.Millisecond) // polling the handler's record and the queues' depth
+	defer tick.Stop()
+	for ; ; <-tick.C {
 		mu.Lock()
 		handled := len(done)
 		mu.Unlock()
@@ -259,7 +261,6 @@ func outage(t *testing.T, tr transport.Transport, depth func(queue string) int, 
 		if lost := depth(poisonQueue) + depth("work-dlq"); lost > 0 || time.Now().After(deadline) {
 			t.Fatalf("%d of %d events handled, %d poisoned or dead-lettered, after %s (outage %s)", handled, n, lost, time.Since(began).Round(time.Millisecond), outage)
 		}
-		time.Sleep(20 * time.Millisecond) // polling the handler's record and the queues' depth
 	}
 	mu.Lock()
 	defer mu.Unlock()
