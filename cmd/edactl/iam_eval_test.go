@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
-	"slices"
 	"strings"
 	"testing"
 
@@ -49,20 +48,7 @@ func evalARN(service, name string) string {
 // must be allowed, and the recorder must have mapped each.
 func checkRecorded(t *testing.T, role string, policy any, rec *awscalls.Recorder) []awscalls.Request {
 	t.Helper()
-	calls := rec.Calls()
-	if len(calls) == 0 {
-		t.Fatalf("%s: no AWS call recorded", role)
-	}
-	for _, c := range awscalls.Unmapped(calls) {
-		t.Errorf("%s: the recorder cannot map %s %v to a resource: teach internal/awscalls", role, c.Operation, c.Input)
-	}
-	var lines []string
-	for _, c := range calls {
-		lines = append(lines, c.Action+" "+c.Resource)
-	}
-	slices.Sort(lines)
-	t.Logf("%s calls:\n  %s", role, strings.Join(slices.Compact(lines), "\n  "))
-	return awscalls.Requests(roleARN(role), evalAccount, policy, calls)
+	return awscalls.RecordedRequests(t, role, roleARN(role), evalAccount, policy, rec)
 }
 
 // The deploy and operator roles of edactl iam, evaluated by a real IAM

@@ -6,7 +6,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -157,20 +156,7 @@ func TestIAMPoliciesAllowWhatTheServicesCall(t *testing.T) {
 		if policy == nil {
 			t.Fatalf("edactl iam prints no policy for %s", role)
 		}
-		calls := recs[role].Calls()
-		if len(calls) == 0 {
-			t.Fatalf("%s: no AWS call recorded", role)
-		}
-		for _, c := range awscalls.Unmapped(calls) {
-			t.Errorf("%s: the recorder cannot map %s %v to a resource: teach internal/awscalls", role, c.Operation, c.Input)
-		}
-		var lines []string
-		for _, c := range calls {
-			lines = append(lines, c.Action+" "+c.Resource)
-		}
-		slices.Sort(lines)
-		t.Logf("%s calls:\n  %s", role, strings.Join(slices.Compact(lines), "\n  "))
-		reqs = append(reqs, awscalls.Requests("arn:aws:iam::"+iamAccount+":role/"+role, iamAccount, policy, calls)...)
+		reqs = append(reqs, awscalls.RecordedRequests(t, role, "arn:aws:iam::"+iamAccount+":role/"+role, iamAccount, policy, recs[role])...)
 	}
 
 	deny := func(role, action, resource string) {

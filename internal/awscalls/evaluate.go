@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -198,4 +199,26 @@ func moduleRoot() (string, error) {
 		}
 		dir = parent
 	}
+}
+
+// RecordedRequests turns the calls rec recorded for role into requests that
+// must be allowed under identity (principal, in account), as Requests does.
+// It fails t when nothing was recorded, reports each call the recorder could
+// not map, and logs the distinct calls.
+func RecordedRequests(t testing.TB, role, principal, account string, identity any, rec *Recorder) []Request {
+	t.Helper()
+	calls := rec.Calls()
+	if len(calls) == 0 {
+		t.Fatalf("%s: no AWS call recorded", role)
+	}
+	for _, c := range Unmapped(calls) {
+		t.Errorf("%s: the recorder cannot map %s %v to a resource: teach internal/awscalls", role, c.Operation, c.Input)
+	}
+	var lines []string
+	for _, c := range calls {
+		lines = append(lines, c.Action+" "+c.Resource)
+	}
+	slices.Sort(lines)
+	t.Logf("%s calls:\n  %s", role, strings.Join(slices.Compact(lines), "\n  "))
+	return Requests(principal, account, identity, calls)
 }
