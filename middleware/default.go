@@ -24,6 +24,11 @@ type Config struct {
 	// topic; its Logger defaults to Logger. Without it a permanent error
 	// is nacked like any other, left to the queue's redrive policy.
 	Poison *PoisonConfig
+	// Breaker holds a handler's messages while a dependency is unavailable
+	// instead of spending their deliveries (see Breaker); the zero value
+	// is on with the defaults, Off leaves it out. Its Logger defaults to
+	// Logger.
+	Breaker BreakerConfig
 	// Timeout bounds each handler call; the zero value sets no bound.
 	Timeout TimeoutConfig
 	// Limit, when set, caps concurrency and rate over every handler.
@@ -44,14 +49,17 @@ type Config struct {
 // Default returns the middleware stack for eda.Config.Middleware, outermost
 // first:
 //
-//	Tracing → Metrics → Logging → Poison → Retry → Limit → Idempotency → Timeout → Recover → handler
+//	Tracing → Metrics → Logging → Poison → Breaker → Retry → Limit → Idempotency → Timeout → Recover → handler
 //
 // Why this order: Recover is innermost so a panic becomes an error that
 // Retry retries and Poison routes like any other. Timeout is inside Retry so
 // each attempt gets its own deadline, and inside Limit so waiting for a slot
 // does not count. Limit is inside Retry so a backoff wait holds no slot.
 // Poison is outside Retry so it only sees what retries could not fix, and
-// acks the original after publishing it. Logging, Metrics and Tracing are
+// acks the original after publishing it. Breaker is between them: it holds
+// a message whose retries failed because a dependency is down, so Poison
+// does not count that delivery, and each of its probes is a Retry round.
+// Logging, Metrics and Tracing are
 // outside everything, so they report one outcome per delivery with its
 // attempts and poisoning, and the span covers every retry.
 func Default(cfg Config) ([]message.HandlerMiddleware, error) {
@@ -82,6 +90,12 @@ func Default(cfg Config) ([]message.HandlerMiddleware, error) {
 			p.Logger = cfg.Logger
 		}
 		add(Poison(p))
+	}
+	if !cfg.Breaker.Off {
+		if cfg.Breaker.Logger == nil {
+			cfg.Breaker.Logger = cfg.Logger
+		}
+		add(Breaker(cfg.Breaker))
 	}
 	if cfg.Retry.Logger == nil {
 		cfg.Retry.Logger = cfg.Logger

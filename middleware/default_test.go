@@ -110,9 +110,14 @@ func TestDefaultConfigErrorsJoined(t *testing.T) {
 func TestDefaultMinimal(t *testing.T) {
 	stack, err := middleware.Default(middleware.Config{})
 	must(t, err)
-	// Logging, Retry, Recover.
+	// Logging, Breaker, Retry, Recover.
+	if len(stack) != 4 {
+		t.Errorf("%d middleware, want 4", len(stack))
+	}
+	stack, err = middleware.Default(middleware.Config{Breaker: middleware.BreakerConfig{Off: true}})
+	must(t, err)
 	if len(stack) != 3 {
-		t.Errorf("%d middleware, want 3", len(stack))
+		t.Errorf("breaker off: %d middleware, want 3", len(stack))
 	}
 	var _ []message.HandlerMiddleware = stack
 }

@@ -18,8 +18,8 @@
 //	})
 //	app, err := eda.New(eda.Config{Transport: tr, Middleware: stack})
 //
-// Default orders them Tracing → Metrics → Logging → Poison → Retry → Limit
-// → Idempotency → Timeout → Recover → handler; see Default for why, and
+// Default orders them Tracing → Metrics → Logging → Poison → Breaker →
+// Retry → Limit → Idempotency → Timeout → Recover → handler; see Default for why, and
 // TestDefaultOrderMatters for what goes wrong in another order.
 //
 // # Failure handling
@@ -33,6 +33,11 @@
 // that grows with the message's receive count (1m, 2m, 4m... by default),
 // so that a dependency down for minutes does not exhaust its deliveries:
 // immediate retries, then delayed redeliveries, then the poison queue.
+// Breaker (on in Default) tells a dependency that is down from a message
+// that fails: when the retries of a delivery fail with an error
+// IsUnavailable accepts, it holds the message, still leased, and the
+// handler's other messages, until a probe reaches the dependency, so an
+// outage of the consumer's database spends no deliveries.
 // Poison publishes a message to the poison topic, with
 // its reason, error, attempts, handler, queue, original topic and failure
 // times in metadata (MetadataPoison*), and acks it, when the error is

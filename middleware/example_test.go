@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"slices"
 	"strings"
@@ -157,7 +158,7 @@ func ExampleNewLimiter() {
 	// Add it inside Retry, or pass Config.Limit to Default, which does.
 	stack = append(stack[:len(stack)-1], lim.Middleware, stack[len(stack)-1])
 	fmt.Println(len(stack))
-	// Output: 4
+	// Output: 5
 }
 
 func ExampleLogging() {
@@ -217,4 +218,15 @@ func ExampleNewMetrics() {
 	_, _ = h(message.NewMessage("m-1", nil))
 	fmt.Println(testutil.CollectAndCount(reg, "eda_messages_handled_total"))
 	// Output: 1
+}
+
+// IsUnavailable tells the breaker a dependency is down; a failure of the
+// message itself is not.
+func ExampleIsUnavailable() {
+	_, err := net.Dial("tcp", "127.0.0.1:1") // nothing listens there
+	fmt.Println(middleware.IsUnavailable(fmt.Errorf("reserve stock: %w", err)))
+	fmt.Println(middleware.IsUnavailable(errors.New("out of stock")))
+	// Output:
+	// true
+	// false
 }
