@@ -15,7 +15,14 @@
 //     (both schemas). Reports events/s.
 //   - claim: the cost of one relay claim (lock 100 pending rows, publish to
 //     a no-op sink, mark them) with 10^3 and with -claimrows published rows
-//     in the table.
+//     in the table (two tables, their claims alternating), and behind a
+//     pending backlog.
+//   - rowcost (not in the default list): what the second row of a one-batch
+//     transaction costs the Postgres backends (their CPU time per
+//     transaction, from /proc, so Postgres must run on this host): a
+//     2-column row, the outbox row, and the outbox row with one thing
+//     changed each. EDA_ROWCOST_PERF=dir records the backends with perf
+//     during the first round.
 //
 // Everything happens in a fresh schema, dropped at the end.
 package main
@@ -98,9 +105,9 @@ func main() {
 	flag.DurationVar(&c.duration, "duration", 5*time.Second, "duration of each write variant")
 	flag.IntVar(&c.drain, "drain", 20000, "events drained per relay variant")
 	flag.IntVar(&c.claimRows, "claimrows", 1000000, "published rows in the large table of the claim phase")
-	flag.StringVar(&phases, "phases", "write,relay,claim", "phases to run (write, relay, claim, sns)")
+	flag.StringVar(&phases, "phases", "write,relay,claim", "phases to run (write, relay, claim, sns, rowcost)")
 	flag.StringVar(&c.snsEndpoint, "sns-endpoint", "http://127.0.0.1:4566", "SNS/SQS emulator for the sns phase (scripts/emulator.sh up)")
-	flag.IntVar(&c.claimPending, "claimpending", 5000, "pending rows drained in the claim phase")
+	flag.IntVar(&c.claimPending, "claimpending", 20000, "pending rows drained in the claim phase")
 	flag.IntVar(&c.claimBacklog, "claimbacklog", 100000, "pending rows in front of them in the claim phase's backlog case")
 	flag.IntVar(&c.snsEvents, "sns-events", 3000, "events relayed per variant in the sns phase")
 	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the client to this file")
@@ -151,7 +158,8 @@ func run(ctx context.Context, c config) error {
 	}
 	if _, err := pool.Exec(ctx, "CREATE SCHEMA "+schema+`;
 		CREATE TABLE `+schema+`.orders (id bigserial PRIMARY KEY, customer text NOT NULL, amount int NOT NULL, created_at timestamptz NOT NULL DEFAULT now());
-		CREATE TABLE `+schema+`.order_lines (id bigserial PRIMARY KEY, customer text NOT NULL, amount int NOT NULL)`); err != nil {
+		CREATE TABLE `+schema+`.order_lines (id bigserial PRIMARY KEY, customer text NOT NULL, amount int NOT NULL);
+		CREATE TABLE `+schema+`.order_lines_wide (id bigserial PRIMARY KEY, customer text NOT NULL, amount int NOT NULL, pad text NOT NULL)`); err != nil {
 		return err
 	}
 	defer pool.Exec(context.WithoutCancel(ctx), "DROP SCHEMA "+schema+" CASCADE")
@@ -189,6 +197,7 @@ func run(ctx context.Context, c config) error {
 		{"relay", b2.relays},
 		{"sns", b2.sns},
 		{"claim", b2.claims},
+		{"rowcost", b2.rowCost},
 	} {
 		if !c.phases[p.name] {
 			continue
@@ -369,6 +378,12 @@ func (b *bench) writes(ctx context.Context, stNoNotify *pgxstore.Store) error {
 		{"bare", "bare insert (no outbox)", bare},
 		{"write", "eda outbox (pgxstore, NOTIFY at most every 5ms)", edaWrite(b.store)},
 		{"write-quiet", "eda outbox (pgxstore, DisableNotify)", edaWrite(stNoNotify)},
+		// The floor for Write: the same transaction with the smallest
+		// second row instead of the outbox record, one more round trip.
+		{"write-floor", "bare insert + a 2-column row in BEGIN/.../COMMIT (Write's floor)", inTx(func(ctx context.Context, tx pgx.Tx, e OrderPlaced) error {
+			_, err := tx.Exec(ctx, "INSERT INTO order_lines (customer, amount) VALUES ($1, $2)", e.Customer, e.Amount)
+			return err
+		})},
 		{"stock", "stock watermill-sql " + stockSchemas[0].name + " + forwarder", stock(stockSchemas[0].schema, stockSchemas[0].topic)},
 		{"stock-queue", "stock watermill-sql " + stockSchemas[1].name + " + forwarder", stock(stockSchemas[1].schema, stockSchemas[1].topic)},
 		{"bare-batch", "bare insert, one batch (implicit tx, 1 round trip)", func(ctx context.Context) error {
@@ -392,11 +407,27 @@ func (b *bench) writes(ctx context.Context, stNoNotify *pgxstore.Store) error {
 			bt.Queue("INSERT INTO order_lines (customer, amount) VALUES ($1, $2)", e.Customer, e.Amount)
 			return b.pool.SendBatch(ctx, bt).Close()
 		}},
+		{"floor-wide", "floor with the 2nd row padded to the outbox row's size", func(ctx context.Context) error {
+			e := b.event()
+			bt := &pgx.Batch{}
+			bt.Queue("INSERT INTO orders (customer, amount) VALUES ($1, $2)", e.Customer, e.Amount)
+			bt.Queue("INSERT INTO order_lines_wide (customer, amount, pad) VALUES ($1, $2, $3)", e.Customer, e.Amount, widePad)
+			return b.pool.SendBatch(ctx, bt).Close()
+		}},
 		{"queue", "eda outbox via Store.Queue, one batch (implicit tx, 1 round trip)", func(ctx context.Context) error {
 			e := b.event()
 			bt := &pgx.Batch{}
 			bt.Queue("INSERT INTO orders (customer, amount) VALUES ($1, $2)", e.Customer, e.Amount)
 			if err := b.store.Queue(ctx, bt, b.app, e); err != nil {
+				return err
+			}
+			return b.pool.SendBatch(ctx, bt).Close()
+		}},
+		{"queue-quiet", "eda outbox via Store.Queue, DisableNotify", func(ctx context.Context) error {
+			e := b.event()
+			bt := &pgx.Batch{}
+			bt.Queue("INSERT INTO orders (customer, amount) VALUES ($1, $2)", e.Customer, e.Amount)
+			if err := stNoNotify.Queue(ctx, bt, b.app, e); err != nil {
 				return err
 			}
 			return b.pool.SendBatch(ctx, bt).Close()
@@ -470,8 +501,21 @@ func (b *bench) writes(ctx context.Context, stNoNotify *pgxstore.Store) error {
 		fmt.Fprintf(b.c.out, "against the limits: Store.Queue / floor %.2fx tx/s (target >= 0.9x); Write p50 / bare insert p50 %.2fx (target <= 1.3x)\n",
 			q.perSec/f.perSec, float64(w.p50)/float64(bare.p50))
 	}
+	if wf, bare := results["write-floor"], results["bare"]; wf.txs > 0 && bare.txs > 0 {
+		fmt.Fprintf(b.c.out, "Write's floor (a 2-column row in its place) p50 / bare insert p50 %.2fx", float64(wf.p50)/float64(bare.p50))
+		if w := results["write"]; w.txs > 0 {
+			fmt.Fprintf(b.c.out, "; Write p50 / Write's floor p50 %.2fx", float64(w.p50)/float64(wf.p50))
+		}
+		fmt.Fprintln(b.c.out)
+	}
+	if fw, f := results["floor-wide"], results["floor"]; fw.txs > 0 && f.txs > 0 {
+		fmt.Fprintf(b.c.out, "floor with a row of the outbox row's size / floor %.2fx tx/s\n", fw.perSec/f.perSec)
+	}
+	if qq, f := results["queue-quiet"], results["floor"]; qq.txs > 0 && f.txs > 0 {
+		fmt.Fprintf(b.c.out, "Store.Queue (DisableNotify) / floor %.2fx tx/s\n", qq.perSec/f.perSec)
+	}
 	// Leave the outbox tables empty for the next phases.
-	_, err := b.pool.Exec(ctx, "TRUNCATE "+b.store.Table()+`, orders, order_lines, watermill_forwarder, watermill_forwarder_queue`)
+	_, err := b.pool.Exec(ctx, "TRUNCATE "+b.store.Table()+`, orders, order_lines, order_lines_wide, watermill_forwarder, watermill_forwarder_queue`)
 	return err
 }
 
@@ -498,6 +542,9 @@ func (b *bench) forward(ctx context.Context, s stockSchema, out message.Publishe
 	<-done
 	return d, err
 }
+
+// widePad makes a 2-column row as large as an outbox row (~530 bytes).
+var widePad = strings.Repeat("x", 470)
 
 type variant struct {
 	key, name string
@@ -636,69 +683,134 @@ func (b *bench) relays(ctx context.Context) error {
 
 func (b *bench) claims(ctx context.Context) error {
 	fmt.Fprintf(b.c.out, "\n== claim cost (lock 100 pending rows, publish to a no-op sink, mark published) ==\n")
-	// Published history must not slow claiming, nor a pending backlog that
-	// the statistics do not know of (analyzed while the table was empty,
-	// as after a drain): claims at the head of an outage's backlog.
-	var p50s []time.Duration // 10^3 published, then claimRows
-	for _, sc := range []struct{ published, backlog int }{{1000, 0}, {b.c.claimRows, 0}, {0, b.c.claimBacklog}} {
-		if _, err := b.pool.Exec(ctx, "TRUNCATE "+b.store.Table()); err != nil {
+	// Published history must not slow claiming. The two tables, one with
+	// 10^3 published rows and one with -claimrows, are filled, vacuumed and
+	// checkpointed first; then their claims alternate, so that load from
+	// elsewhere on the machine and Postgres's own background work hit both
+	// alike.
+	const batch = 100
+	pending := b.c.claimPending
+	type side struct {
+		published int
+		st        *pgxstore.Store
+		sink      *countingSink
+		lat       []time.Duration
+		fill      time.Duration
+	}
+	sides := []*side{{published: 1000}, {published: b.c.claimRows}}
+	for i, sd := range sides {
+		st, err := pgxstore.New(b.pool, pgxstore.Config{Schema: b.schema, Table: fmt.Sprintf("claim_%d", i), DisableNotify: true})
+		if err != nil {
 			return err
 		}
+		if err := st.Migrate(ctx); err != nil {
+			return err
+		}
+		defer b.pool.Exec(context.WithoutCancel(ctx), "DROP TABLE "+st.Table()+", "+st.Table()+"_migrations")
+		sd.st, sd.sink = st, newSink(pending)
 		t0 := time.Now()
-		if _, err := b.pool.Exec(ctx, `INSERT INTO `+b.store.Table()+` (event_id, topic, payload, metadata, ordering_key, state, published_at, created_at)
-			SELECT gen_random_uuid()::text, 'orders', '{"order_id":1}'::bytea, '{"ce_type":"bench.order_placed"}'::jsonb, 'customer-' || (g % 500), 1, now(), now()
-			FROM generate_series(1, $1) g`, sc.published); err != nil {
+		if err := b.fillPublished(ctx, st, sd.published); err != nil {
 			return err
 		}
-		if _, err := b.pool.Exec(ctx, "VACUUM ANALYZE "+b.store.Table()); err != nil {
+		sd.fill = time.Since(t0)
+	}
+	if err := b.settle(ctx); err != nil {
+		return err
+	}
+	for _, sd := range sides {
+		if err := b.fillStore(ctx, sd.st, pending, "orders"); err != nil {
 			return err
 		}
-		if _, err := b.pool.Exec(ctx, `INSERT INTO `+b.store.Table()+` (event_id, topic, payload, metadata, ordering_key)
-			SELECT gen_random_uuid()::text, 'orders', '{"order_id":1}'::bytea, '{"ce_type":"bench.order_placed"}'::jsonb, 'customer-' || (g % 500)
-			FROM generate_series(1, $1) g`, sc.backlog); err != nil {
+	}
+	claim := func(sd *side) error {
+		t := time.Now()
+		n, err := sd.st.Claim(ctx, batch, noopPublish(sd.sink))
+		if err != nil {
 			return err
 		}
-		fill := time.Since(t0)
-		pending, batch := b.c.claimPending, 100
-		if err := b.fillEda(ctx, pending, "orders"); err != nil {
-			return err
+		if n == 0 {
+			return fmt.Errorf("claim returned nothing with %d of %d published", sd.sink.n.Load(), pending)
 		}
-		sink := newSink(pending)
-		var lat []time.Duration
-		for sink.n.Load() < int64(pending) {
-			t := time.Now()
-			n, err := b.store.Claim(ctx, batch, func(_ context.Context, recs []outbox.Record) []outbox.Result {
-				res := make([]outbox.Result, len(recs))
-				msgs := make([]*message.Message, len(recs))
-				for i, r := range recs {
-					res[i] = outbox.Result{Seq: r.Seq, Outcome: outbox.OutcomePublished}
-					msgs[i] = r.Message()
+		sd.lat = append(sd.lat, time.Since(t))
+		return nil
+	}
+	for i := 0; sides[0].sink.n.Load() < int64(pending) || sides[1].sink.n.Load() < int64(pending); i++ {
+		// alternate which side goes first
+		for j := range sides {
+			sd := sides[(i+j)%len(sides)]
+			if sd.sink.n.Load() < int64(pending) {
+				if err := claim(sd); err != nil {
+					return err
 				}
-				_ = sink.Publish("orders", msgs...)
-				return res
-			})
-			if err != nil {
-				return err
 			}
-			if n == 0 {
-				return fmt.Errorf("claim returned nothing with %d of %d published", sink.n.Load(), pending)
-			}
-			lat = append(lat, time.Since(t))
 		}
+	}
+	report := func(published, backlog int, fill time.Duration, lat []time.Duration) time.Duration {
 		slices.Sort(lat)
 		var sum time.Duration
 		for _, l := range lat {
 			sum += l
 		}
-		if sc.backlog == 0 {
-			p50s = append(p50s, lat[len(lat)/2])
-		}
 		fmt.Fprintf(b.c.out, "%8d published, %7d pending rows in the table (filled in %s): %d claims, mean %s, p50 %s, p99 %s per claim of %d\n",
-			sc.published, sc.backlog+pending, fill.Round(time.Millisecond), len(lat), (sum / time.Duration(len(lat))).Round(time.Microsecond),
+			published, backlog+pending, fill.Round(time.Millisecond), len(lat), (sum / time.Duration(len(lat))).Round(time.Microsecond),
 			lat[len(lat)/2].Round(time.Microsecond), lat[len(lat)*99/100].Round(time.Microsecond), batch)
+		return lat[len(lat)/2]
 	}
-	fmt.Fprintf(b.c.out, "claim p50 with %d / with 1000 published rows: %.2fx (target <= 1.1x)\n", b.c.claimRows, float64(p50s[1])/float64(p50s[0]))
+	p50s := make([]time.Duration, len(sides))
+	for i, sd := range sides {
+		p50s[i] = report(sd.published, 0, sd.fill, sd.lat)
+	}
+	fmt.Fprintf(b.c.out, "claim p50 with %d / with 1000 published rows: %.2fx (target <= 1.1x; the two tables' claims alternate)\n", b.c.claimRows, float64(p50s[1])/float64(p50s[0]))
+
+	// A pending backlog that the statistics do not know of (analyzed while
+	// the table was empty, as after a drain): claims at the head of an
+	// outage's backlog.
+	if _, err := b.pool.Exec(ctx, "TRUNCATE "+b.store.Table()); err != nil {
+		return err
+	}
+	if _, err := b.pool.Exec(ctx, "VACUUM ANALYZE "+b.store.Table()); err != nil {
+		return err
+	}
+	t0 := time.Now()
+	if _, err := b.pool.Exec(ctx, `INSERT INTO `+b.store.Table()+` (event_id, topic, payload, metadata, ordering_key)
+		SELECT gen_random_uuid()::text, 'orders', '{"order_id":1}'::bytea, '{"ce_type":"bench.order_placed"}'::jsonb, 'customer-' || (g % 500)
+		FROM generate_series(1, $1) g`, b.c.claimBacklog); err != nil {
+		return err
+	}
+	fill := time.Since(t0)
+	if err := b.fillEda(ctx, pending, "orders"); err != nil {
+		return err
+	}
+	bl := &side{sink: newSink(pending), st: b.store}
+	for bl.sink.n.Load() < int64(pending) {
+		if err := claim(bl); err != nil {
+			return err
+		}
+	}
+	report(0, b.c.claimBacklog, fill, bl.lat)
 	return nil
+}
+
+// fillPublished writes n published rows into st's table in one statement.
+func (b *bench) fillPublished(ctx context.Context, st *pgxstore.Store, n int) error {
+	_, err := b.pool.Exec(ctx, `INSERT INTO `+st.Table()+` (event_id, topic, payload, metadata, ordering_key, state, published_at, created_at)
+		SELECT gen_random_uuid()::text, 'orders', '{"order_id":1}'::bytea, '{"ce_type":"bench.order_placed"}'::jsonb, 'customer-' || (g % 500), 1, now(), now()
+		FROM generate_series(1, $1) g`, n)
+	return err
+}
+
+// noopPublish is a claim's publish into sink: every record published.
+func noopPublish(sink *countingSink) func(context.Context, []outbox.Record) []outbox.Result {
+	return func(_ context.Context, recs []outbox.Record) []outbox.Result {
+		res := make([]outbox.Result, len(recs))
+		msgs := make([]*message.Message, len(recs))
+		for i, r := range recs {
+			res[i] = outbox.Result{Seq: r.Seq, Outcome: outbox.OutcomePublished}
+			msgs[i] = r.Message()
+		}
+		_ = sink.Publish("orders", msgs...)
+		return res
+	}
 }
 
 // sns relays events into SNS on the emulator: the eda relay through the
@@ -947,6 +1059,11 @@ func (p *countingPublisher) Publish(topic string, msgs ...*message.Message) erro
 func (p *countingPublisher) Close() error { return nil }
 
 func (b *bench) fillEda(ctx context.Context, n int, topic string) error {
+	return b.fillStore(ctx, b.store, n, topic)
+}
+
+// fillStore writes n events for topic into st, 100 per transaction.
+func (b *bench) fillStore(ctx context.Context, st *pgxstore.Store, n int, topic string) error {
 	for i := 0; i < n; i += 100 {
 		var recs []outbox.Record
 		for j := i; j < min(i+100, n); j++ {
@@ -960,7 +1077,7 @@ func (b *bench) fillEda(ctx context.Context, n int, topic string) error {
 			}
 			recs = append(recs, rec)
 		}
-		if err := pgx.BeginFunc(ctx, b.pool, func(tx pgx.Tx) error { return b.store.WriteRecords(ctx, tx, recs...) }); err != nil {
+		if err := pgx.BeginFunc(ctx, b.pool, func(tx pgx.Tx) error { return st.WriteRecords(ctx, tx, recs...) }); err != nil {
 			return err
 		}
 	}

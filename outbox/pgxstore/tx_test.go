@@ -3,6 +3,7 @@ package pgxstore_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"sync/atomic"
 	"testing"
@@ -250,3 +251,62 @@ func TestTxErrors(t *testing.T) {
 type unregistered struct{}
 
 func (unregistered) EventName() string { return "test.unregistered" }
+
+// Write in the caller's own transaction costs one round trip once its
+// statement is prepared (pgx's statement cache: no describe on later
+// calls), and Store.Queue none of its own: the order and its event go in
+// one batch. The same holds with NOTIFY, which goes with the insert.
+func TestWriteRoundTrips(t *testing.T) {
+	ctx := context.Background()
+	st, pool, writes := txFixture(t)
+	app := outboxtest.NewApp(t)
+	notifying, err := pgxstore.New(pool, pgxstore.Config{Schema: schemaOf(st), NotifyInterval: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range []*pgxstore.Store{st, notifying} {
+		write := func(customer string) int64 {
+			t.Helper()
+			tx, err := pool.Begin(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer tx.Rollback(ctx)
+			if _, err := tx.Exec(ctx, "INSERT INTO "+schemaOf(st)+".orders (customer) VALUES ($1)", customer); err != nil {
+				t.Fatal(err)
+			}
+			before := writes.Load()
+			if err := s.Write(ctx, tx, app, outboxtest.Event{Key: customer, N: 1}); err != nil {
+				t.Fatal(err)
+			}
+			n := writes.Load() - before
+			if err := tx.Commit(ctx); err != nil {
+				t.Fatal(err)
+			}
+			return n
+		}
+		queue := func(customer string) int64 {
+			t.Helper()
+			before := writes.Load()
+			b := &pgx.Batch{}
+			b.Queue("INSERT INTO "+schemaOf(st)+".orders (customer) VALUES ($1)", customer)
+			if err := s.Queue(ctx, b, app, outboxtest.Event{Key: customer, N: 1}); err != nil {
+				t.Fatal(err)
+			}
+			if err := pool.SendBatch(ctx, b).Close(); err != nil {
+				t.Fatal(err)
+			}
+			return writes.Load() - before
+		}
+		write(fmt.Sprintf("warm-write-%p", s))
+		queue(fmt.Sprintf("warm-queue-%p", s))
+		for i := range 3 {
+			if n := write(fmt.Sprintf("w%d-%p", i, s)); n != 1 {
+				t.Errorf("Write took %d round trips, want 1", n)
+			}
+			if n := queue(fmt.Sprintf("q%d-%p", i, s)); n != 1 {
+				t.Errorf("the order and Store.Queue took %d round trips, want 1", n)
+			}
+		}
+	}
+}
