@@ -37,7 +37,7 @@ func Run(t *testing.T, h Harness) {
 		t.Fatal("outboxtest: Harness.New is nil")
 	}
 	if h.Timeout == 0 {
-		h.Timeout = 20 * time.Second
+		h.Timeout = 60 * time.Second // a deadline, not a wait: SQLite relays contending on a machine loaded by other tests took over 20 s
 	}
 	s := &suite{h: h}
 	tests := []struct {
