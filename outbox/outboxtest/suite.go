@@ -26,7 +26,7 @@ type Harness struct {
 	// New returns a fresh, migrated, empty store and a Writer for its
 	// database. Required.
 	New func(t *testing.T) (outbox.Store, Writer)
-	// Timeout bounds every wait. Default 20s.
+	// Timeout bounds every wait. Default 60s.
 	Timeout time.Duration
 }
 
@@ -37,7 +37,7 @@ func Run(t *testing.T, h Harness) {
 		t.Fatal("outboxtest: Harness.New is nil")
 	}
 	if h.Timeout == 0 {
-		h.Timeout = 60 * time.Second // a deadline, not a wait: SQLite relays contending on a machine loaded by other tests took over 20 s
+		h.Timeout = 60 * time.Second
 	}
 	s := &suite{h: h}
 	tests := []struct {
