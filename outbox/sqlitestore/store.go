@@ -62,7 +62,7 @@ type Store struct {
 
 	mu       sync.Mutex
 	inflight map[int64]string // claimed records: the key they hold in keys, or ""
-	keys     map[string]int    // ordering keys held by running claims
+	keys     map[string]int   // ordering keys held by running claims
 
 	insert, claim, claimDue, stats, failed, retry, discard, cleanup string
 }
