@@ -46,10 +46,12 @@ import (
 	"github.com/ThreeDotsLabs/watermill/components/forwarder"
 	"github.com/ThreeDotsLabs/watermill/message"
 	awssdk "github.com/aws/aws-sdk-go-v2/aws"
+	awsmw "github.com/aws/aws-sdk-go-v2/aws/middleware"
 	"github.com/aws/aws-sdk-go-v2/credentials"
 	awssns "github.com/aws/aws-sdk-go-v2/service/sns"
 	snstypes "github.com/aws/aws-sdk-go-v2/service/sns/types"
 	"github.com/aws/aws-sdk-go-v2/service/sqs"
+	smithymw "github.com/aws/smithy-go/middleware"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -715,6 +717,10 @@ func (b *bench) claims(ctx context.Context) error {
 func (b *bench) sns(ctx context.Context) error {
 	n := b.c.snsEvents
 	awsCfg := awssdk.Config{Region: "us-east-1", Credentials: credentials.NewStaticCredentialsProvider("test", "test", "")}
+	// Every PublishBatch, the relay's (through the transport) and the
+	// flood's (the same SNS client), is timed on the wire side of the SDK.
+	calls := &callTimer{}
+	awsCfg.APIOptions = append(awsCfg.APIOptions, calls.install)
 	const account = "000000000000"
 	tr, err := edaaws.New(edaaws.Config{AWS: awsCfg, Endpoint: b.c.snsEndpoint, AutoCreate: true, AccountID: account, PublishConcurrency: 16}.ForFauxqs())
 	if err != nil {
@@ -807,6 +813,8 @@ func (b *bench) sns(ctx context.Context) error {
 		snsVariants = slices.DeleteFunc(snsVariants, func(v variant) bool { return !b.c.snsOnly.MatchString(v.name) })
 	}
 	took := map[string]time.Duration{}
+	busy := map[string]time.Duration{}
+	lats := map[string][]time.Duration{}
 	for round := range rounds {
 		m := n / rounds
 		if round == 0 {
@@ -816,17 +824,31 @@ func (b *bench) sns(ctx context.Context) error {
 			if err := purge(); err != nil {
 				return err
 			}
+			calls.take()
 			d, err := v.run(ctx, m)
 			if err != nil {
 				return fmt.Errorf("%s: %w", v.name, err)
 			}
 			took[v.name] += d
+			bz, l := calls.take()
+			busy[v.name] += bz
+			lats[v.name] = append(lats[v.name], l...)
 		}
 	}
 	for _, v := range snsVariants {
 		rates[v.name] = float64(n) / took[v.name].Seconds()
 		rates[v.group] = max(rates[v.group], rates[v.name])
 		fmt.Fprintf(b.c.out, "%-68s %10s %12.0f\n", v.name, took[v.name].Round(time.Millisecond), rates[v.name])
+	}
+	fmt.Fprintf(b.c.out, "PublishBatch calls per variant: count, p50, p99, and the share of the variant's time with at least one in flight\n")
+	for _, v := range snsVariants {
+		l := lats[v.name]
+		if len(l) == 0 {
+			continue
+		}
+		slices.Sort(l)
+		fmt.Fprintf(b.c.out, "  %-66s %6d %9s %9s %5.1f%%\n", v.name, len(l), l[len(l)/2].Round(10*time.Microsecond), l[len(l)*99/100].Round(10*time.Microsecond),
+			100*busy[v.name].Seconds()/took[v.name].Seconds())
 	}
 
 	// stock: forwarder -> watermill-aws SNS publisher.
@@ -949,6 +971,60 @@ func flood(ctx context.Context, client *awssns.Client, batches []*awssns.Publish
 	}
 	wg.Wait()
 	return time.Since(start), firstErr
+}
+
+// callTimer times SNS PublishBatch calls (an SDK finalize middleware, after
+// signing and retries: one attempt on the wire) and how long at least one
+// was in flight.
+type callTimer struct {
+	mu        sync.Mutex
+	inflight  int
+	busySince time.Time
+	busy      time.Duration
+	lat       []time.Duration
+}
+
+func (c *callTimer) install(st *smithymw.Stack) error {
+	return st.Finalize.Add(smithymw.FinalizeMiddlewareFunc("outboxbench-call-timer",
+		func(ctx context.Context, in smithymw.FinalizeInput, next smithymw.FinalizeHandler) (smithymw.FinalizeOutput, smithymw.Metadata, error) {
+			if awsmw.GetOperationName(ctx) != "PublishBatch" {
+				return next.HandleFinalize(ctx, in)
+			}
+			t0 := c.start()
+			defer c.end(t0)
+			return next.HandleFinalize(ctx, in)
+		}), smithymw.After)
+}
+
+func (c *callTimer) start() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	now := time.Now()
+	if c.inflight == 0 {
+		c.busySince = now
+	}
+	c.inflight++
+	return now
+}
+
+func (c *callTimer) end(t0 time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	now := time.Now()
+	c.inflight--
+	if c.inflight == 0 {
+		c.busy += now.Sub(c.busySince)
+	}
+	c.lat = append(c.lat, now.Sub(t0))
+}
+
+// take returns the busy time and the call latencies since the last take.
+func (c *callTimer) take() (time.Duration, []time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	b, l := c.busy, c.lat
+	c.busy, c.lat = 0, nil
+	return b, l
 }
 
 // countingPublisher forwards to next and counts what next accepted.
