@@ -2,13 +2,19 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill/message"
+	awssdk "github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/sqs"
+	sqstypes "github.com/aws/aws-sdk-go-v2/service/sqs/types"
+	smithymw "github.com/aws/smithy-go/middleware"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
@@ -68,7 +74,13 @@ func newEdaBuild(ctx context.Context, e *env, prefix string, timed *timedPublish
 	}
 
 	name := func(s string) string { return prefix + "-eda-" + s }
-	if b.tr, err = edaaws.New(edaaws.Config{AWS: e.awsCfg, Endpoint: e.endpoint, AccountID: account, AutoCreate: true,
+	awsCfg := e.awsCfg.Copy()
+	if e.stages {
+		// When the inventory queue's ReceiveMessage returns each order,
+		// and when SQS enqueued it (SentTimestamp, ms).
+		awsCfg.APIOptions = append(awsCfg.APIOptions, receiveMarks(e.tracker("eda"), name(queueInventory)))
+	}
+	if b.tr, err = edaaws.New(edaaws.Config{AWS: awsCfg, Endpoint: e.endpoint, AccountID: account, AutoCreate: true,
 		Concurrency: e.concurrency}); err != nil {
 		return nil, err
 	}
@@ -106,6 +118,7 @@ func newEdaBuild(ctx context.Context, e *env, prefix string, timed *timedPublish
 		b.app.DeclareQueue(queue(queueOrderStatus)),
 		eda.Handle(b.app, name(queueInventory), pgstore.Tx(in, "inventory", func(ctx context.Context, tx pgx.Tx, ev OrderCreated) error {
 			t.stage("1 inventory", ev.OrderID)
+			t.mark("inventory handler", ev.OrderID, time.Now())
 			ok, reason, err := reserve(ctx, tx, ev)
 			if err != nil {
 				return err
@@ -158,6 +171,37 @@ func newEdaBuild(ctx context.Context, e *env, prefix string, timed *timedPublish
 	return b, nil
 }
 
+// receiveMarks marks, for each OrderCreated a ReceiveMessage on queue
+// returns, when it returned and when SQS enqueued it.
+func receiveMarks(t *tracker, queue string) func(*smithymw.Stack) error {
+	return func(st *smithymw.Stack) error {
+		return st.Initialize.Add(smithymw.InitializeMiddlewareFunc("e2ebench-receive-marks",
+			func(ctx context.Context, in smithymw.InitializeInput, next smithymw.InitializeHandler) (smithymw.InitializeOutput, smithymw.Metadata, error) {
+				out, md, err := next.HandleInitialize(ctx, in)
+				rin, ok := in.Parameters.(*sqs.ReceiveMessageInput)
+				if err != nil || !ok || !strings.HasSuffix(awssdk.ToString(rin.QueueUrl), "/"+queue) {
+					return out, md, err
+				}
+				now := time.Now()
+				if res, ok := out.Result.(*sqs.ReceiveMessageOutput); ok {
+					for _, m := range res.Messages {
+						var ev struct {
+							OrderID string `json:"order_id"`
+						}
+						if json.Unmarshal([]byte(awssdk.ToString(m.Body)), &ev) != nil {
+							continue
+						}
+						t.mark("ReceiveMessage returned", ev.OrderID, now)
+						if ms, err := strconv.ParseInt(m.Attributes[string(sqstypes.MessageSystemAttributeNameSentTimestamp)], 10, 64); err == nil {
+							t.mark("SQS SentTimestamp", ev.OrderID, time.UnixMilli(ms))
+						}
+					}
+				}
+				return out, md, err
+			}), smithymw.Before)
+	}
+}
+
 // tracked reports to t when fn, the order-status handler, has committed
 // the order's final state.
 func tracked[E eda.Event](t *tracker, id func(E) string, fn func(context.Context, E) error) func(context.Context, E) error {
@@ -178,7 +222,11 @@ func (b *edaBuild) place(ctx context.Context, req orderRequest, items []byte) er
 	if err := b.store.Queue(ctx, batch, b.app, OrderCreated{OrderID: req.ID, CustomerID: req.CustomerID, Items: req.Items}); err != nil {
 		return err
 	}
-	return b.pool.SendBatch(ctx, batch).Close()
+	if err := b.pool.SendBatch(ctx, batch).Close(); err != nil {
+		return err
+	}
+	b.env.tracker("eda").mark("committed", req.ID, time.Now())
+	return nil
 }
 
 func (b *edaBuild) close() { b.stop() }
