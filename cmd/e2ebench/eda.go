@@ -78,7 +78,8 @@ func newEdaBuild(ctx context.Context, e *env, prefix string, timed *timedPublish
 	if e.stages {
 		// When the inventory queue's ReceiveMessage returns each order,
 		// and when SQS enqueued it (SentTimestamp, ms).
-		awsCfg.APIOptions = append(awsCfg.APIOptions, receiveMarks(e.tracker("eda"), name(queueInventory)))
+		awsCfg.APIOptions = append(awsCfg.APIOptions, receiveMarks(e.tracker("eda"), name(queueInventory), ""),
+			receiveMarks(e.tracker("eda"), name(queueOrderStatus), " 2"))
 	}
 	if b.tr, err = edaaws.New(edaaws.Config{AWS: awsCfg, Endpoint: e.endpoint, AccountID: account, AutoCreate: true,
 		Concurrency: e.concurrency}); err != nil {
@@ -116,7 +117,7 @@ func newEdaBuild(ctx context.Context, e *env, prefix string, timed *timedPublish
 		b.app.DeclareQueue(queue(queueInventory)),
 		b.app.DeclareQueue(queue(queueNotification)),
 		b.app.DeclareQueue(queue(queueOrderStatus)),
-		eda.Handle(b.app, name(queueInventory), pgstore.Tx(in, "inventory", func(ctx context.Context, tx pgx.Tx, ev OrderCreated) error {
+		eda.Handle(b.app, name(queueInventory), committed(t, pgstore.Tx(in, "inventory", func(ctx context.Context, tx pgx.Tx, ev OrderCreated) error {
 			t.stage("1 inventory", ev.OrderID)
 			t.mark("inventory handler", ev.OrderID, time.Now())
 			ok, reason, err := reserve(ctx, tx, ev)
@@ -128,7 +129,7 @@ func newEdaBuild(ctx context.Context, e *env, prefix string, timed *timedPublish
 				out = StockReservationFailed{OrderID: ev.OrderID, CustomerID: ev.CustomerID, Reason: reason}
 			}
 			return b.store.Write(ctx, tx, b.app, out)
-		})),
+		}))),
 		eda.Handle(b.app, name(queueNotification), pgstore.Tx(in, "notification", func(ctx context.Context, tx pgx.Tx, ev OrderCreated) error {
 			env, _ := eda.EnvelopeFromContext(ctx)
 			return notify(ctx, tx, env.ID, ev)
@@ -136,11 +137,13 @@ func newEdaBuild(ctx context.Context, e *env, prefix string, timed *timedPublish
 		eda.Handle(b.app, name(queueOrderStatus), tracked(t, func(e StockReserved) string { return e.OrderID },
 			pgstore.Tx(in, "orders", func(ctx context.Context, tx pgx.Tx, ev StockReserved) error {
 				t.stage("2 order-status", ev.OrderID)
+				t.mark("order-status handler", ev.OrderID, time.Now())
 				return finish(ctx, tx, ev.OrderID, "reserved", "")
 			}))),
 		eda.Handle(b.app, name(queueOrderStatus), tracked(t, func(e StockReservationFailed) string { return e.OrderID },
 			pgstore.Tx(in, "orders", func(ctx context.Context, tx pgx.Tx, ev StockReservationFailed) error {
 				t.stage("2 order-status", ev.OrderID)
+				t.mark("order-status handler", ev.OrderID, time.Now())
 				return finish(ctx, tx, ev.OrderID, "rejected", ev.Reason)
 			}))),
 	)
@@ -173,9 +176,9 @@ func newEdaBuild(ctx context.Context, e *env, prefix string, timed *timedPublish
 
 // receiveMarks marks, for each OrderCreated a ReceiveMessage on queue
 // returns, when it returned and when SQS enqueued it.
-func receiveMarks(t *tracker, queue string) func(*smithymw.Stack) error {
+func receiveMarks(t *tracker, queue, suffix string) func(*smithymw.Stack) error {
 	return func(st *smithymw.Stack) error {
-		return st.Initialize.Add(smithymw.InitializeMiddlewareFunc("e2ebench-receive-marks",
+		return st.Initialize.Add(smithymw.InitializeMiddlewareFunc("e2ebench-receive-marks"+suffix,
 			func(ctx context.Context, in smithymw.InitializeInput, next smithymw.InitializeHandler) (smithymw.InitializeOutput, smithymw.Metadata, error) {
 				out, md, err := next.HandleInitialize(ctx, in)
 				rin, ok := in.Parameters.(*sqs.ReceiveMessageInput)
@@ -191,14 +194,26 @@ func receiveMarks(t *tracker, queue string) func(*smithymw.Stack) error {
 						if json.Unmarshal([]byte(awssdk.ToString(m.Body)), &ev) != nil {
 							continue
 						}
-						t.mark("ReceiveMessage returned", ev.OrderID, now)
+						t.mark("ReceiveMessage returned"+suffix, ev.OrderID, now)
 						if ms, err := strconv.ParseInt(m.Attributes[string(sqstypes.MessageSystemAttributeNameSentTimestamp)], 10, 64); err == nil {
-							t.mark("SQS SentTimestamp", ev.OrderID, time.UnixMilli(ms))
+							t.mark("SQS SentTimestamp"+suffix, ev.OrderID, time.UnixMilli(ms))
 						}
 					}
 				}
 				return out, md, err
 			}), smithymw.Before)
+	}
+}
+
+// committed marks, with -stages, when the inventory handler's transaction
+// has committed.
+func committed(t *tracker, fn func(context.Context, OrderCreated) error) func(context.Context, OrderCreated) error {
+	return func(ctx context.Context, e OrderCreated) error {
+		err := fn(ctx, e)
+		if err == nil {
+			t.mark("inventory committed", e.OrderID, time.Now())
+		}
+		return err
 	}
 }
 

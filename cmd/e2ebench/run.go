@@ -117,7 +117,8 @@ func (t *tracker) stage(name, id string) {
 
 // The points an order passes, in order, that -stages marks (eda build).
 // SQS's SentTimestamp (ms) falls within the publish call.
-var markOrder = []string{"scheduled", "committed", "relay publish start", "SQS SentTimestamp", "relay published", "ReceiveMessage returned", "inventory handler", "final"}
+var markOrder = []string{"scheduled", "committed", "relay publish start", "SQS SentTimestamp", "relay published", "ReceiveMessage returned", "inventory handler",
+	"inventory committed", "relay publish start 2", "SQS SentTimestamp 2", "relay published 2", "ReceiveMessage returned 2", "order-status handler", "final"}
 
 // mark records, with -stages, when order id passed point name.
 func (t *tracker) mark(name, id string, at time.Time) {
@@ -296,22 +297,26 @@ type timedPublisher struct {
 	next              message.Publisher
 	calls, msgs, nano atomic.Int64
 	// track, when set with -stages, is marked for each OrderCreated
-	// published to a topic named *-orders.
+	// published to a topic named *-orders, and each inventory event.
 	track *tracker
 }
 
 func (p *timedPublisher) Publish(topic string, msgs ...*message.Message) error {
 	t := time.Now()
 	err := p.next.Publish(topic, msgs...)
-	if p.track != nil && p.track.marks != nil && err == nil && strings.HasSuffix(topic, "-"+topicOrders) {
+	if p.track != nil && p.track.marks != nil && err == nil {
 		end := time.Now()
+		suffix := ""
+		if !strings.HasSuffix(topic, "-"+topicOrders) {
+			suffix = " 2"
+		}
 		for _, m := range msgs {
 			var ev struct {
 				OrderID string `json:"order_id"`
 			}
 			if json.Unmarshal(m.Payload, &ev) == nil {
-				p.track.mark("relay publish start", ev.OrderID, t)
-				p.track.mark("relay published", ev.OrderID, end)
+				p.track.mark("relay publish start"+suffix, ev.OrderID, t)
+				p.track.mark("relay published"+suffix, ev.OrderID, end)
 			}
 		}
 	}
