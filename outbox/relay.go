@@ -261,8 +261,7 @@ func (r *Relay) Run(ctx context.Context) error {
 //
 // The loop is a pipeline of two claims: while one claim's batch is being
 // published, the next batch is claimed (with the first claim's records as
-// ClaimRequest.InFlight) when the first was full or when a wake-up says
-// more was committed, and while that one is published the first is
+// ClaimRequest.InFlight), and while that one is published the first is
 // marked. The next claim publishes only after the previous one's publish
 // returned, and leaves unpublished (no Result: still pending) every record
 // of a key that the previous claim did not publish whole, so a key's
@@ -290,25 +289,14 @@ func (r *Relay) work(ctx context.Context, wake *broadcast, worker int) {
 			}
 			prevProgressed = prev.progressed
 		}
-		pipeline := cur.claimed && (prev == nil || prevProgressed) // not while the publisher fails: then wait as below
-		prev = nil
-		if pipeline {
-			if cur.full {
-				// A whole batch: more may be waiting. Claim the next one
-				// while this one is published.
-				prev = cur
-				continue
-			}
-			// Claim again as soon as more is committed, even while this
-			// batch is being published: a new record then waits for the
-			// current Publish only, not also for its mark and a claim.
-			select {
-			case <-woken:
-				prev = cur
-				continue
-			case <-cur.done:
-			}
+		if cur.full && (prev == nil || prev.progressed) {
+			// A whole batch: more may be waiting. Claim the next one while
+			// this one is published (not while the publisher fails: then
+			// the loop below waits as a serial relay would).
+			prev = cur
+			continue
 		}
+		prev = nil
 		<-cur.done
 		n, err, progressed := cur.n, cur.err, cur.progressed
 		if err != nil {
@@ -383,9 +371,8 @@ type claimRun struct {
 	done      chan struct{} // closed once Claim returned
 
 	// Set before entered is closed.
-	claimed bool    // records were passed to publish
-	seqs    []int64 // the records passed to publish
-	full    bool    // a whole batch was passed to publish
+	seqs []int64 // the records passed to publish
+	full bool    // a whole batch was passed to publish
 	// Set before published is closed: the ordering keys with a record in
 	// this claim that was not published.
 	unsettled map[string]bool
@@ -408,7 +395,6 @@ func (r *Relay) startClaim(ctx context.Context, claim claimFn, prev *claimRun, w
 		called := false
 		c.n, c.err = claim(ctx, r.cfg.BatchSize, inflight, func(ctx context.Context, batch []Record) []Result {
 			called = true
-			c.claimed = true
 			c.seqs = make([]int64, len(batch))
 			for i, rec := range batch {
 				c.seqs[i] = rec.Seq

@@ -165,7 +165,12 @@ func newEdaBuild(ctx context.Context, e *env, prefix string, timed *timedPublish
 	// The relay wakes on the outbox's NOTIFY; PollInterval only covers a
 	// lost notification.
 	timed.next = b.tr
-	relay, err := outbox.NewRelay(outbox.RelayConfig{Store: b.store, Publisher: timed, Workers: e.relayWorkers, PollInterval: e.relayPoll})
+	var store outbox.Store = b.store
+	if e.stages {
+		timed.pool = b.pool
+		store = timedStore{DueStore: b.store, pub: timed}
+	}
+	relay, err := outbox.NewRelay(outbox.RelayConfig{Store: store, Publisher: timed, Workers: e.relayWorkers, PollInterval: e.relayPoll})
 	if err != nil {
 		return nil, err
 	}

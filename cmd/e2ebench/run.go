@@ -25,6 +25,8 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/edaproject/eda/outbox"
+
 	"github.com/ThreeDotsLabs/watermill/message"
 )
 
@@ -296,6 +298,12 @@ func (t *tracker) take() (lat []time.Duration, first, last time.Time) {
 type timedPublisher struct {
 	next              message.Publisher
 	calls, msgs, nano atomic.Int64
+	// With -stages (eda build): each Publish call's, claim's and mark's
+	// duration, and the pool whose waits for a connection are reported.
+	mu                     sync.Mutex
+	pubLat, claims, marks  []time.Duration
+	pool                   *pgxpool.Pool
+	acquires, empty, waits int64
 	// track, when set with -stages, is marked for each OrderCreated
 	// published to a topic named *-orders, and each inventory event.
 	track *tracker
@@ -306,6 +314,9 @@ func (p *timedPublisher) Publish(topic string, msgs ...*message.Message) error {
 	err := p.next.Publish(topic, msgs...)
 	if p.track != nil && p.track.marks != nil && err == nil {
 		end := time.Now()
+		p.mu.Lock()
+		p.pubLat = append(p.pubLat, end.Sub(t))
+		p.mu.Unlock()
 		suffix := ""
 		if !strings.HasSuffix(topic, "-"+topicOrders) {
 			suffix = " 2"
@@ -334,7 +345,56 @@ func (p *timedPublisher) take() string {
 	if calls == 0 {
 		return "outbox publish: no calls"
 	}
-	return fmt.Sprintf("outbox publish: %d calls of %.1f messages, %s each", calls, float64(msgs)/float64(calls), ms(time.Duration(nano/calls)))
+	out := fmt.Sprintf("outbox publish: %d calls of %.1f messages, %s each", calls, float64(msgs)/float64(calls), ms(time.Duration(nano/calls)))
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	dist := func(name string, l []time.Duration) string {
+		if len(l) == 0 {
+			return ""
+		}
+		slices.Sort(l)
+		return fmt.Sprintf("; relay %s p50 %s p99 %s max %s", name, ms(quantile(l, 0.5)), ms(quantile(l, 0.99)), ms(l[len(l)-1]))
+	}
+	out += dist("Publish", p.pubLat) + dist("claim (call to records)", p.claims) + dist("mark (records settled to commit)", p.marks)
+	p.pubLat, p.claims, p.marks = nil, nil, nil
+	if p.pool != nil {
+		st := p.pool.Stat()
+		a, e, w := st.AcquireCount(), st.EmptyAcquireCount(), int64(st.AcquireDuration())
+		if n := a - p.acquires; n > 0 {
+			out += fmt.Sprintf("; pool: %d acquires, %d waited for a connection, %s waiting in all", n, e-p.empty, ms(time.Duration(w-p.waits)))
+		}
+		p.acquires, p.empty, p.waits = a, e, w
+	}
+	return out
+}
+
+// timedStore times, with -stages, each claim (from the call to the records
+// handed to the relay) and its mark (from the relay's results to the
+// commit).
+type timedStore struct {
+	outbox.DueStore
+	pub *timedPublisher
+}
+
+func (s timedStore) ClaimDue(ctx context.Context, req outbox.ClaimRequest, publish func(context.Context, []outbox.Record) []outbox.Result) (int, error) {
+	t0 := time.Now()
+	var settled time.Time
+	n, err := s.DueStore.ClaimDue(ctx, req, func(ctx context.Context, b []outbox.Record) []outbox.Result {
+		d := time.Since(t0)
+		s.pub.mu.Lock()
+		s.pub.claims = append(s.pub.claims, d)
+		s.pub.mu.Unlock()
+		res := publish(ctx, b)
+		settled = time.Now()
+		return res
+	})
+	if !settled.IsZero() && err == nil {
+		d := time.Since(settled)
+		s.pub.mu.Lock()
+		s.pub.marks = append(s.pub.marks, d)
+		s.pub.mu.Unlock()
+	}
+	return n, err
 }
 
 // build is one of the two implementations under load.
