@@ -364,8 +364,6 @@ func (r *Relay) claimFunc(worker int) claimFn {
 
 // claimRun is one claim of a worker's pipeline.
 type claimRun struct {
-	prev *claimRun // the claim before it, still open when this one began
-
 	entered   chan struct{} // closed once the records are claimed (or the claim returned)
 	published chan struct{} // closed once the publish returned (or the claim returned)
 	done      chan struct{} // closed once Claim returned
@@ -385,7 +383,9 @@ type claimRun struct {
 // startClaim starts a claim after prev (nil when none is open) in its own
 // goroutine.
 func (r *Relay) startClaim(ctx context.Context, claim claimFn, prev *claimRun, wake *broadcast) *claimRun {
-	c := &claimRun{prev: prev, entered: make(chan struct{}), published: make(chan struct{}), done: make(chan struct{})}
+	// prev is not kept in c: a pipeline that runs for hours would chain
+	// every claim to the one before it.
+	c := &claimRun{entered: make(chan struct{}), published: make(chan struct{}), done: make(chan struct{})}
 	var inflight []int64
 	if prev != nil {
 		inflight = prev.seqs
@@ -401,7 +401,7 @@ func (r *Relay) startClaim(ctx context.Context, claim claimFn, prev *claimRun, w
 			}
 			c.full = len(batch) >= r.cfg.BatchSize
 			close(c.entered)
-			res := r.publishAfter(ctx, c, batch)
+			res := r.publishAfter(ctx, prev, c, batch)
 			for _, x := range res {
 				if x.Outcome == OutcomePublished {
 					c.progressed = true
@@ -427,13 +427,13 @@ func (r *Relay) startClaim(ctx context.Context, claim claimFn, prev *claimRun, w
 	return c
 }
 
-// publishAfter publishes c's batch once the previous claim's publish
-// returned, leaving out the records of keys the previous claim did not
-// publish whole (they stay pending, behind the older record), and sets
+// publishAfter publishes c's batch once the previous claim's (p, nil when
+// none) publish returned, leaving out the records of keys p did not publish
+// whole (they stay pending, behind the older record), and sets
 // c.unsettled.
-func (r *Relay) publishAfter(ctx context.Context, c *claimRun, batch []Record) []Result {
+func (r *Relay) publishAfter(ctx context.Context, p, c *claimRun, batch []Record) []Result {
 	keep := batch
-	if p := c.prev; p != nil {
+	if p != nil {
 		<-p.published
 		if len(p.unsettled) > 0 {
 			keep = make([]Record, 0, len(batch))
