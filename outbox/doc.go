@@ -22,7 +22,13 @@
 // # Relaying
 //
 // A Relay claims batches of records from a Store and publishes them, one
-// Publish(topic, msgs...) per topic and batch. The guarantees:
+// Publish(topic, msgs...) per topic and batch. While a full batch is being
+// published, each worker already claims the next (passing the first
+// batch's records as ClaimRequest.InFlight) and marks the previous one, so
+// the publisher is not left idle during claims and marks; the next batch
+// is published only after the current one's Publish returned, without the
+// records of any key the current batch did not publish whole. The
+// guarantees:
 //
 //   - a record is marked published only after Publish returned nil; a relay
 //     that dies in between leaves it to be published again (at least once;

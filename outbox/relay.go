@@ -258,35 +258,47 @@ func (r *Relay) Run(ctx context.Context) error {
 
 // work is one worker's claim loop. With several workers and a
 // PartitionedStore, worker i claims partition i only.
+//
+// The loop is a pipeline of two claims: while one claim's batch is being
+// published, the next batch is claimed (with the first claim's records as
+// ClaimRequest.InFlight), and while that one is published the first is
+// marked. The next claim publishes only after the previous one's publish
+// returned, and leaves unpublished (no Result: still pending) every record
+// of a key that the previous claim did not publish whole, so a key's
+// records go out in order; it records its outcomes only after the previous
+// claim recorded its own. At most two claims (two transactions) are open.
 func (r *Relay) work(ctx context.Context, wake *broadcast, worker int) {
 	log := r.cfg.Logger
-	claim := r.cfg.Store.Claim
-	var part Partition
-	if ps, ok := r.cfg.Store.(PartitionedStore); ok && r.cfg.Workers > 1 {
-		part = Partition{Index: worker, Of: r.cfg.Workers}
-		claim = func(ctx context.Context, limit int, publish func(context.Context, []Record) []Result) (int, error) {
-			return ps.ClaimPartition(ctx, part, limit, publish)
+	claim := r.claimFunc(worker)
+	var prev *claimRun // the claim still publishing or settling, if any
+	defer func() {
+		if prev != nil {
+			<-prev.done
 		}
-	}
-	if ds, ok := r.cfg.Store.(DueStore); ok && r.lead > 0 {
-		claim = func(ctx context.Context, limit int, publish func(context.Context, []Record) []Result) (int, error) {
-			return ds.ClaimDue(ctx, ClaimRequest{Limit: limit, Partition: part, DueBy: time.Now().Add(r.lead)}, publish)
-		}
-	}
+	}()
 	storeErrs := 0
 	for ctx.Err() == nil {
 		woken := wake.C() // before the claim, so a wake-up during it is not lost
-		var progressed bool
-		n, err := claim(ctx, r.cfg.BatchSize, func(ctx context.Context, batch []Record) []Result {
-			res := r.publish(ctx, batch)
-			for _, x := range res {
-				if x.Outcome == OutcomePublished {
-					progressed = true
-					break
-				}
+		cur := r.startClaim(ctx, claim, prev, wake)
+		<-cur.entered
+		prevProgressed := false
+		if prev != nil {
+			<-prev.done
+			if prev.err != nil && ctx.Err() == nil {
+				log.Error("outbox relay: claim failed", "err", prev.err)
 			}
-			return res
-		})
+			prevProgressed = prev.progressed
+		}
+		if cur.full && (prev == nil || prev.progressed) {
+			// A whole batch: more may be waiting. Claim the next one while
+			// this one is published (not while the publisher fails: then
+			// the loop below waits as a serial relay would).
+			prev = cur
+			continue
+		}
+		prev = nil
+		<-cur.done
+		n, err, progressed := cur.n, cur.err, cur.progressed
 		if err != nil {
 			if ctx.Err() != nil {
 				return
@@ -298,11 +310,6 @@ func (r *Relay) work(ctx context.Context, wake *broadcast, worker int) {
 			continue
 		}
 		storeErrs = 0
-		if progressed && r.cfg.Workers > 1 {
-			// Records this claim settled may have been holding back later
-			// records of their keys that another worker found blocked.
-			wake.Fire()
-		}
 		switch {
 		case n == r.cfg.BatchSize && progressed:
 			continue // more may be waiting
@@ -311,7 +318,7 @@ func (r *Relay) work(ctx context.Context, wake *broadcast, worker int) {
 			// holds (or failed transiently and now backs off): look again
 			// soon rather than after a whole poll interval.
 			wait(ctx, woken, min(r.cfg.PollInterval, blockedRetry+time.Duration(rand.Int64N(int64(blockedRetry)))))
-		case progressed:
+		case progressed || prevProgressed:
 			// Writers skip some notifications under load (see
 			// pgxstore.Config.NotifyInterval): look once more shortly.
 			wait(ctx, woken, min(r.cfg.PollInterval, followUp))
@@ -320,6 +327,147 @@ func (r *Relay) work(ctx context.Context, wake *broadcast, worker int) {
 		}
 	}
 }
+
+// claimFn claims up to limit records, with inflight the seqs the caller
+// still holds in an earlier claim (ClaimRequest.InFlight).
+type claimFn func(ctx context.Context, limit int, inflight []int64, publish func(context.Context, []Record) []Result) (int, error)
+
+// claimFunc is how worker claims: its partition of a PartitionedStore when
+// the relay has several workers, records due up to the publisher's lead
+// with a DueStore. A store that is not a DueStore does not learn the
+// in-flight records; it holds back their keys instead, which is slower but
+// in order.
+func (r *Relay) claimFunc(worker int) claimFn {
+	var part Partition
+	ps, partitioned := r.cfg.Store.(PartitionedStore)
+	if partitioned && r.cfg.Workers > 1 {
+		part = Partition{Index: worker, Of: r.cfg.Workers}
+	}
+	if ds, ok := r.cfg.Store.(DueStore); ok {
+		return func(ctx context.Context, limit int, inflight []int64, publish func(context.Context, []Record) []Result) (int, error) {
+			req := ClaimRequest{Limit: limit, Partition: part, InFlight: inflight}
+			if r.lead > 0 {
+				req.DueBy = time.Now().Add(r.lead)
+			}
+			return ds.ClaimDue(ctx, req, publish)
+		}
+	}
+	if part.Of > 0 {
+		return func(ctx context.Context, limit int, _ []int64, publish func(context.Context, []Record) []Result) (int, error) {
+			return ps.ClaimPartition(ctx, part, limit, publish)
+		}
+	}
+	return func(ctx context.Context, limit int, _ []int64, publish func(context.Context, []Record) []Result) (int, error) {
+		return r.cfg.Store.Claim(ctx, limit, publish)
+	}
+}
+
+// claimRun is one claim of a worker's pipeline.
+type claimRun struct {
+	entered   chan struct{} // closed once the records are claimed (or the claim returned)
+	published chan struct{} // closed once the publish returned (or the claim returned)
+	done      chan struct{} // closed once Claim returned
+
+	// Set before entered is closed.
+	seqs []int64 // the records passed to publish
+	full bool    // a whole batch was passed to publish
+	// Set before published is closed: the ordering keys with a record in
+	// this claim that was not published.
+	unsettled map[string]bool
+	// Set before done is closed.
+	n          int
+	err        error
+	progressed bool // some record was published
+}
+
+// startClaim starts a claim after prev (nil when none is open) in its own
+// goroutine.
+func (r *Relay) startClaim(ctx context.Context, claim claimFn, prev *claimRun, wake *broadcast) *claimRun {
+	// prev is not kept in c: a pipeline that runs for hours would chain
+	// every claim to the one before it.
+	c := &claimRun{entered: make(chan struct{}), published: make(chan struct{}), done: make(chan struct{})}
+	var inflight []int64
+	if prev != nil {
+		inflight = prev.seqs
+	}
+	go func() {
+		defer close(c.done)
+		called := false
+		c.n, c.err = claim(ctx, r.cfg.BatchSize, inflight, func(ctx context.Context, batch []Record) []Result {
+			called = true
+			c.seqs = make([]int64, len(batch))
+			for i, rec := range batch {
+				c.seqs[i] = rec.Seq
+			}
+			c.full = len(batch) >= r.cfg.BatchSize
+			close(c.entered)
+			res := r.publishAfter(ctx, prev, c, batch)
+			for _, x := range res {
+				if x.Outcome == OutcomePublished {
+					c.progressed = true
+					break
+				}
+			}
+			close(c.published)
+			if prev != nil {
+				<-prev.done // record outcomes in claim order
+			}
+			return res
+		})
+		if !called {
+			close(c.entered)
+			close(c.published)
+		}
+		if c.progressed && r.cfg.Workers > 1 {
+			// Records this claim settled may have been holding back later
+			// records of their keys that another worker found blocked.
+			wake.Fire()
+		}
+	}()
+	return c
+}
+
+// publishAfter publishes c's batch once the previous claim's (p, nil when
+// none) publish returned, leaving out the records of keys p did not publish
+// whole (they stay pending, behind the older record), and sets
+// c.unsettled.
+func (r *Relay) publishAfter(ctx context.Context, p, c *claimRun, batch []Record) []Result {
+	keep := batch
+	if p != nil {
+		<-p.published
+		if len(p.unsettled) > 0 {
+			keep = make([]Record, 0, len(batch))
+			for _, rec := range batch {
+				if !ordered(rec) || !p.unsettled[rec.OrderingKey] {
+					keep = append(keep, rec)
+				}
+			}
+		}
+	}
+	var res []Result
+	if len(keep) > 0 {
+		res = r.publish(ctx, keep)
+	}
+	published := make(map[int64]bool, len(res))
+	for _, x := range res {
+		if x.Outcome == OutcomePublished {
+			published[x.Seq] = true
+		}
+	}
+	for _, rec := range batch {
+		if ordered(rec) && !published[rec.Seq] {
+			if c.unsettled == nil {
+				c.unsettled = map[string]bool{}
+			}
+			c.unsettled[rec.OrderingKey] = true
+		}
+	}
+	return res
+}
+
+// ordered reports whether rec is in its ordering key's order: it has a key
+// and no due time.
+func ordered(rec Record) bool { return rec.OrderingKey != "" && rec.DeliverAt.IsZero() }
 
 func wait(ctx context.Context, ch <-chan struct{}, d time.Duration) {
 	t := time.NewTimer(d)

@@ -78,6 +78,16 @@ type ClaimRequest struct {
 	// means now. A relay whose publisher delays delivery claims ahead by
 	// the publisher's Features().MaxDeliveryDelay.
 	DueBy time.Time
+	// InFlight lists records the caller holds in its own earlier claims,
+	// still open, that it publishes before anything this claim returns (a
+	// relay claims its next batch while it publishes the current one).
+	// They do not hold back later records of their keys: the claim returns
+	// those as publishable, and the caller must publish each only after
+	// every older record of its key in those claims was published, leaving
+	// it without a Result otherwise. A store that ignores InFlight holds
+	// such records back as if another relay had claimed the older ones:
+	// slower, never out of order.
+	InFlight []int64
 }
 
 // DueStore is a Store that can claim records due up to a time in the

@@ -2,13 +2,19 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill/message"
+	awssdk "github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/sqs"
+	sqstypes "github.com/aws/aws-sdk-go-v2/service/sqs/types"
+	smithymw "github.com/aws/smithy-go/middleware"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
@@ -68,7 +74,14 @@ func newEdaBuild(ctx context.Context, e *env, prefix string, timed *timedPublish
 	}
 
 	name := func(s string) string { return prefix + "-eda-" + s }
-	if b.tr, err = edaaws.New(edaaws.Config{AWS: e.awsCfg, Endpoint: e.endpoint, AccountID: account, AutoCreate: true,
+	awsCfg := e.awsCfg.Copy()
+	if e.stages {
+		// When the inventory queue's ReceiveMessage returns each order,
+		// and when SQS enqueued it (SentTimestamp, ms).
+		awsCfg.APIOptions = append(awsCfg.APIOptions, receiveMarks(e.tracker("eda"), name(queueInventory), ""),
+			receiveMarks(e.tracker("eda"), name(queueOrderStatus), " 2"))
+	}
+	if b.tr, err = edaaws.New(edaaws.Config{AWS: awsCfg, Endpoint: e.endpoint, AccountID: account, AutoCreate: true,
 		Concurrency: e.concurrency}); err != nil {
 		return nil, err
 	}
@@ -104,8 +117,9 @@ func newEdaBuild(ctx context.Context, e *env, prefix string, timed *timedPublish
 		b.app.DeclareQueue(queue(queueInventory)),
 		b.app.DeclareQueue(queue(queueNotification)),
 		b.app.DeclareQueue(queue(queueOrderStatus)),
-		eda.Handle(b.app, name(queueInventory), pgstore.Tx(in, "inventory", func(ctx context.Context, tx pgx.Tx, ev OrderCreated) error {
+		eda.Handle(b.app, name(queueInventory), committed(t, pgstore.Tx(in, "inventory", func(ctx context.Context, tx pgx.Tx, ev OrderCreated) error {
 			t.stage("1 inventory", ev.OrderID)
+			t.mark("inventory handler", ev.OrderID, time.Now())
 			ok, reason, err := reserve(ctx, tx, ev)
 			if err != nil {
 				return err
@@ -115,7 +129,7 @@ func newEdaBuild(ctx context.Context, e *env, prefix string, timed *timedPublish
 				out = StockReservationFailed{OrderID: ev.OrderID, CustomerID: ev.CustomerID, Reason: reason}
 			}
 			return b.store.Write(ctx, tx, b.app, out)
-		})),
+		}))),
 		eda.Handle(b.app, name(queueNotification), pgstore.Tx(in, "notification", func(ctx context.Context, tx pgx.Tx, ev OrderCreated) error {
 			env, _ := eda.EnvelopeFromContext(ctx)
 			return notify(ctx, tx, env.ID, ev)
@@ -123,11 +137,13 @@ func newEdaBuild(ctx context.Context, e *env, prefix string, timed *timedPublish
 		eda.Handle(b.app, name(queueOrderStatus), tracked(t, func(e StockReserved) string { return e.OrderID },
 			pgstore.Tx(in, "orders", func(ctx context.Context, tx pgx.Tx, ev StockReserved) error {
 				t.stage("2 order-status", ev.OrderID)
+				t.mark("order-status handler", ev.OrderID, time.Now())
 				return finish(ctx, tx, ev.OrderID, "reserved", "")
 			}))),
 		eda.Handle(b.app, name(queueOrderStatus), tracked(t, func(e StockReservationFailed) string { return e.OrderID },
 			pgstore.Tx(in, "orders", func(ctx context.Context, tx pgx.Tx, ev StockReservationFailed) error {
 				t.stage("2 order-status", ev.OrderID)
+				t.mark("order-status handler", ev.OrderID, time.Now())
 				return finish(ctx, tx, ev.OrderID, "rejected", ev.Reason)
 			}))),
 	)
@@ -149,13 +165,61 @@ func newEdaBuild(ctx context.Context, e *env, prefix string, timed *timedPublish
 	// The relay wakes on the outbox's NOTIFY; PollInterval only covers a
 	// lost notification.
 	timed.next = b.tr
-	relay, err := outbox.NewRelay(outbox.RelayConfig{Store: b.store, Publisher: timed, Workers: e.relayWorkers, PollInterval: e.relayPoll})
+	var store outbox.Store = b.store
+	if e.stages {
+		timed.pool = b.pool
+		store = timedStore{DueStore: b.store, pub: timed}
+	}
+	relay, err := outbox.NewRelay(outbox.RelayConfig{Store: store, Publisher: timed, Workers: e.relayWorkers, PollInterval: e.relayPoll})
 	if err != nil {
 		return nil, err
 	}
 	wg.Add(1)
 	go func() { defer wg.Done(); _ = relay.Run(runCtx) }()
 	return b, nil
+}
+
+// receiveMarks marks, for each OrderCreated a ReceiveMessage on queue
+// returns, when it returned and when SQS enqueued it.
+func receiveMarks(t *tracker, queue, suffix string) func(*smithymw.Stack) error {
+	return func(st *smithymw.Stack) error {
+		return st.Initialize.Add(smithymw.InitializeMiddlewareFunc("e2ebench-receive-marks"+suffix,
+			func(ctx context.Context, in smithymw.InitializeInput, next smithymw.InitializeHandler) (smithymw.InitializeOutput, smithymw.Metadata, error) {
+				out, md, err := next.HandleInitialize(ctx, in)
+				rin, ok := in.Parameters.(*sqs.ReceiveMessageInput)
+				if err != nil || !ok || !strings.HasSuffix(awssdk.ToString(rin.QueueUrl), "/"+queue) {
+					return out, md, err
+				}
+				now := time.Now()
+				if res, ok := out.Result.(*sqs.ReceiveMessageOutput); ok {
+					for _, m := range res.Messages {
+						var ev struct {
+							OrderID string `json:"order_id"`
+						}
+						if json.Unmarshal([]byte(awssdk.ToString(m.Body)), &ev) != nil {
+							continue
+						}
+						t.mark("ReceiveMessage returned"+suffix, ev.OrderID, now)
+						if ms, err := strconv.ParseInt(m.Attributes[string(sqstypes.MessageSystemAttributeNameSentTimestamp)], 10, 64); err == nil {
+							t.mark("SQS SentTimestamp"+suffix, ev.OrderID, time.UnixMilli(ms))
+						}
+					}
+				}
+				return out, md, err
+			}), smithymw.Before)
+	}
+}
+
+// committed marks, with -stages, when the inventory handler's transaction
+// has committed.
+func committed(t *tracker, fn func(context.Context, OrderCreated) error) func(context.Context, OrderCreated) error {
+	return func(ctx context.Context, e OrderCreated) error {
+		err := fn(ctx, e)
+		if err == nil {
+			t.mark("inventory committed", e.OrderID, time.Now())
+		}
+		return err
+	}
 }
 
 // tracked reports to t when fn, the order-status handler, has committed
@@ -178,7 +242,11 @@ func (b *edaBuild) place(ctx context.Context, req orderRequest, items []byte) er
 	if err := b.store.Queue(ctx, batch, b.app, OrderCreated{OrderID: req.ID, CustomerID: req.CustomerID, Items: req.Items}); err != nil {
 		return err
 	}
-	return b.pool.SendBatch(ctx, batch).Close()
+	if err := b.pool.SendBatch(ctx, batch).Close(); err != nil {
+		return err
+	}
+	b.env.tracker("eda").mark("committed", req.ID, time.Now())
+	return nil
 }
 
 func (b *edaBuild) close() { b.stop() }

@@ -25,6 +25,8 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/edaproject/eda/outbox"
+
 	"github.com/ThreeDotsLabs/watermill/message"
 )
 
@@ -82,6 +84,9 @@ func (e *env) tracker(name string) *tracker {
 		e.trackers[name] = &tracker{pending: map[string]time.Time{}}
 		if e.stages {
 			e.trackers[name].stages = map[string][]time.Duration{}
+			if name == "eda" {
+				e.trackers[name].marks = map[string]map[string]time.Time{}
+			}
 		}
 	}
 	return e.trackers[name]
@@ -93,9 +98,10 @@ type tracker struct {
 	pending     map[string]time.Time
 	lat         []time.Duration
 	first, last time.Time
-	stages      map[string][]time.Duration // -stages: time from the scheduled send to each handler's start
-	series      [][2]time.Time             // -stages: scheduled send and final state of each order
-	redelivered atomic.Int64               // deliveries with a receive count over 1 (eda build)
+	stages      map[string][]time.Duration      // -stages: time from the scheduled send to each handler's start
+	marks       map[string]map[string]time.Time // -stages: when each order passed each point (eda build), by order id
+	series      [][2]time.Time                  // -stages: scheduled send and final state of each order
+	redelivered atomic.Int64                    // deliveries with a receive count over 1 (eda build)
 }
 
 // stage records, with -stages, when an order reached a handler.
@@ -111,11 +117,100 @@ func (t *tracker) stage(name, id string) {
 	}
 }
 
+// The points an order passes, in order, that -stages marks (eda build).
+// SQS's SentTimestamp (ms) falls within the publish call.
+var markOrder = []string{"scheduled", "committed", "relay publish start", "SQS SentTimestamp", "relay published", "ReceiveMessage returned", "inventory handler",
+	"inventory committed", "relay publish start 2", "SQS SentTimestamp 2", "relay published 2", "ReceiveMessage returned 2", "order-status handler", "final"}
+
+// mark records, with -stages, when order id passed point name.
+func (t *tracker) mark(name, id string, at time.Time) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.marks == nil {
+		return
+	}
+	if _, ok := t.pending[id]; !ok && name != "final" {
+		return
+	}
+	m := t.marks[id]
+	if m == nil {
+		m = map[string]time.Time{}
+		t.marks[id] = m
+	}
+	if _, ok := m[name]; !ok { // the first time: a redelivery does not move it
+		m[name] = at
+	}
+}
+
+// takeMarks returns, for the orders marked at every point, the p50 and
+// p99 of the time between consecutive points, and for the slowest 1% of
+// those orders which gap was the largest; it forgets the marks.
+func (t *tracker) takeMarks() string {
+	if t.marks == nil {
+		return ""
+	}
+	gaps := make([][]time.Duration, len(markOrder)-1)
+	type order struct {
+		total time.Duration
+		worst int
+	}
+	var orders []order
+	for id, m := range t.marks {
+		if _, ok := m["final"]; !ok {
+			continue
+		}
+		delete(t.marks, id)
+		complete := true
+		for _, name := range markOrder {
+			if _, ok := m[name]; !ok {
+				complete = false
+			}
+		}
+		if !complete {
+			continue
+		}
+		o := order{total: m["final"].Sub(m["scheduled"])}
+		var worst time.Duration
+		for i := range gaps {
+			d := m[markOrder[i+1]].Sub(m[markOrder[i]])
+			gaps[i] = append(gaps[i], d)
+			if d > worst {
+				worst, o.worst = d, i
+			}
+		}
+		orders = append(orders, o)
+	}
+	if len(orders) == 0 {
+		return "marks: no order marked at every point"
+	}
+	var parts []string
+	for i, g := range gaps {
+		slices.Sort(g)
+		parts = append(parts, fmt.Sprintf("%s -> %s p50 %s p99 %s max %s", markOrder[i], markOrder[i+1], ms(quantile(g, 0.5)), ms(quantile(g, 0.99)), ms(g[len(g)-1])))
+	}
+	slices.SortFunc(orders, func(a, b order) int { return int(b.total - a.total) })
+	slow := orders[:max(1, len(orders)/100)]
+	count := make([]int, len(gaps))
+	for _, o := range slow {
+		count[o.worst]++
+	}
+	var worst []string
+	for i, n := range count {
+		if n > 0 {
+			worst = append(worst, fmt.Sprintf("%d in %s -> %s", n, markOrder[i], markOrder[i+1]))
+		}
+	}
+	return fmt.Sprintf("marks of %d orders: %s; the slowest %d orders' largest gap: %s", len(orders), strings.Join(parts, ", "), len(slow), strings.Join(worst, ", "))
+}
+
 // takeStages returns the p50 and p99 of each stage and forgets them.
 func (t *tracker) takeStages() string {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	var parts []string
+	if m := t.takeMarks(); m != "" {
+		parts = append(parts, m)
+	}
 	for name, lat := range t.stages {
 		slices.Sort(lat)
 		parts = append(parts, fmt.Sprintf("%s p50 %s p99 %s", name, ms(quantile(lat, 0.5)), ms(quantile(lat, 0.99))))
@@ -146,6 +241,9 @@ func (t *tracker) takeStages() string {
 func (t *tracker) begin(id string, at time.Time) {
 	t.mu.Lock()
 	t.pending[id] = at
+	if t.marks != nil {
+		t.marks[id] = map[string]time.Time{"scheduled": at}
+	}
 	t.mu.Unlock()
 }
 
@@ -167,6 +265,9 @@ func (t *tracker) finish(id string) {
 		return
 	}
 	delete(t.pending, id)
+	if m := t.marks[id]; m != nil {
+		m["final"] = now
+	}
 	t.lat = append(t.lat, now.Sub(at))
 	if t.stages != nil {
 		t.series = append(t.series, [2]time.Time{at, now})
@@ -197,11 +298,39 @@ func (t *tracker) take() (lat []time.Duration, first, last time.Time) {
 type timedPublisher struct {
 	next              message.Publisher
 	calls, msgs, nano atomic.Int64
+	// With -stages (eda build): each Publish call's, claim's and mark's
+	// duration, and the pool whose waits for a connection are reported.
+	mu                     sync.Mutex
+	pubLat, claims, marks  []time.Duration
+	pool                   *pgxpool.Pool
+	acquires, empty, waits int64
+	// track, when set with -stages, is marked for each OrderCreated
+	// published to a topic named *-orders, and each inventory event.
+	track *tracker
 }
 
 func (p *timedPublisher) Publish(topic string, msgs ...*message.Message) error {
 	t := time.Now()
 	err := p.next.Publish(topic, msgs...)
+	if p.track != nil && p.track.marks != nil && err == nil {
+		end := time.Now()
+		p.mu.Lock()
+		p.pubLat = append(p.pubLat, end.Sub(t))
+		p.mu.Unlock()
+		suffix := ""
+		if !strings.HasSuffix(topic, "-"+topicOrders) {
+			suffix = " 2"
+		}
+		for _, m := range msgs {
+			var ev struct {
+				OrderID string `json:"order_id"`
+			}
+			if json.Unmarshal(m.Payload, &ev) == nil {
+				p.track.mark("relay publish start"+suffix, ev.OrderID, t)
+				p.track.mark("relay published"+suffix, ev.OrderID, end)
+			}
+		}
+	}
 	p.nano.Add(int64(time.Since(t)))
 	p.calls.Add(1)
 	p.msgs.Add(int64(len(msgs)))
@@ -216,7 +345,56 @@ func (p *timedPublisher) take() string {
 	if calls == 0 {
 		return "outbox publish: no calls"
 	}
-	return fmt.Sprintf("outbox publish: %d calls of %.1f messages, %s each", calls, float64(msgs)/float64(calls), ms(time.Duration(nano/calls)))
+	out := fmt.Sprintf("outbox publish: %d calls of %.1f messages, %s each", calls, float64(msgs)/float64(calls), ms(time.Duration(nano/calls)))
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	dist := func(name string, l []time.Duration) string {
+		if len(l) == 0 {
+			return ""
+		}
+		slices.Sort(l)
+		return fmt.Sprintf("; relay %s p50 %s p99 %s max %s", name, ms(quantile(l, 0.5)), ms(quantile(l, 0.99)), ms(l[len(l)-1]))
+	}
+	out += dist("Publish", p.pubLat) + dist("claim (call to records)", p.claims) + dist("mark (records settled to commit)", p.marks)
+	p.pubLat, p.claims, p.marks = nil, nil, nil
+	if p.pool != nil {
+		st := p.pool.Stat()
+		a, e, w := st.AcquireCount(), st.EmptyAcquireCount(), int64(st.AcquireDuration())
+		if n := a - p.acquires; n > 0 {
+			out += fmt.Sprintf("; pool: %d acquires, %d waited for a connection, %s waiting in all", n, e-p.empty, ms(time.Duration(w-p.waits)))
+		}
+		p.acquires, p.empty, p.waits = a, e, w
+	}
+	return out
+}
+
+// timedStore times, with -stages, each claim (from the call to the records
+// handed to the relay) and its mark (from the relay's results to the
+// commit).
+type timedStore struct {
+	outbox.DueStore
+	pub *timedPublisher
+}
+
+func (s timedStore) ClaimDue(ctx context.Context, req outbox.ClaimRequest, publish func(context.Context, []outbox.Record) []outbox.Result) (int, error) {
+	t0 := time.Now()
+	var settled time.Time
+	n, err := s.DueStore.ClaimDue(ctx, req, func(ctx context.Context, b []outbox.Record) []outbox.Result {
+		d := time.Since(t0)
+		s.pub.mu.Lock()
+		s.pub.claims = append(s.pub.claims, d)
+		s.pub.mu.Unlock()
+		res := publish(ctx, b)
+		settled = time.Now()
+		return res
+	})
+	if !settled.IsZero() && err == nil {
+		d := time.Since(settled)
+		s.pub.mu.Lock()
+		s.pub.marks = append(s.pub.marks, d)
+		s.pub.mu.Unlock()
+	}
+	return n, err
 }
 
 // build is one of the two implementations under load.
@@ -261,6 +439,9 @@ func run(ctx context.Context, c config) error {
 		var closeFn func()
 		var pool *pgxpool.Pool
 		pub := &timedPublisher{}
+		if name == "eda" {
+			pub.track = e.tracker(name)
+		}
 		switch name {
 		case "eda":
 			b, err := newEdaBuild(ctx, e, e.prefix, pub)

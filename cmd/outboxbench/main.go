@@ -53,10 +53,12 @@ import (
 	"github.com/ThreeDotsLabs/watermill/components/forwarder"
 	"github.com/ThreeDotsLabs/watermill/message"
 	awssdk "github.com/aws/aws-sdk-go-v2/aws"
+	awsmw "github.com/aws/aws-sdk-go-v2/aws/middleware"
 	"github.com/aws/aws-sdk-go-v2/credentials"
 	awssns "github.com/aws/aws-sdk-go-v2/service/sns"
 	snstypes "github.com/aws/aws-sdk-go-v2/service/sns/types"
 	"github.com/aws/aws-sdk-go-v2/service/sqs"
+	smithymw "github.com/aws/smithy-go/middleware"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -93,6 +95,8 @@ type config struct {
 	claimPending int
 	claimBacklog int
 	snsEvents    int
+	snsRounds    int            // interleaved slices of the sns phase; 0: 3
+	snsOnly      *regexp.Regexp // sns variants to run; nil: all
 	only         *regexp.Regexp // write variants to run; nil: all
 	out          *os.File
 }
@@ -110,6 +114,11 @@ func main() {
 	flag.IntVar(&c.claimPending, "claimpending", 20000, "pending rows drained in the claim phase")
 	flag.IntVar(&c.claimBacklog, "claimbacklog", 100000, "pending rows in front of them in the claim phase's backlog case")
 	flag.IntVar(&c.snsEvents, "sns-events", 3000, "events relayed per variant in the sns phase")
+	flag.IntVar(&c.snsRounds, "sns-rounds", 3, "interleaved slices of the sns phase (each variant relays sns-events/sns-rounds per slice)")
+	flag.Func("sns-only", "run only the sns variants (relay, flood, stock forwarder) whose name matches this regexp", func(s string) (err error) {
+		c.snsOnly, err = regexp.Compile(s)
+		return err
+	})
 	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the client to this file")
 	flag.Func("only", "run only the write variants whose name matches this regexp (the ratios need them all)", func(s string) (err error) {
 		c.only, err = regexp.Compile(s)
@@ -820,6 +829,10 @@ func noopPublish(sink *countingSink) func(context.Context, []outbox.Record) []ou
 func (b *bench) sns(ctx context.Context) error {
 	n := b.c.snsEvents
 	awsCfg := awssdk.Config{Region: "us-east-1", Credentials: credentials.NewStaticCredentialsProvider("test", "test", "")}
+	// Every PublishBatch, the relay's (through the transport) and the
+	// flood's (the same SNS client), is timed on the wire side of the SDK.
+	calls := &callTimer{}
+	awsCfg.APIOptions = append(awsCfg.APIOptions, calls.install)
 	const account = "000000000000"
 	tr, err := edaaws.New(edaaws.Config{AWS: awsCfg, Endpoint: b.c.snsEndpoint, AutoCreate: true, AccountID: account, PublishConcurrency: 16}.ForFauxqs())
 	if err != nil {
@@ -847,7 +860,11 @@ func (b *bench) sns(ctx context.Context) error {
 		_, _ = tr.SQS().DeleteQueue(ctx, &sqs.DeleteQueueInput{QueueUrl: qurl.QueueUrl})
 		_, _ = tr.SNS().DeleteTopic(ctx, &awssns.DeleteTopicInput{TopicArn: awssdk.String("arn:aws:sns:" + awsCfg.Region + ":" + account + ":" + topic)})
 	}()
-	fmt.Fprintf(b.c.out, "\n== relay %d events into SNS on the emulator (%s), 1 queue subscribed, in %d interleaved slices ==\n", n, b.c.snsEndpoint, 3)
+	rounds := b.c.snsRounds
+	if rounds <= 0 {
+		rounds = 3
+	}
+	fmt.Fprintf(b.c.out, "\n== relay %d events into SNS on the emulator (%s), 1 queue subscribed, in %d interleaved slices ==\n", n, b.c.snsEndpoint, rounds)
 	fmt.Fprintf(b.c.out, "%-68s %10s %12s\n", "variant", "time", "events/s")
 	rates := map[string]float64{}
 	// eda relays the events written for topic; the limit is the emulator's
@@ -856,7 +873,6 @@ func (b *bench) sns(ctx context.Context) error {
 	// SDK by g goroutines. The variants take turns in slices of n/rounds
 	// events, so that the emulator's slowing down as it fills and load
 	// from elsewhere on the machine hit them alike.
-	const rounds = 3
 	arn := "arn:aws:sns:" + awsCfg.Region + ":" + account + ":" + topic
 	relay := func(workers, batch int) func(context.Context, int) (time.Duration, error) {
 		return func(ctx context.Context, n int) (time.Duration, error) {
@@ -891,11 +907,13 @@ func (b *bench) sns(ctx context.Context) error {
 			return flood(ctx, tr.SNS(), batches, g)
 		}
 	}
-	snsVariants := []struct {
+	type variant struct {
 		name, group string
 		run         func(context.Context, int) (time.Duration, error)
-	}{
+	}
+	snsVariants := []variant{
 		{"eda relay (1 worker, batch 200) -> eda aws transport", "eda", relay(1, 200)},
+		{"eda relay (defaults: 1 worker, batch 500) -> eda aws transport", "eda", relay(1, 0)},
 		{"eda relay (1 worker, batch 1000) -> eda aws transport", "eda", relay(1, 1000)},
 		{"eda relay (2 workers, batch 1000) -> eda aws transport", "eda", relay(2, 1000)},
 		{"eda relay (4 workers, batch 500) -> eda aws transport", "eda", relay(4, 500)},
@@ -903,7 +921,12 @@ func (b *bench) sns(ctx context.Context) error {
 		{"raw SDK PublishBatch flood, 16 goroutines", "flood", raw(16)},
 		{"raw SDK PublishBatch flood, 32 goroutines", "flood", raw(32)},
 	}
+	if b.c.snsOnly != nil {
+		snsVariants = slices.DeleteFunc(snsVariants, func(v variant) bool { return !b.c.snsOnly.MatchString(v.name) })
+	}
 	took := map[string]time.Duration{}
+	busy := map[string]time.Duration{}
+	lats := map[string][]time.Duration{}
 	for round := range rounds {
 		m := n / rounds
 		if round == 0 {
@@ -913,11 +936,15 @@ func (b *bench) sns(ctx context.Context) error {
 			if err := purge(); err != nil {
 				return err
 			}
+			calls.take()
 			d, err := v.run(ctx, m)
 			if err != nil {
 				return fmt.Errorf("%s: %w", v.name, err)
 			}
 			took[v.name] += d
+			bz, l := calls.take()
+			busy[v.name] += bz
+			lats[v.name] = append(lats[v.name], l...)
 		}
 	}
 	for _, v := range snsVariants {
@@ -925,8 +952,23 @@ func (b *bench) sns(ctx context.Context) error {
 		rates[v.group] = max(rates[v.group], rates[v.name])
 		fmt.Fprintf(b.c.out, "%-68s %10s %12.0f\n", v.name, took[v.name].Round(time.Millisecond), rates[v.name])
 	}
+	fmt.Fprintf(b.c.out, "PublishBatch calls per variant: count, p50, p99, and the share of the variant's time with at least one in flight\n")
+	for _, v := range snsVariants {
+		l := lats[v.name]
+		if len(l) == 0 {
+			continue
+		}
+		slices.Sort(l)
+		fmt.Fprintf(b.c.out, "  %-66s %6d %9s %9s %5.1f%%\n", v.name, len(l), l[len(l)/2].Round(10*time.Microsecond), l[len(l)*99/100].Round(10*time.Microsecond),
+			100*busy[v.name].Seconds()/took[v.name].Seconds())
+	}
 
 	// stock: forwarder -> watermill-aws SNS publisher.
+	const stockName = "stock forwarder (DefaultPostgreSQLSchema) -> watermill-aws SNS publisher"
+	if b.c.snsOnly != nil && !b.c.snsOnly.MatchString(stockName) {
+		fmt.Fprintf(b.c.out, "best eda relay / best raw SDK flood into SNS: %.2fx (target >= 0.8x)\n", rates["eda"]/rates["flood"])
+		return nil
+	}
 	s := stockSchemas[0]
 	if err := b.initStock(ctx, s.schema, s.offsets, s.topic); err != nil {
 		return err
@@ -1041,6 +1083,60 @@ func flood(ctx context.Context, client *awssns.Client, batches []*awssns.Publish
 	}
 	wg.Wait()
 	return time.Since(start), firstErr
+}
+
+// callTimer times SNS PublishBatch calls (an SDK finalize middleware, after
+// signing and retries: one attempt on the wire) and how long at least one
+// was in flight.
+type callTimer struct {
+	mu        sync.Mutex
+	inflight  int
+	busySince time.Time
+	busy      time.Duration
+	lat       []time.Duration
+}
+
+func (c *callTimer) install(st *smithymw.Stack) error {
+	return st.Finalize.Add(smithymw.FinalizeMiddlewareFunc("outboxbench-call-timer",
+		func(ctx context.Context, in smithymw.FinalizeInput, next smithymw.FinalizeHandler) (smithymw.FinalizeOutput, smithymw.Metadata, error) {
+			if awsmw.GetOperationName(ctx) != "PublishBatch" {
+				return next.HandleFinalize(ctx, in)
+			}
+			t0 := c.start()
+			defer c.end(t0)
+			return next.HandleFinalize(ctx, in)
+		}), smithymw.After)
+}
+
+func (c *callTimer) start() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	now := time.Now()
+	if c.inflight == 0 {
+		c.busySince = now
+	}
+	c.inflight++
+	return now
+}
+
+func (c *callTimer) end(t0 time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	now := time.Now()
+	c.inflight--
+	if c.inflight == 0 {
+		c.busy += now.Sub(c.busySince)
+	}
+	c.lat = append(c.lat, now.Sub(t0))
+}
+
+// take returns the busy time and the call latencies since the last take.
+func (c *callTimer) take() (time.Duration, []time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	b, l := c.busy, c.lat
+	c.busy, c.lat = 0, nil
+	return b, l
 }
 
 // countingPublisher forwards to next and counts what next accepted.

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -48,6 +49,8 @@ func Run(t *testing.T, h Harness) {
 		{"EnvelopeRoundTrip", s.envelope},
 		{"ClaimIsExclusive", s.claimExclusive},
 		{"UnsettledClaimStaysPending", s.unsettled},
+		{"InFlightDoesNotHoldBackItsKeys", s.inFlight},
+		{"PipelinedClaimKeepsKeyOrder", s.pipelined},
 		{"TwoRelays", func(t *testing.T) { s.relays(t, 2, 1) }},
 		{"FourRelays", func(t *testing.T) { s.relays(t, 4, 1) }},
 		{"TwoRelaysOfThreeWorkers", func(t *testing.T) { s.relays(t, 2, 3) }},
@@ -490,6 +493,162 @@ func (s *suite) unsettled(t *testing.T) {
 	if len(second) != 1 || second[0].Seq != first[1].Seq {
 		t.Fatalf("second claim = %+v, want only the unsettled record %d", second, first[1].Seq)
 	}
+}
+
+// inFlight: records the caller holds in its own earlier claim
+// (ClaimRequest.InFlight) do not hold back later records of their keys;
+// records it does not list do.
+func (s *suite) inFlight(t *testing.T) {
+	ctx := context.Background()
+	st, write := s.h.New(t)
+	ds, ok := st.(outbox.DueStore)
+	if !ok {
+		t.Skip("the store is not an outbox.DueStore")
+	}
+	app := NewApp(t)
+	if err := write(ctx, true, app, Event{Key: "k", N: 0}, Event{Key: "k", N: 1}, Event{Key: "k", N: 2}, Event{Key: "k", N: 3}, Event{Key: "j", N: 0}); err != nil {
+		t.Fatal(err)
+	}
+	inner := func(inflight []int64) (got []Event, n int) {
+		t.Helper()
+		done := make(chan struct{})
+		var err error
+		go func() { // another goroutine, as a relay's next claim is
+			defer close(done)
+			n, err = ds.ClaimDue(ctx, outbox.ClaimRequest{Limit: 10, InFlight: inflight}, func(_ context.Context, b []outbox.Record) []outbox.Result {
+				for _, r := range b {
+					got = append(got, Delivery{Msg: r.Message()}.Decode(t))
+				}
+				return nil
+			})
+		}()
+		<-done
+		if err != nil {
+			t.Fatal(err)
+		}
+		return got, n
+	}
+	var mine, others, part []Event
+	if _, err := ds.ClaimDue(ctx, outbox.ClaimRequest{Limit: 2}, func(_ context.Context, outer []outbox.Record) []outbox.Result {
+		if len(outer) != 2 {
+			t.Fatalf("outer claim took %d records, want k#0 and k#1", len(outer))
+		}
+		mine, _ = inner([]int64{outer[0].Seq, outer[1].Seq})
+		others, _ = inner(nil)
+		part, _ = inner([]int64{outer[0].Seq}) // k#1 is held but not listed
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	want := func(what string, got []Event, keys ...string) {
+		t.Helper()
+		var have []string
+		for _, e := range got {
+			have = append(have, fmt.Sprintf("%s#%d", e.Key, e.N))
+		}
+		if strings.Join(have, " ") != strings.Join(keys, " ") {
+			t.Errorf("%s: claimed %v, want %v", what, have, keys)
+		}
+	}
+	want("with the outer claim's records in flight", mine, "k#2", "k#3", "j#0")
+	want("without in-flight records", others, "j#0")
+	want("with only k#0 in flight (k#1 claimed but not listed)", part, "j#0")
+}
+
+// pipelined: a relay claims its next batch while it publishes the current
+// one; when a record of the current batch is not published (a partial
+// failure), the next batch's records of its key are not published before
+// it.
+func (s *suite) pipelined(t *testing.T) {
+	ctx := context.Background()
+	inner, write := s.h.New(t)
+	ds, ok := inner.(outbox.DueStore)
+	if !ok {
+		t.Skip("the store is not an outbox.DueStore")
+	}
+	app := NewApp(t)
+	var evs []eda.Event
+	for i := range 3 {
+		evs = append(evs, Event{Key: "k", N: i}, Event{Key: "j", N: i})
+	}
+	if err := write(ctx, true, app, evs...); err != nil {
+		t.Fatal(err)
+	}
+	st := &watchedStore{DueStore: ds, second: make(chan struct{})}
+	sink := &gateSink{Sink: NewSink(), gate: st.second, timeout: s.h.Timeout}
+	s.relay(t, st, sink, outbox.RelayConfig{BatchSize: 2})
+	got := sink.WaitFor(t, s.h.Timeout, "6 events", func(ds []Delivery) bool { return len(ds) >= 6 })
+	s.waitStats(t, inner, "nothing pending", func(x outbox.Stats) bool { return x.Pending == 0 })
+	if sink.timedOut.Load() {
+		t.Errorf("the relay did not claim its second batch while publishing the first")
+	}
+	st.mu.Lock()
+	second := st.batches[1]
+	st.mu.Unlock()
+	var keys []string
+	for _, r := range second {
+		keys = append(keys, r.OrderingKey)
+	}
+	if strings.Join(keys, " ") != "k j" {
+		t.Errorf("the second claim took keys %v, want k (its older record in flight in the first claim) and j", keys)
+	}
+	CheckOnceInOrder(t, sink.Deliveries(), 6)
+	_ = got
+}
+
+// watchedStore records the batches its claims pass to the relay and closes
+// second when the second claim's batch is there.
+type watchedStore struct {
+	outbox.DueStore
+	mu      sync.Mutex
+	batches [][]outbox.Record
+	second  chan struct{}
+}
+
+func (w *watchedStore) ClaimDue(ctx context.Context, req outbox.ClaimRequest, publish func(context.Context, []outbox.Record) []outbox.Result) (int, error) {
+	return w.DueStore.ClaimDue(ctx, req, func(ctx context.Context, b []outbox.Record) []outbox.Result {
+		w.mu.Lock()
+		w.batches = append(w.batches, b)
+		if len(w.batches) == 2 {
+			close(w.second)
+		}
+		w.mu.Unlock()
+		return publish(ctx, b)
+	})
+}
+
+// gateSink holds its first Publish until gate is closed (or timeout), then
+// sends only its messages without key "k" and reports those as not sent.
+type gateSink struct {
+	*Sink
+	gate     <-chan struct{}
+	timeout  time.Duration
+	first    atomic.Bool
+	timedOut atomic.Bool
+}
+
+func (g *gateSink) Publish(topic string, msgs ...*message.Message) error {
+	if g.first.Swap(true) {
+		return g.Sink.Publish(topic, msgs...)
+	}
+	select {
+	case <-g.gate:
+	case <-time.After(g.timeout / 4):
+		g.timedOut.Store(true)
+	}
+	pe := &PartialError{}
+	var sent []*message.Message
+	for _, m := range msgs {
+		if strings.Contains(string(m.Payload), `"key":"k"`) {
+			pe.IDs = append(pe.IDs, m.UUID)
+		} else {
+			sent = append(sent, m)
+		}
+	}
+	if err := g.Sink.Publish(topic, sent...); err != nil {
+		return err
+	}
+	return pe
 }
 
 // relays: n relays drain events written concurrently with them; every event

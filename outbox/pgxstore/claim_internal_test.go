@@ -46,7 +46,7 @@ func TestClaimPlanWithStaleStatistics(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer tx.Rollback(ctx)
-	rows, err := tx.Query(ctx, "EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF) "+s.claim, 500, time.Now())
+	rows, err := tx.Query(ctx, "EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF) "+s.claim, 500, time.Now(), []int64{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -140,7 +140,9 @@ func New(pool *pgxpool.Pool, cfg Config) (*Store, error) {
 	// out of order. The blockers are found in one walk of the pending
 	// index up to the newest claimed id, which is about as long as the
 	// claim's own walk. Records with a due time are outside their key's
-	// order: they neither wait nor make others wait.
+	// order: they neither wait nor make others wait. Records the caller
+	// holds in its own earlier claims ($3, ClaimRequest.InFlight) are not
+	// blockers: the caller orders them itself.
 	claim := func(part string) string {
 		return fmt.Sprintf(`WITH d AS (
 	SELECT id, event_id, topic, payload, metadata, ordering_key, dedup_id, created_at, attempts, deliver_at
@@ -163,6 +165,7 @@ func New(pool *pgxpool.Pool, cfg Config) (*Store, error) {
 ), other AS (
 	SELECT ordering_key, min(id) AS id FROM %[1]s
 	WHERE state = 0 AND deliver_at IS NULL AND id < (SELECT max(id) FROM c) AND ordering_key <> '' AND id NOT IN (SELECT id FROM c)
+	  AND id NOT IN (SELECT unnest($3::bigint[]))
 	GROUP BY ordering_key
 )
 SELECT c.id, c.event_id, c.topic, c.payload, c.metadata::text, c.ordering_key, c.dedup_id, c.created_at, c.attempts,
@@ -178,7 +181,7 @@ ORDER BY 1`, t, part)
 	// A partition holds the keys whose hash is its index modulo the count,
 	// and every record without a key.
 	s.claimPart = claim(`
-	  AND (ordering_key = '' OR (hashtext(ordering_key) & 2147483647) % $3 = $4)`)
+	  AND (ordering_key = '' OR (hashtext(ordering_key) & 2147483647) % $4 = $5)`)
 	// Pending counts scheduled records too; the oldest pending is the
 	// oldest record without a due time, or the earliest due time passed.
 	s.stats = fmt.Sprintf(`SELECT
@@ -467,14 +470,18 @@ func (s *Store) ClaimDue(ctx context.Context, req outbox.ClaimRequest, publish f
 	if due.IsZero() {
 		due = time.Now()
 	}
+	inflight := req.InFlight
+	if inflight == nil {
+		inflight = []int64{} // NOT IN of a NULL array would match nothing
+	}
 	p := req.Partition
 	switch {
 	case p.Of == 0 && p.Index == 0:
-		return s.claimWith(ctx, req.Limit, publish, s.claim, req.Limit, due)
+		return s.claimWith(ctx, req.Limit, publish, s.claim, req.Limit, due, inflight)
 	case p.Of <= 0 || p.Index < 0 || p.Index >= p.Of:
 		return 0, fmt.Errorf("%w: pgxstore: partition %d of %d", outbox.ErrInvalidConfig, p.Index, p.Of)
 	}
-	return s.claimWith(ctx, req.Limit, publish, s.claimPart, req.Limit, due, p.Of, p.Index)
+	return s.claimWith(ctx, req.Limit, publish, s.claimPart, req.Limit, due, inflight, p.Of, p.Index)
 }
 
 func (s *Store) claimWith(ctx context.Context, limit int, publish func(context.Context, []outbox.Record) []outbox.Result, q string, args ...any) (int, error) {

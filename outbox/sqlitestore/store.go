@@ -61,8 +61,8 @@ type Store struct {
 	t   string
 
 	mu       sync.Mutex
-	inflight map[int64]bool
-	keys     map[string]int // ordering keys held by running claims
+	inflight map[int64]string // claimed records: the key they hold in keys, or ""
+	keys     map[string]int   // ordering keys held by running claims
 
 	insert, claim, claimDue, stats, failed, retry, discard, cleanup string
 }
@@ -91,7 +91,7 @@ func New(db *sql.DB, cfg Config) (*Store, error) {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	t := cfg.Table
-	s := &Store{db: db, cfg: cfg, t: t, inflight: map[int64]bool{}, keys: map[string]int{}}
+	s := &Store{db: db, cfg: cfg, t: t, inflight: map[int64]string{}, keys: map[string]int{}}
 	s.insert = "INSERT INTO " + t + " (event_id, topic, payload, metadata, ordering_key, dedup_id, created_at, deliver_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
 	// Records with a due time are outside their key's order (see
 	// outbox.Record.DeliverAt): the claim of those due reads the scheduled
@@ -289,7 +289,7 @@ func (s *Store) ClaimDue(ctx context.Context, req outbox.ClaimRequest, publish f
 	if due.IsZero() {
 		due = time.Now()
 	}
-	batch, held, err := s.take(ctx, limit, due)
+	batch, held, err := s.take(ctx, limit, due, req.InFlight)
 	if err != nil || len(batch) == 0 {
 		return held, err
 	}
@@ -313,12 +313,19 @@ func (s *Store) ClaimDue(ctx context.Context, req outbox.ClaimRequest, publish f
 }
 
 // take returns the records to publish and how many it held back behind
-// records of their keys claimed by another Claim.
+// records of their keys claimed by another Claim (not counting mine, the
+// caller's own: ClaimRequest.InFlight).
 // Records due by due (with a due time) come first; they are outside their
 // key's order, so they neither wait for a key nor hold it.
-func (s *Store) take(ctx context.Context, limit int, due time.Time) ([]outbox.Record, int, error) {
+func (s *Store) take(ctx context.Context, limit int, due time.Time, mine []int64) ([]outbox.Record, int, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	own := map[string]int{} // keys held by the caller's own claims
+	for _, seq := range mine {
+		if k := s.inflight[seq]; k != "" {
+			own[k]++
+		}
+	}
 	now := time.Now().UnixNano()
 	var batch []outbox.Record
 	held := 0
@@ -337,12 +344,12 @@ func (s *Store) take(ctx context.Context, limit int, due time.Time) ([]outbox.Re
 			if err := rows.Scan(&r.Seq, &r.EventID, &r.Topic, &r.Payload, &md, &r.OrderingKey, &r.DedupID, &created, &r.Attempts, &deliverAt); err != nil {
 				return s.wrap("claim", err)
 			}
-			if s.inflight[r.Seq] {
+			if _, ok := s.inflight[r.Seq]; ok {
 				continue
 			}
 			if deliverAt.Valid {
 				r.DeliverAt = time.Unix(0, deliverAt.Int64).UTC()
-			} else if k := r.OrderingKey; k != "" && (s.keys[k] > 0 || blocked[k]) {
+			} else if k := r.OrderingKey; k != "" && (s.keys[k] > own[k] || blocked[k]) {
 				// An older record of this key is held by another claim (or
 				// was skipped above): this one waits.
 				blocked[k] = true
@@ -364,8 +371,9 @@ func (s *Store) take(ctx context.Context, limit int, due time.Time) ([]outbox.Re
 		}
 	}
 	for _, r := range batch {
-		s.inflight[r.Seq] = true
+		s.inflight[r.Seq] = ""
 		if r.OrderingKey != "" && r.DeliverAt.IsZero() {
+			s.inflight[r.Seq] = r.OrderingKey
 			s.keys[r.OrderingKey]++
 		}
 	}
