@@ -1021,7 +1021,7 @@ func (s *suite) delayedHeld(t *testing.T) {
 	ctx := context.Background()
 	st, write := s.h.New(t)
 	app := NewApp(t)
-	const delay = 600 * time.Millisecond
+	const delay = 2 * time.Second // the relay starts well within it, even on a loaded machine (600 ms was not)
 	due := time.Now().Add(delay)
 	if err := write(ctx, true, app, eda.At(due, Event{Key: "k", N: 1}), Event{Key: "k", N: 2}); err != nil {
 		t.Fatal(err)
