@@ -92,6 +92,19 @@ BEGIN
 END
 $$;
 `,
+	// 2: half of each messages page left free. A receive updates every row
+	// it leases (receive count, lease end), and the new version of a row
+	// stays on its page, without an index entry (a HOT update), only if the
+	// page has room for it. At fillfactor 80 a page of rows published
+	// together has room for about one new version in five, so most of a
+	// receive's rows moved to other pages, each with a new primary key
+	// entry and its whole tuple in the WAL: 25% of the updates of 100
+	// receives of 100 200-byte messages were HOT, 100% at 50, with a third
+	// of the WAL and no index growth. Pages written before the migration
+	// keep their fill; new ones (every page of new messages) take 50.
+	`
+ALTER TABLE {{schema}}.messages SET (fillfactor = 50);
+`,
 }
 
 // SchemaVersion is the schema version this package needs.
