@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"os"
 	"testing"
@@ -17,7 +18,8 @@ import (
 
 // A schema at each older version moves to SchemaVersion; the messages
 // stored under it (a leased one, a visible one) are still delivered, and
-// the messages table has the fillfactor of version 2.
+// the messages table has the fillfactor of version 2 and subscriptions know
+// which queues are FIFO.
 func TestMigrateFromOlderVersions(t *testing.T) {
 	// From 1 at least: with version 2 gone, New accepts version 1 and the
 	// test fails.
@@ -52,8 +54,8 @@ func testMigrateFrom(t *testing.T, from int) {
 		old += expand(migrations[v-1], schema) + fmt.Sprintf("\nINSERT INTO %s.schema_version (version) VALUES (%d);\n", quote(schema), v)
 	}
 	old += expand(`
-INSERT INTO {{schema}}.queues (name, fifo, visibility_timeout_us, max_receive_count) VALUES ('q', false, 200000, 0);
-INSERT INTO {{schema}}.subscriptions (topic, queue) VALUES ('t', 'q');
+INSERT INTO {{schema}}.queues (name, fifo, visibility_timeout_us, max_receive_count) VALUES ('q', false, 200000, 0), ('f', true, 200000, 0);
+INSERT INTO {{schema}}.subscriptions (topic, queue) VALUES ('t', 'q'), ('tf', 'f');
 INSERT INTO {{schema}}.messages (queue, uuid, payload, metadata, receive_count, visible_at)
 VALUES ('q', 'leased', 'a', '', 1, now() + interval '100 milliseconds'), ('q', 'visible', 'b', '', 0, now());`, schema)
 	if _, err := pool.Exec(ctx, old); err != nil {
@@ -67,13 +69,15 @@ VALUES ('q', 'leased', 'a', '', 1, now() + interval '100 milliseconds'), ('q', '
 		t.Fatalf("Migrate from version %d: %v", from, err)
 	}
 	var version int
-	var options []string
+	var options, fifo []string
 	if err := pool.QueryRow(ctx, fmt.Sprintf(`SELECT (SELECT max(version) FROM %[1]s.schema_version),
-		(SELECT coalesce(reloptions, '{}') FROM pg_class WHERE oid = '%[1]s.messages'::regclass)`, quote(schema))).Scan(&version, &options); err != nil {
+		(SELECT coalesce(reloptions, '{}') FROM pg_class WHERE oid = '%[1]s.messages'::regclass),
+		(SELECT array_agg(queue || '=' || fifo ORDER BY queue) FROM %[1]s.subscriptions)`, quote(schema))).Scan(&version, &options, &fifo); err != nil {
 		t.Fatal(err)
 	}
-	if version != SchemaVersion || fmt.Sprint(options) != "[fillfactor=50]" {
-		t.Errorf("after Migrate from %d: version %d, messages options %v; want %d, [fillfactor=50]", from, version, options, SchemaVersion)
+	if version != SchemaVersion || fmt.Sprint(options) != "[fillfactor=50]" || fmt.Sprint(fifo) != "[f=true q=false]" {
+		t.Errorf("after Migrate from %d: version %d, messages options %v, subscriptions %v; want %d, [fillfactor=50], [f=true q=false]",
+			from, version, options, fifo, SchemaVersion)
 	}
 
 	tr, err := New(ctx, cfg)
@@ -83,6 +87,9 @@ VALUES ('q', 'leased', 'a', '', 1, now() + interval '100 milliseconds'), ('q', '
 	defer tr.Close()
 	if err := tr.Publish("t", message.NewMessage("new", []byte("c"))); err != nil {
 		t.Fatal(err)
+	}
+	if err := tr.Publish("tf", message.NewMessage("no group", []byte("d"))); !errors.Is(err, transport.ErrMissingGroupID) {
+		t.Errorf("publish without a group id to the FIFO queue subscribed before the migration: %v, want ErrMissingGroupID", err)
 	}
 	subCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
