@@ -334,7 +334,8 @@ func (t *Transport) Declare(ctx context.Context, q transport.Queue) error {
 			}
 		}
 		if len(q.Topics) > 0 {
-			if _, err := tx.Exec(ctx, t.q.insertSubscriptions, q.Name, q.Topics); err != nil {
+			// q.FIFO is the queue's: a declaration that differs was refused above.
+			if _, err := tx.Exec(ctx, t.q.insertSubscriptions, q.Name, q.Topics, q.FIFO); err != nil {
 				return classify("subscribe queue "+q.Name, err)
 			}
 		}

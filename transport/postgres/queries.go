@@ -48,8 +48,8 @@ UPDATE {{schema}}.queues
 SET visibility_timeout_us = $2, max_receive_count = $3, dead_letter_queue = $4, plain = false
 WHERE name = $1`),
 		insertSubscriptions: x(`
-INSERT INTO {{schema}}.subscriptions (topic, queue)
-SELECT t, $1 FROM unnest($2::text[]) AS t
+INSERT INTO {{schema}}.subscriptions (topic, queue, fifo)
+SELECT t, $1, $3 FROM unnest($2::text[]) AS t
 ON CONFLICT DO NOTHING`),
 		selectQueue: x(`
 SELECT fifo, visibility_timeout_us, max_receive_count, coalesce(dead_letter_queue, '')
@@ -63,11 +63,10 @@ FROM {{schema}}.queues WHERE name = $1`),
 		// rows are numbered in commit order.
 		lockGroups: x(`
 SELECT pg_advisory_xact_lock(k) FROM (
-	SELECT DISTINCT hashtextextended($3 || '/' || q.name || '/' || g, 0) AS k
+	SELECT DISTINCT hashtextextended($3 || '/' || s.queue || '/' || g, 0) AS k
 	FROM {{schema}}.subscriptions s
-	JOIN {{schema}}.queues q ON q.name = s.queue AND q.fifo
 	CROSS JOIN unnest($2::text[]) AS g
-	WHERE s.topic = $1 AND g IS NOT NULL
+	WHERE s.topic = $1 AND s.fifo AND g IS NOT NULL
 	ORDER BY k
 ) l`),
 		// insertMessages writes one row per (message, subscribed queue), in
@@ -78,9 +77,7 @@ SELECT pg_advisory_xact_lock(k) FROM (
 		// taken are not inserted.
 		insertMessages: x(`
 WITH subs AS (
-	SELECT q.name AS queue, q.fifo
-	FROM {{schema}}.subscriptions s JOIN {{schema}}.queues q ON q.name = s.queue
-	WHERE s.topic = $1
+	SELECT s.queue, s.fifo FROM {{schema}}.subscriptions s WHERE s.topic = $1
 ), input AS (
 	SELECT s.queue, m.uuid, m.payload, m.metadata,
 		CASE WHEN s.fifo THEN coalesce(m.group_id, {{schema}}.missing_group(s.queue, m.uuid)) END AS group_id,
@@ -117,21 +114,18 @@ SELECT s.queue, m.uuid, m.payload, m.metadata,
 	CASE WHEN s.fifo THEN {{schema}}.missing_group(s.queue, m.uuid) END,
 	now() + m.delay_us * interval '1 microsecond'
 FROM unnest($2::text[], $3::bytea[], $4::bytea[], $5::bigint[]) WITH ORDINALITY AS m(uuid, payload, metadata, delay_us, ord)
-CROSS JOIN (
-	SELECT q.name AS queue, q.fifo
-	FROM {{schema}}.subscriptions s JOIN {{schema}}.queues q ON q.name = s.queue
-	WHERE s.topic = $1
-) s
+CROSS JOIN {{schema}}.subscriptions s
+WHERE s.topic = $1
 ORDER BY m.ord, s.queue`),
 		// insertOne is insertUngrouped for a single message: its values as
 		// parameters instead of arrays, so the database neither unnests nor
 		// sorts (a publish of one message is the common call).
 		insertOne: x(`
 INSERT INTO {{schema}}.messages (queue, uuid, payload, metadata, group_id, visible_at)
-SELECT q.name, $2, $3, $4,
-	CASE WHEN q.fifo THEN {{schema}}.missing_group(q.name, $2) END,
+SELECT s.queue, $2, $3, $4,
+	CASE WHEN s.fifo THEN {{schema}}.missing_group(s.queue, $2) END,
 	now() + $5::bigint * interval '1 microsecond'
-FROM {{schema}}.subscriptions s JOIN {{schema}}.queues q ON q.name = s.queue
+FROM {{schema}}.subscriptions s
 WHERE s.topic = $1`),
 		notify: x(`
 SELECT pg_notify($2, queue)
