@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill/message"
@@ -111,6 +112,11 @@ type subscription struct {
 
 	feeders   sync.WaitGroup // pollers and adoptions that may still send to work
 	accepting bool           // adoptions are welcome; guarded by mu
+
+	// unacked counts held messages not yet acked or let go (received, in a
+	// handler or waiting for one): while there are some, the acker waits a
+	// little for their acks to fill its DeleteMessageBatch.
+	unacked atomic.Int64
 }
 
 type held struct {
@@ -134,8 +140,10 @@ func (s *subscription) run() {
 	cfg := s.t.cfg
 	pollers := pollers(cfg)
 	var workWG, ackWG sync.WaitGroup
+	batches := make(chan []*held)
+	ackWG.Go(func() { s.acker(batches) })
 	for range pollers {
-		ackWG.Go(s.acker)
+		ackWG.Go(func() { s.deleter(batches) })
 	}
 	for range cfg.Concurrency {
 		workWG.Go(s.worker)
@@ -355,6 +363,7 @@ func (s *subscription) units(msgs []sqstypes.Message, received time.Time) [][]*h
 	defer s.mu.Unlock()
 	var units [][]*held
 	groups := map[string]int{}
+	s.unacked.Add(int64(len(msgs)))
 	for _, m := range msgs {
 		h := &held{raw: m, received: received}
 		s.held[h] = struct{}{}
@@ -418,7 +427,7 @@ func (s *subscription) deliver(h *held) verdict {
 	select {
 	case <-msg.Acked():
 		cancel()
-		s.freeSlot(h) // the acker forgets h once deleted: until then the heartbeat keeps it invisible
+		s.freeSlot(h) // a deleter forgets h once deleted: until then the heartbeat keeps it invisible
 		s.acks <- h
 		return acked
 	case <-msg.Nacked():
@@ -508,6 +517,7 @@ func (s *subscription) forget(h *held) {
 	free := ok && !h.slotFreed
 	s.mu.Unlock()
 	if free {
+		s.unacked.Add(-1)
 		<-s.slots
 	}
 }
@@ -522,6 +532,7 @@ func (s *subscription) freeSlot(h *held) {
 	h.slotFreed = true
 	s.mu.Unlock()
 	if free {
+		s.unacked.Add(-1)
 		<-s.slots
 	}
 }
@@ -568,11 +579,24 @@ func redeliveryVisibility(h *held, delay time.Duration) time.Duration {
 	return max(0, min(d, left))
 }
 
-// acker gathers acks into DeleteMessageBatch calls: whatever arrived while
-// the previous call ran goes into the next one.
-func (s *subscription) acker() {
+// ackWait is how long the acker holds acks for more to fill a
+// DeleteMessageBatch while other messages are still out: a consumer that
+// handles one message at a time acks ten in one call, as a loop that
+// deletes each received batch once handled does. An acked message stays
+// held (heartbeated) until its delete, so waiting does not let it reappear.
+const ackWait = 20 * time.Millisecond
+
+// acker gathers acks into batches for the deleters: a batch goes when it is
+// full, when no other message is out (no ack is coming), or ackWait after
+// its first ack. While every deleter is busy, acks queue up for the next
+// batch.
+func (s *subscription) acker(batches chan<- []*held) {
+	defer close(batches)
+	timer := time.NewTimer(ackWait)
+	timer.Stop()
 	for h := range s.acks {
 		batch := []*held{h}
+		deadline := time.Now().Add(ackWait)
 	gather:
 		for len(batch) < maxBatch {
 			select {
@@ -581,10 +605,33 @@ func (s *subscription) acker() {
 					break gather
 				}
 				batch = append(batch, h)
+				continue
 			default:
+			}
+			wait := time.Until(deadline)
+			if s.unacked.Load() == 0 || wait <= 0 {
+				break
+			}
+			timer.Reset(wait)
+			select {
+			case h, ok := <-s.acks:
+				timer.Stop()
+				if !ok {
+					break gather
+				}
+				batch = append(batch, h)
+			case <-timer.C:
 				break gather
 			}
 		}
+		batches <- batch
+	}
+}
+
+// deleter deletes batches of acked messages (several run: one call at a
+// time each).
+func (s *subscription) deleter(batches <-chan []*held) {
+	for batch := range batches {
 		// Deletes outlive the subscription's context: an ack must not be lost
 		// to a shutdown.
 		ctx, cancel := context.WithTimeout(context.WithoutCancel(s.ctx), settleTimeout)
