@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -250,6 +251,19 @@ func (s *subscription) dispatch(msgs []sqstypes.Message, received time.Time) {
 	}
 }
 
+// What ReceiveMessage asks for (read only): every message attribute, and
+// the system attributes a delivered message's metadata takes; the group id
+// only on a FIFO queue, where messages are handled by group.
+var (
+	allMessageAttributes = []string{"All"}
+	systemAttributes     = []sqstypes.MessageSystemAttributeName{
+		sqstypes.MessageSystemAttributeNameApproximateReceiveCount,
+		sqstypes.MessageSystemAttributeNameDeadLetterQueueSourceArn,
+		sqstypes.MessageSystemAttributeNameSentTimestamp, // ce_time of a message without one
+	}
+	systemAttributesFIFO = append(slices.Clip(systemAttributes), sqstypes.MessageSystemAttributeNameMessageGroupId)
+)
+
 // receive calls ReceiveMessage for n messages. When the subscription stops
 // first, the call is not abandoned: SQS (and fauxqs) would still hand it
 // messages, counted as received and then invisible until their timeout.
@@ -260,18 +274,14 @@ func (s *subscription) receive(n int) (out *sqs.ReceiveMessageOutput, err error,
 	start := time.Now()
 	cfg := s.t.cfg
 	in := &sqs.ReceiveMessageInput{
-		QueueUrl:              &s.q.url,
-		MaxNumberOfMessages:   int32(n),
-		WaitTimeSeconds:       int32(cfg.WaitTime / time.Second),
-		MessageAttributeNames: []string{"All"},
-		MessageSystemAttributeNames: []sqstypes.MessageSystemAttributeName{
-			sqstypes.MessageSystemAttributeNameApproximateReceiveCount,
-			sqstypes.MessageSystemAttributeNameMessageGroupId,
-			sqstypes.MessageSystemAttributeNameDeadLetterQueueSourceArn,
-			sqstypes.MessageSystemAttributeNameSentTimestamp, // ce_time of a message without one
-		},
+		QueueUrl:                    &s.q.url,
+		MaxNumberOfMessages:         int32(n),
+		WaitTimeSeconds:             int32(cfg.WaitTime / time.Second),
+		MessageAttributeNames:       allMessageAttributes,
+		MessageSystemAttributeNames: systemAttributes,
 	}
 	if s.q.fifo {
+		in.MessageSystemAttributeNames = systemAttributesFIFO
 		// A response lost on the way (the SDK retries) would leave its
 		// messages in flight, and their groups blocked, until the visibility
 		// timeout; on a FIFO queue SQS answers a retry with the same attempt
