@@ -270,19 +270,36 @@ func BenchmarkPublish(b *testing.B) {
 // BenchmarkConsumeInterleaved compares eda's subscription with the optimal
 // SDK loop (optimalConsume) in alternating slices of the same run, so the
 // noise of a shared machine and emulator hits both: each slice declares
-// two fresh queues, fills both with the same messages (not timed), then
-// consumes one with eda and the other with the SDK loop, in turns (eda
-// first in even slices, the SDK loop first in odd ones). Both sides run
-// the same number of receive loops, 1 + (concurrency-1)/10, and the same
-// handlers; a side's time runs from its first receive to its last delete.
-// It reports msgs/s of each side, their ratio (eda/sdk), and the SQS calls
-// eda makes per message (receive, delete and visibility calls), beside the
-// loop's.
+// two fresh queues, fills both with the same interleaveSlice messages (not
+// timed), then consumes one with eda and the other with the SDK loop, in
+// turns (eda first in even slices, the SDK loop first in odd ones). Both
+// sides run the same number of receive loops, 1 + (concurrency-1)/10, and
+// the same handlers (one goroutine per message); a side's time runs from
+// its first receive to its last delete (eda's Subscribe, which looks the
+// queue up, is not timed).
+//
+// Fresh queues per slice keep the sides apart on fauxqs, which wakes every
+// ReceiveMessage waiting on a queue when a message arrives: eda's long
+// polls in flight when its subscription stops run on until WaitTime (their
+// messages would be adopted or released), and would otherwise take part
+// of the next slice; the queues are deleted after each slice, which ends
+// them.
+//
+// It reports msgs/s of each side, their ratio (eda/sdk: overall, and the
+// median of the slices' ratios), and per message of each side: the SQS
+// calls (ReceiveMessage, DeleteMessageBatch, ChangeMessageVisibilityBatch)
+// and the CPU time of this process and of the emulator's (from /proc, when
+// scripts/emulator.sh started it), during that side's slices. The
+// one-by-one runs of BenchmarkConsume are the second line.
 //
 // Against an emulator of its own (it floods the emulator):
 //
 //	EDA_EMULATOR_PORT=4582 scripts/emulator.sh up
-//	EDA_AWS_ENDPOINT=http://127.0.0.1:4582 go test -run '^$' -bench ConsumeInterleaved -benchtime 2000x -count 3 ./transport/aws/
+//	EDA_AWS_ENDPOINT=http://127.0.0.1:4582 go test -run '^$' -bench ConsumeInterleaved -benchtime 5000x -count 3 ./transport/aws/
+//	EDA_EMULATOR_PORT=4582 scripts/emulator.sh down
+//
+// go test -cpuprofile works on it: the two sides' goroutines carry the
+// label side=eda or side=sdk (go tool pprof -tagfocus side=eda).
 func BenchmarkConsumeInterleaved(b *testing.B) {
 	for _, work := range []time.Duration{0, time.Millisecond} {
 		for _, c := range []int{1, 32} {
