@@ -55,10 +55,11 @@ func (t *Transport) Subscribe(ctx context.Context, queue string) (<-chan *messag
 	}
 	subCtx, cancel := context.WithCancel(ctx)
 	s := &subscription{
-		t:   t,
-		q:   q,
-		ctx: subCtx,
-		out: make(chan *message.Message),
+		t:      t,
+		q:      q,
+		source: queueARN(t.cfg.Partition, t.cfg.AWS.Region, q.url),
+		ctx:    subCtx,
+		out:    make(chan *message.Message),
 		// Room for what handlers hold plus a batch per poller: pollers
 		// reserving whole batches cannot block each other.
 		slots: make(chan struct{}, t.cfg.Concurrency+pollers(t.cfg)*t.cfg.BatchSize),
@@ -113,6 +114,10 @@ type subscription struct {
 
 	feeders   sync.WaitGroup // pollers and adoptions that may still send to work
 	accepting bool           // adoptions are welcome; guarded by mu
+
+	// source is the CloudEvents source given to messages without one: the
+	// queue's ARN.
+	source string
 
 	// unacked counts held messages not yet acked or let go (received, in a
 	// handler or waiting for one): while there are some, the acker waits a
@@ -369,19 +374,29 @@ func (s *subscription) inject(msgs []sqstypes.Message, received time.Time) bool 
 // work: each message of a standard queue alone; on a FIFO queue, each
 // group's messages together, in order.
 func (s *subscription) units(msgs []sqstypes.Message, received time.Time) [][]*held {
+	// One allocation each for the batch's held messages, its units and the
+	// units' elements, not one per message.
+	hs := make([]held, len(msgs))
+	ptrs := make([]*held, len(msgs))
+	units := make([][]*held, 0, len(msgs))
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	var units [][]*held
-	groups := map[string]int{}
 	s.unacked.Add(int64(len(msgs)))
-	for _, m := range msgs {
-		h := &held{raw: m, received: received}
+	for i, m := range msgs {
+		hs[i] = held{raw: m, received: received}
+		h := &hs[i]
 		s.held[h] = struct{}{}
-		if !s.q.fifo {
-			units = append(units, []*held{h})
-			continue
+		ptrs[i] = h
+	}
+	if !s.q.fifo {
+		for i := range ptrs {
+			units = append(units, ptrs[i:i+1:i+1])
 		}
-		g := m.Attributes[string(sqstypes.MessageSystemAttributeNameMessageGroupId)]
+		return units
+	}
+	groups := map[string]int{}
+	for _, h := range ptrs {
+		g := h.raw.Attributes[string(sqstypes.MessageSystemAttributeNameMessageGroupId)]
 		if i, ok := groups[g]; ok {
 			units[i] = append(units[i], h)
 			continue
