@@ -31,11 +31,13 @@ const settleTimeout = 30 * time.Second
 // and a batch more per poller received ahead, and extends the visibility of every
 // held message while its handler runs (heartbeat), so a handler may run
 // longer than the visibility timeout. Ack deletes the message (acks are
-// gathered into DeleteMessageBatch calls); Nack makes it visible again at
-// once (ChangeMessageVisibility 0), or after its transport.RedeliveryDelay
-// (ChangeMessageVisibility of that many seconds, rounded up, at most what
-// SQS allows: 12 hours from the receive). Delivered messages carry
-// transport.MetadataReceiveCount (SQS ApproximateReceiveCount).
+// gathered into DeleteMessageBatch calls, waiting up to 20 ms for the acks
+// of messages still out, so that one-at-a-time handlers share a call);
+// Nack makes it visible again at once (ChangeMessageVisibility 0), or after
+// its transport.RedeliveryDelay (ChangeMessageVisibility of that many
+// seconds, rounded up, at most what SQS allows: 12 hours from the receive).
+// Delivered messages carry transport.MetadataReceiveCount (SQS
+// ApproximateReceiveCount).
 //
 // watermill-aws's SQS subscriber handles one message at a time, deletes one
 // by one and has no heartbeat; this one calls the SDK itself for those.
