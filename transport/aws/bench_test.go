@@ -229,6 +229,10 @@ func optimalConsume(b *testing.B, client *sqs.Client, url string, n, concurrency
 // router does: work, then ack.
 func consume(b *testing.B, ch <-chan *message.Message, n int, work time.Duration) {
 	b.Helper()
+	// One timer for the run, not one per message (time.After): the SDK
+	// loop it is compared with has none.
+	idle := time.NewTimer(30 * time.Second)
+	defer idle.Stop()
 	for range n {
 		select {
 		case m := <-ch:
@@ -238,7 +242,8 @@ func consume(b *testing.B, ch <-chan *message.Message, n int, work time.Duration
 				}
 				m.Ack()
 			}()
-		case <-time.After(30 * time.Second):
+			idle.Reset(30 * time.Second)
+		case <-idle.C:
 			b.Fatal("consume: nothing for 30s")
 		}
 	}
@@ -475,6 +480,8 @@ func sliceQueue(b *testing.B, tr *edaaws.Transport, n int) (name, url string) {
 func edaConsume(b *testing.B, ch <-chan *message.Message, cancel func(), n int, work time.Duration) {
 	b.Helper()
 	var handlers sync.WaitGroup
+	idle := time.NewTimer(30 * time.Second) // one for the run: the SDK loop has none
+	defer idle.Stop()
 	for range n {
 		select {
 		case m := <-ch:
@@ -484,7 +491,8 @@ func edaConsume(b *testing.B, ch <-chan *message.Message, cancel func(), n int, 
 				}
 				m.Ack()
 			})
-		case <-time.After(30 * time.Second):
+			idle.Reset(30 * time.Second)
+		case <-idle.C:
 			b.Fatal("consume: nothing for 30s")
 		}
 	}
