@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill/message"
@@ -125,6 +126,13 @@ type App struct {
 	// For health.go.
 	done     chan struct{}               // closed when Run returns
 	handlers map[string]*message.Handler // the router's by name, once Run has added them; guarded by mu
+
+	// one is a spare of the one-element slice a one-event Publish passes
+	// to the publisher, which would otherwise be allocated on every call
+	// (it escapes through the interface); concurrent publishes that find
+	// it taken allocate their own. A publisher does not keep the slice it
+	// is given after Publish returns.
+	one atomic.Pointer[[1]*message.Message]
 }
 
 type eventType struct {
@@ -400,7 +408,15 @@ func (a *App) Publish(ctx context.Context, events ...Event) error {
 				return err
 			}
 		}
-		return a.publish(topic, msg)
+		one := a.one.Swap(nil)
+		if one == nil {
+			one = new([1]*message.Message)
+		}
+		one[0] = msg
+		err = a.publish(topic, one[:]...)
+		one[0] = nil
+		a.one.Store(one)
+		return err
 	}
 	topics := make([]string, len(events))
 	msgs := make([]*message.Message, len(events))

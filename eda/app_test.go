@@ -155,3 +155,35 @@ func (p *recordingPublisher) Publish(topic string, msgs ...*message.Message) err
 }
 
 func (p *recordingPublisher) Close() error { return nil }
+
+// discardPublisher takes messages and does nothing with them.
+type discardPublisher struct{}
+
+func (discardPublisher) Publish(string, ...*message.Message) error { return nil }
+func (discardPublisher) Close() error                              { return nil }
+
+// Publishing one event allocates what encoding it into a message does and
+// nothing more (not the slice handed to the publisher).
+func TestPublishOneAllocatesOnlyTheMessage(t *testing.T) {
+	tr, err := memory.New(memory.Config{})
+	must(t, err)
+	defer tr.Close()
+	app, err := eda.New(eda.Config{Transport: tr, Publisher: discardPublisher{}})
+	must(t, err)
+	must(t, eda.Register[orderPlaced](app, "orders"))
+	ctx := context.Background()
+	var ev eda.Event = orderPlaced{"1"}
+	encode := testing.AllocsPerRun(100, func() {
+		if _, _, err := app.NewMessage(ctx, ev); err != nil {
+			t.Fatal(err)
+		}
+	})
+	publish := testing.AllocsPerRun(100, func() {
+		if err := app.Publish(ctx, ev); err != nil {
+			t.Fatal(err)
+		}
+	})
+	if publish > encode {
+		t.Errorf("Publish of one event: %v allocations, NewMessage alone %v", publish, encode)
+	}
+}

@@ -1,9 +1,15 @@
 package aws_test
 
 import (
+	"bytes"
 	"context"
 	"fmt"
+	"net/url"
+	"os"
+	"runtime/pprof"
+	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -13,8 +19,10 @@ import (
 	wmsqs "github.com/ThreeDotsLabs/watermill-aws/sqs"
 	"github.com/ThreeDotsLabs/watermill/message"
 	awssdk "github.com/aws/aws-sdk-go-v2/aws"
+	awsmw "github.com/aws/aws-sdk-go-v2/aws/middleware"
 	"github.com/aws/aws-sdk-go-v2/service/sqs"
 	sqstypes "github.com/aws/aws-sdk-go-v2/service/sqs/types"
+	smithymw "github.com/aws/smithy-go/middleware"
 
 	"github.com/edaproject/eda/transport"
 	edaaws "github.com/edaproject/eda/transport/aws"
@@ -221,6 +229,10 @@ func optimalConsume(b *testing.B, client *sqs.Client, url string, n, concurrency
 // router does: work, then ack.
 func consume(b *testing.B, ch <-chan *message.Message, n int, work time.Duration) {
 	b.Helper()
+	// One timer for the run, not one per message (time.After): the SDK
+	// loop it is compared with has none.
+	idle := time.NewTimer(30 * time.Second)
+	defer idle.Stop()
 	for range n {
 		select {
 		case m := <-ch:
@@ -230,7 +242,8 @@ func consume(b *testing.B, ch <-chan *message.Message, n int, work time.Duration
 				}
 				m.Ack()
 			}()
-		case <-time.After(30 * time.Second):
+			idle.Reset(30 * time.Second)
+		case <-idle.C:
 			b.Fatal("consume: nothing for 30s")
 		}
 	}
@@ -257,4 +270,264 @@ func BenchmarkPublish(b *testing.B) {
 			reportRate(b, b.N)
 		})
 	}
+}
+
+// BenchmarkConsumeInterleaved compares eda's subscription with the optimal
+// SDK loop (optimalConsume) in alternating slices of the same run, so the
+// noise of a shared machine and emulator hits both: each slice declares
+// two fresh queues, fills both with the same interleaveSlice messages (not
+// timed), then consumes one with eda and the other with the SDK loop, in
+// turns (eda first in even slices, the SDK loop first in odd ones). Both
+// sides run the same number of receive loops, 1 + (concurrency-1)/10, and
+// the same handlers (one goroutine per message); a side's time runs from
+// its first receive to its last delete (eda's Subscribe, which looks the
+// queue up, is not timed).
+//
+// Fresh queues per slice keep the sides apart on fauxqs, which wakes every
+// ReceiveMessage waiting on a queue when a message arrives: eda's long
+// polls in flight when its subscription stops run on until WaitTime (their
+// messages would be adopted or released), and would otherwise take part
+// of the next slice; the queues are deleted after each slice, which ends
+// them.
+//
+// It reports msgs/s of each side, their ratio (eda/sdk: overall, and the
+// median of the slices' ratios), and per message of each side: the SQS
+// calls (ReceiveMessage, DeleteMessageBatch, ChangeMessageVisibilityBatch)
+// and the CPU time of this process and of the emulator's (from /proc, when
+// scripts/emulator.sh started it), during that side's slices. The
+// one-by-one runs of BenchmarkConsume are the second line.
+//
+// Against an emulator of its own (it floods the emulator):
+//
+//	EDA_EMULATOR_PORT=4582 scripts/emulator.sh up
+//	EDA_AWS_ENDPOINT=http://127.0.0.1:4582 go test -run '^$' -bench ConsumeInterleaved -benchtime 5000x -count 3 ./transport/aws/
+//	EDA_EMULATOR_PORT=4582 scripts/emulator.sh down
+//
+// go test -cpuprofile works on it: the two sides' goroutines carry the
+// label side=eda or side=sdk (go tool pprof -tagfocus side=eda).
+func BenchmarkConsumeInterleaved(b *testing.B) {
+	for _, work := range []time.Duration{0, time.Millisecond} {
+		for _, c := range []int{1, 32} {
+			b.Run(fmt.Sprintf("work=%s/c=%d", work, c), func(b *testing.B) { benchInterleaved(b, work, c) })
+		}
+	}
+}
+
+// interleaveSlice is how many messages each side consumes per slice.
+const interleaveSlice = 250
+
+// side is what one side of an interleaved benchmark measured.
+type side struct {
+	calls          callCounter
+	n              int
+	wall           time.Duration
+	goCPU, emuCPU  time.Duration
+	emuCPUMeasured bool
+}
+
+// measure runs f (which consumes n messages) and adds its wall time, the
+// CPU time of this process and of the emulator's process (when its pid is
+// known) and its SQS calls.
+func (s *side) measure(b *testing.B, name string, emuPID, n int, f func()) time.Duration {
+	s.calls.on.Store(true)
+	goStart, emuStart := processCPU(os.Getpid()), processCPU(emuPID)
+	b.StartTimer()
+	start := time.Now()
+	// Goroutines started by f carry the label: a CPU profile tells the
+	// sides apart (go tool pprof -tagfocus side=eda).
+	pprof.Do(context.Background(), pprof.Labels("side", name), func(context.Context) { f() })
+	wall := time.Since(start)
+	b.StopTimer()
+	s.goCPU += processCPU(os.Getpid()) - goStart
+	if emuPID > 0 {
+		s.emuCPU += processCPU(emuPID) - emuStart
+		s.emuCPUMeasured = true
+	}
+	s.calls.on.Store(false)
+	s.wall += wall
+	s.n += n
+	return wall
+}
+
+func (s *side) report(b *testing.B, name string) {
+	b.ReportMetric(float64(s.n)/s.wall.Seconds(), name+"-msgs/s")
+	b.ReportMetric(float64(s.goCPU.Microseconds())/float64(s.n), name+"-go-cpu-us/msg")
+	if s.emuCPUMeasured {
+		b.ReportMetric(float64(s.emuCPU.Microseconds())/float64(s.n), name+"-emu-cpu-us/msg")
+	}
+	for _, op := range []string{"ReceiveMessage", "DeleteMessageBatch", "ChangeMessageVisibilityBatch"} {
+		b.ReportMetric(float64(s.calls.get(op))/float64(s.n), name+"-"+op+"/msg")
+	}
+}
+
+func benchInterleaved(b *testing.B, work time.Duration, concurrency int) {
+	const batch = 10
+	var eda, sdk side
+	cfg := testConfig(b)
+	cfg.Concurrency, cfg.BatchSize = concurrency, batch
+	cfg.AWS.APIOptions = append(cfg.AWS.APIOptions, eda.calls.middleware)
+	edaTr := newTransport(b, cfg)
+	sdkCfg := testConfig(b)
+	sdkCfg.AWS.APIOptions = append(sdkCfg.AWS.APIOptions, sdk.calls.middleware)
+	sdkTr := newTransport(b, sdkCfg)
+	emuPID := emulatorPID()
+	ctx := context.Background()
+
+	b.StopTimer()
+	var ratios []float64 // per slice: eda's rate over the SDK loop's
+	for slice := 0; eda.n < b.N; slice++ {
+		n := min(interleaveSlice, b.N-eda.n)
+		// Both queues are declared and filled by the same (uncounted) calls.
+		edaName, edaURL := sliceQueue(b, sdkTr, n)
+		_, sdkURL := sliceQueue(b, sdkTr, n)
+		var edaWall, sdkWall time.Duration
+		runEda := func() {
+			// Subscribe's one-time queue lookup is not counted: the SDK
+			// loop is given the URL.
+			pprof.Do(ctx, pprof.Labels("side", "eda"), func(ctx context.Context) {
+				subCtx, cancel := context.WithCancel(ctx)
+				defer cancel()
+				ch, err := edaTr.Subscribe(subCtx, edaName)
+				if err != nil {
+					b.Fatal(err)
+				}
+				edaWall = eda.measure(b, "eda", emuPID, n, func() { edaConsume(b, ch, cancel, n, work) })
+			})
+		}
+		runSDK := func() {
+			sdkWall = sdk.measure(b, "sdk", emuPID, n, func() { optimalConsume(b, sdkTr.SQS(), sdkURL, n, concurrency, batch, work) })
+		}
+		if slice%2 == 0 {
+			runEda()
+			runSDK()
+		} else {
+			runSDK()
+			runEda()
+		}
+		ratios = append(ratios, sdkWall.Seconds()/edaWall.Seconds())
+		if testing.Verbose() {
+			b.Logf("slice %d: eda %v, sdk %v", slice, edaWall, sdkWall)
+		}
+		for _, url := range []string{edaURL, sdkURL} {
+			if _, err := sdkTr.SQS().DeleteQueue(ctx, &sqs.DeleteQueueInput{QueueUrl: &url}); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+	eda.report(b, "eda")
+	sdk.report(b, "sdk")
+	b.ReportMetric((float64(eda.n)/eda.wall.Seconds())/(float64(sdk.n)/sdk.wall.Seconds()), "eda/sdk")
+	slices.Sort(ratios)
+	b.ReportMetric(ratios[len(ratios)/2], "eda/sdk-median")
+	b.ReportMetric(0, "ns/op") // the time of both sides: the rates above are what counts
+}
+
+// processCPU is the user and system CPU time of a process so far (0 when
+// it cannot be read).
+func processCPU(pid int) time.Duration {
+	if pid <= 0 {
+		return 0
+	}
+	stat, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return 0
+	}
+	// The fields after the command's closing parenthesis: utime and stime
+	// are the 12th and 13th, in clock ticks (100 a second on Linux).
+	fields := strings.Fields(string(stat[bytes.LastIndexByte(stat, ')')+1:]))
+	if len(fields) < 13 {
+		return 0
+	}
+	utime, _ := strconv.ParseInt(fields[11], 10, 64)
+	stime, _ := strconv.ParseInt(fields[12], 10, 64)
+	return time.Duration(utime+stime) * 10 * time.Millisecond
+}
+
+// emulatorPID is the pid of the emulator at EDA_AWS_ENDPOINT when
+// scripts/emulator.sh started it (its pid file), else 0.
+func emulatorPID() int {
+	u, err := url.Parse(endpoint())
+	if err != nil {
+		return 0
+	}
+	pid, err := os.ReadFile("../../.tools/emulator/fauxqs." + u.Port() + ".pid")
+	if err != nil {
+		return 0
+	}
+	n, _ := strconv.Atoi(strings.TrimSpace(string(pid)))
+	return n
+}
+
+// sliceQueue declares a fresh queue and fills it with n messages.
+func sliceQueue(b *testing.B, tr *edaaws.Transport, n int) (name, url string) {
+	b.Helper()
+	ctx := context.Background()
+	name = uniq("bench")
+	if err := tr.Declare(ctx, transport.Queue{Name: name, VisibilityTimeout: 30 * time.Second}); err != nil {
+		b.Fatal(err)
+	}
+	out, err := tr.SQS().GetQueueUrl(ctx, &sqs.GetQueueUrlInput{QueueName: &name})
+	if err != nil {
+		b.Fatal(err)
+	}
+	fillQueue(b, tr.SQS(), *out.QueueUrl, n)
+	return name, *out.QueueUrl
+}
+
+// edaConsume handles n messages of a subscription (each in its own
+// goroutine, as the Watermill router does), stops it and returns once the
+// last delete is done (the channel closes after the acker's deletes).
+func edaConsume(b *testing.B, ch <-chan *message.Message, cancel func(), n int, work time.Duration) {
+	b.Helper()
+	var handlers sync.WaitGroup
+	idle := time.NewTimer(30 * time.Second) // one for the run: the SDK loop has none
+	defer idle.Stop()
+	for range n {
+		select {
+		case m := <-ch:
+			handlers.Go(func() {
+				if work > 0 {
+					time.Sleep(work)
+				}
+				m.Ack()
+			})
+			idle.Reset(30 * time.Second)
+		case <-idle.C:
+			b.Fatal("consume: nothing for 30s")
+		}
+	}
+	handlers.Wait()
+	cancel()
+	for range ch {
+		b.Error("a message after the last")
+	}
+}
+
+// callCounter counts SDK calls by operation while on.
+type callCounter struct {
+	on     atomic.Bool
+	mu     sync.Mutex
+	counts map[string]int
+}
+
+func (c *callCounter) middleware(stack *smithymw.Stack) error {
+	return stack.Initialize.Add(smithymw.InitializeMiddlewareFunc("benchCount",
+		func(ctx context.Context, in smithymw.InitializeInput, next smithymw.InitializeHandler) (smithymw.InitializeOutput, smithymw.Metadata, error) {
+			if c.on.Load() {
+				op := awsmw.GetOperationName(ctx)
+				c.mu.Lock()
+				if c.counts == nil {
+					c.counts = map[string]int{}
+				}
+				c.counts[op]++
+				c.mu.Unlock()
+			}
+			return next.HandleInitialize(ctx, in)
+		}), smithymw.After)
+}
+
+func (c *callCounter) get(op string) int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.counts[op]
 }

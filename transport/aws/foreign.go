@@ -43,7 +43,7 @@ func (s *subscription) defaultEnvelope(msg *message.Message, raw sqstypes.Messag
 		md[metadataSpecVersion] = specVersion
 	}
 	if md.Get(metadataSource) == "" {
-		md[metadataSource] = queueARN(s.t.cfg.Partition, s.t.cfg.AWS.Region, s.q.url)
+		md[metadataSource] = s.source
 	}
 	if md.Get(metadataTime) == "" {
 		ms, err := strconv.ParseInt(raw.Attributes[string(sqstypes.MessageSystemAttributeNameSentTimestamp)], 10, 64)

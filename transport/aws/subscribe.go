@@ -4,9 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill/message"
@@ -29,11 +31,13 @@ const settleTimeout = 30 * time.Second
 // and a batch more per poller received ahead, and extends the visibility of every
 // held message while its handler runs (heartbeat), so a handler may run
 // longer than the visibility timeout. Ack deletes the message (acks are
-// gathered into DeleteMessageBatch calls); Nack makes it visible again at
-// once (ChangeMessageVisibility 0), or after its transport.RedeliveryDelay
-// (ChangeMessageVisibility of that many seconds, rounded up, at most what
-// SQS allows: 12 hours from the receive). Delivered messages carry
-// transport.MetadataReceiveCount (SQS ApproximateReceiveCount).
+// gathered into DeleteMessageBatch calls, waiting up to 20 ms for the acks
+// of messages still out, so that one-at-a-time handlers share a call);
+// Nack makes it visible again at once (ChangeMessageVisibility 0), or after
+// its transport.RedeliveryDelay (ChangeMessageVisibility of that many
+// seconds, rounded up, at most what SQS allows: 12 hours from the receive).
+// Delivered messages carry transport.MetadataReceiveCount (SQS
+// ApproximateReceiveCount).
 //
 // watermill-aws's SQS subscriber handles one message at a time, deletes one
 // by one and has no heartbeat; this one calls the SDK itself for those.
@@ -53,10 +57,11 @@ func (t *Transport) Subscribe(ctx context.Context, queue string) (<-chan *messag
 	}
 	subCtx, cancel := context.WithCancel(ctx)
 	s := &subscription{
-		t:   t,
-		q:   q,
-		ctx: subCtx,
-		out: make(chan *message.Message),
+		t:      t,
+		q:      q,
+		source: queueARN(t.cfg.Partition, t.cfg.AWS.Region, q.url),
+		ctx:    subCtx,
+		out:    make(chan *message.Message),
 		// Room for what handlers hold plus a batch per poller: pollers
 		// reserving whole batches cannot block each other.
 		slots: make(chan struct{}, t.cfg.Concurrency+pollers(t.cfg)*t.cfg.BatchSize),
@@ -111,6 +116,15 @@ type subscription struct {
 
 	feeders   sync.WaitGroup // pollers and adoptions that may still send to work
 	accepting bool           // adoptions are welcome; guarded by mu
+
+	// source is the CloudEvents source given to messages without one: the
+	// queue's ARN.
+	source string
+
+	// unacked counts held messages not yet acked or let go (received, in a
+	// handler or waiting for one): while there are some, the acker waits a
+	// little for their acks to fill its DeleteMessageBatch.
+	unacked atomic.Int64
 }
 
 type held struct {
@@ -134,8 +148,10 @@ func (s *subscription) run() {
 	cfg := s.t.cfg
 	pollers := pollers(cfg)
 	var workWG, ackWG sync.WaitGroup
+	batches := make(chan []*held)
+	ackWG.Go(func() { s.acker(batches) })
 	for range pollers {
-		ackWG.Go(s.acker)
+		ackWG.Go(func() { s.deleter(batches) })
 	}
 	for range cfg.Concurrency {
 		workWG.Go(s.worker)
@@ -242,6 +258,19 @@ func (s *subscription) dispatch(msgs []sqstypes.Message, received time.Time) {
 	}
 }
 
+// What ReceiveMessage asks for (read only): every message attribute, and
+// the system attributes a delivered message's metadata takes; the group id
+// only on a FIFO queue, where messages are handled by group.
+var (
+	allMessageAttributes = []string{"All"}
+	systemAttributes     = []sqstypes.MessageSystemAttributeName{
+		sqstypes.MessageSystemAttributeNameApproximateReceiveCount,
+		sqstypes.MessageSystemAttributeNameDeadLetterQueueSourceArn,
+		sqstypes.MessageSystemAttributeNameSentTimestamp, // ce_time of a message without one
+	}
+	systemAttributesFIFO = append(slices.Clip(systemAttributes), sqstypes.MessageSystemAttributeNameMessageGroupId)
+)
+
 // receive calls ReceiveMessage for n messages. When the subscription stops
 // first, the call is not abandoned: SQS (and fauxqs) would still hand it
 // messages, counted as received and then invisible until their timeout.
@@ -252,18 +281,14 @@ func (s *subscription) receive(n int) (out *sqs.ReceiveMessageOutput, err error,
 	start := time.Now()
 	cfg := s.t.cfg
 	in := &sqs.ReceiveMessageInput{
-		QueueUrl:              &s.q.url,
-		MaxNumberOfMessages:   int32(n),
-		WaitTimeSeconds:       int32(cfg.WaitTime / time.Second),
-		MessageAttributeNames: []string{"All"},
-		MessageSystemAttributeNames: []sqstypes.MessageSystemAttributeName{
-			sqstypes.MessageSystemAttributeNameApproximateReceiveCount,
-			sqstypes.MessageSystemAttributeNameMessageGroupId,
-			sqstypes.MessageSystemAttributeNameDeadLetterQueueSourceArn,
-			sqstypes.MessageSystemAttributeNameSentTimestamp, // ce_time of a message without one
-		},
+		QueueUrl:                    &s.q.url,
+		MaxNumberOfMessages:         int32(n),
+		WaitTimeSeconds:             int32(cfg.WaitTime / time.Second),
+		MessageAttributeNames:       allMessageAttributes,
+		MessageSystemAttributeNames: systemAttributes,
 	}
 	if s.q.fifo {
+		in.MessageSystemAttributeNames = systemAttributesFIFO
 		// A response lost on the way (the SDK retries) would leave its
 		// messages in flight, and their groups blocked, until the visibility
 		// timeout; on a FIFO queue SQS answers a retry with the same attempt
@@ -351,18 +376,29 @@ func (s *subscription) inject(msgs []sqstypes.Message, received time.Time) bool 
 // work: each message of a standard queue alone; on a FIFO queue, each
 // group's messages together, in order.
 func (s *subscription) units(msgs []sqstypes.Message, received time.Time) [][]*held {
+	// One allocation each for the batch's held messages, its units and the
+	// units' elements, not one per message.
+	hs := make([]held, len(msgs))
+	ptrs := make([]*held, len(msgs))
+	units := make([][]*held, 0, len(msgs))
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	var units [][]*held
-	groups := map[string]int{}
-	for _, m := range msgs {
-		h := &held{raw: m, received: received}
+	s.unacked.Add(int64(len(msgs)))
+	for i, m := range msgs {
+		hs[i] = held{raw: m, received: received}
+		h := &hs[i]
 		s.held[h] = struct{}{}
-		if !s.q.fifo {
-			units = append(units, []*held{h})
-			continue
+		ptrs[i] = h
+	}
+	if !s.q.fifo {
+		for i := range ptrs {
+			units = append(units, ptrs[i:i+1:i+1])
 		}
-		g := m.Attributes[string(sqstypes.MessageSystemAttributeNameMessageGroupId)]
+		return units
+	}
+	groups := map[string]int{}
+	for _, h := range ptrs {
+		g := h.raw.Attributes[string(sqstypes.MessageSystemAttributeNameMessageGroupId)]
 		if i, ok := groups[g]; ok {
 			units[i] = append(units[i], h)
 			continue
@@ -418,7 +454,7 @@ func (s *subscription) deliver(h *held) verdict {
 	select {
 	case <-msg.Acked():
 		cancel()
-		s.freeSlot(h) // the acker forgets h once deleted: until then the heartbeat keeps it invisible
+		s.freeSlot(h) // a deleter forgets h once deleted: until then the heartbeat keeps it invisible
 		s.acks <- h
 		return acked
 	case <-msg.Nacked():
@@ -508,6 +544,7 @@ func (s *subscription) forget(h *held) {
 	free := ok && !h.slotFreed
 	s.mu.Unlock()
 	if free {
+		s.unacked.Add(-1)
 		<-s.slots
 	}
 }
@@ -522,6 +559,7 @@ func (s *subscription) freeSlot(h *held) {
 	h.slotFreed = true
 	s.mu.Unlock()
 	if free {
+		s.unacked.Add(-1)
 		<-s.slots
 	}
 }
@@ -568,11 +606,24 @@ func redeliveryVisibility(h *held, delay time.Duration) time.Duration {
 	return max(0, min(d, left))
 }
 
-// acker gathers acks into DeleteMessageBatch calls: whatever arrived while
-// the previous call ran goes into the next one.
-func (s *subscription) acker() {
+// ackWait is how long the acker holds acks for more to fill a
+// DeleteMessageBatch while other messages are still out: a consumer that
+// handles one message at a time acks ten in one call, as a loop that
+// deletes each received batch once handled does. An acked message stays
+// held (heartbeated) until its delete, so waiting does not let it reappear.
+const ackWait = 20 * time.Millisecond
+
+// acker gathers acks into batches for the deleters: a batch goes when it is
+// full, when no other message is out (no ack is coming), or ackWait after
+// its first ack. While every deleter is busy, acks queue up for the next
+// batch.
+func (s *subscription) acker(batches chan<- []*held) {
+	defer close(batches)
+	timer := time.NewTimer(ackWait)
+	timer.Stop()
 	for h := range s.acks {
 		batch := []*held{h}
+		deadline := time.Now().Add(ackWait)
 	gather:
 		for len(batch) < maxBatch {
 			select {
@@ -581,10 +632,33 @@ func (s *subscription) acker() {
 					break gather
 				}
 				batch = append(batch, h)
+				continue
 			default:
+			}
+			wait := time.Until(deadline)
+			if s.unacked.Load() == 0 || wait <= 0 {
+				break
+			}
+			timer.Reset(wait)
+			select {
+			case h, ok := <-s.acks:
+				timer.Stop()
+				if !ok {
+					break gather
+				}
+				batch = append(batch, h)
+			case <-timer.C:
 				break gather
 			}
 		}
+		batches <- batch
+	}
+}
+
+// deleter deletes batches of acked messages (several run: one call at a
+// time each).
+func (s *subscription) deleter(batches <-chan []*held) {
+	for batch := range batches {
 		// Deletes outlive the subscription's context: an ack must not be lost
 		// to a shutdown.
 		ctx, cancel := context.WithTimeout(context.WithoutCancel(s.ctx), settleTimeout)
