@@ -70,7 +70,7 @@ bench-e2e:
 	scripts/postgres.sh
 	scripts/emulator.sh up
 	@mkdir -p bench
-	$(GO) run ./cmd/e2ebench -rates 50,100,150,200,300,400,600,800 -step 15s -drain 30s | tee bench/e2e.txt
+	$(GO) run ./cmd/e2ebench -rates 50,100,150,200,250,300,350,400,500,600,700,800 -step 15s -drain 30s | tee bench/e2e.txt
 
 # The same, short (~1 min): CI runs it to keep the benchmark working.
 bench-e2e-short:

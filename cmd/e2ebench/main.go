@@ -84,7 +84,7 @@ func main() {
 	flag.DurationVar(&c.p99Bound, "p99-bound", time.Second, "a sustained step's p99 latency bound")
 	flag.IntVar(&c.concurrency, "concurrency", 16, "messages in flight per queue, in both builds")
 	flag.IntVar(&c.stockWorkers, "stock-workers", 2, "stock build: watermill-aws receive workers (ConsumeWorkers) per queue")
-	flag.StringVar(&c.stockSchema, "stock-schema", "queue", "stock build: watermill-sql schema of the outbox, queue (PostgreSQLQueueSchema) or default (DefaultPostgreSQLSchema)")
+	flag.StringVar(&c.stockSchema, "stock-schema", "default", "stock build: watermill-sql schema of the outbox, queue (PostgreSQLQueueSchema) or default (DefaultPostgreSQLSchema)")
 	flag.DurationVar(&c.relayPoll, "relay-poll", 0, "eda outbox relay PollInterval (0: its default)")
 	flag.IntVar(&c.relayWorkers, "relay-workers", 1, "eda outbox relay workers")
 	flag.IntVar(&c.retries, "retries", 1, "times a step that is not sustained is run again before the build stops (the machine is shared: a stall elsewhere can sink one step)")
