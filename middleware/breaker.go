@@ -142,6 +142,9 @@ func (b *breaker) middleware(h message.HandlerFunc) message.HandlerFunc {
 		if !c.isOpen() { // the path of nearly every message
 			out, err := h(msg)
 			if err == nil || !b.cfg.Unavailable(err) {
+				if c.isOpen() { // opened by another message meanwhile: this call got through
+					c.reached()
+				}
 				return out, err
 			}
 			msg.SetContext(ctx)
