@@ -2,16 +2,12 @@ package postgres
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
-	"os"
 	"testing"
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill/message"
-	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/edaproject/eda/transport"
 )
@@ -30,22 +26,7 @@ func TestMigrateFromOlderVersions(t *testing.T) {
 
 func testMigrateFrom(t *testing.T, from int) {
 	ctx := context.Background()
-	dsn := os.Getenv("EDA_TEST_POSTGRES_DSN")
-	if dsn == "" {
-		dsn = "postgres://postgres@127.0.0.1:5432/test?sslmode=disable"
-	}
-	pool, err := pgxpool.New(ctx, dsn)
-	if err == nil {
-		err = pool.Ping(ctx)
-	}
-	if err != nil {
-		t.Fatalf("Postgres at %s is not reachable (%v); start it with: pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start", dsn, err)
-	}
-	defer pool.Close()
-	b := make([]byte, 4)
-	_, _ = rand.Read(b)
-	schema := "eda_pgtest_migrate_" + hex.EncodeToString(b)
-	defer pool.Exec(context.WithoutCancel(ctx), "DROP SCHEMA IF EXISTS "+schema+" CASCADE")
+	pool, schema := internalSchema(t, "eda_pgtest_migrate_")
 
 	// The schema as that version's Migrate left it, with two messages
 	// written the way that version's code wrote them.

@@ -25,22 +25,7 @@ var queueFilter = regexp.MustCompile(`Filter: .*queue = `)
 // This checks the plans on a table of 20,000 rows with generic plans forced.
 func TestQueryPlansUseIndexes(t *testing.T) {
 	ctx := context.Background()
-	dsn := os.Getenv("EDA_TEST_POSTGRES_DSN")
-	if dsn == "" {
-		dsn = "postgres://postgres@127.0.0.1:5432/test?sslmode=disable"
-	}
-	pool, err := pgxpool.New(ctx, dsn)
-	if err == nil {
-		err = pool.Ping(ctx)
-	}
-	if err != nil {
-		t.Fatalf("Postgres at %s is not reachable (%v); start it with: pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start", dsn, err)
-	}
-	defer pool.Close()
-	b := make([]byte, 4)
-	_, _ = rand.Read(b)
-	schema := "eda_pgtest_plan_" + hex.EncodeToString(b)
-	defer pool.Exec(context.WithoutCancel(ctx), "DROP SCHEMA IF EXISTS "+schema+" CASCADE")
+	pool, schema := internalSchema(t, "eda_pgtest_plan_")
 	cfg := Config{Pool: pool, Schema: schema}
 	if err := Migrate(ctx, cfg); err != nil {
 		t.Fatal(err)
@@ -124,4 +109,31 @@ ANALYZE {{schema}}.messages;`, schema)
 			t.Errorf("%s: the generic plan sorts the queue's rows instead of reading the index in order:\n%s", tc.name, plan)
 		}
 	}
+}
+
+// internalSchema returns a pool on the test database and a fresh schema
+// name starting with prefix; the schema is dropped and the pool closed when
+// the test ends.
+func internalSchema(t *testing.T, prefix string) (*pgxpool.Pool, string) {
+	t.Helper()
+	ctx := context.Background()
+	dsn := os.Getenv("EDA_TEST_POSTGRES_DSN")
+	if dsn == "" {
+		dsn = "postgres://postgres@127.0.0.1:5432/test?sslmode=disable"
+	}
+	pool, err := pgxpool.New(ctx, dsn)
+	if err == nil {
+		err = pool.Ping(ctx)
+	}
+	if err != nil {
+		t.Fatalf("Postgres at %s is not reachable (%v); start it with: pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start", dsn, err)
+	}
+	b := make([]byte, 4)
+	_, _ = rand.Read(b)
+	schema := prefix + hex.EncodeToString(b)
+	t.Cleanup(func() {
+		_, _ = pool.Exec(context.Background(), "DROP SCHEMA IF EXISTS "+schema+" CASCADE")
+		pool.Close()
+	})
+	return pool, schema
 }
