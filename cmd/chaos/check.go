@@ -219,12 +219,16 @@ func (p *phase) check(ctx context.Context, res *result, quiet bool, why string) 
 
 	// Outbox.
 	var open, failed int
-	if err := p.admin.QueryRow(ctx, `SELECT count(*) FILTER (WHERE state = 0), count(*) FILTER (WHERE state = 2) FROM `+outboxTable).Scan(&open, &failed); err != nil {
+	if err := p.admin.QueryRow(ctx, `SELECT (SELECT count(*) FROM `+outboxTable+`) + (SELECT count(*) FROM `+outboxTable+`_scheduled)
+		+ (SELECT count(*) FROM `+outboxTable+`_held WHERE state = 0), (SELECT count(*) FROM `+outboxTable+`_held WHERE state = 2)`).Scan(&open, &failed); err != nil {
 		return err
 	}
 	if open+failed > 0 {
 		var ids []string
-		_ = p.collect(ctx, `SELECT coalesce(convert_from(payload, 'UTF8')::jsonb->>'order_id', event_id) || ' (' || last_error || ')' FROM `+outboxTable+` WHERE state IN (0, 2) LIMIT 50`, &ids)
+		_ = p.collect(ctx, `SELECT coalesce(convert_from(payload, 'UTF8')::jsonb->>'order_id', event_id) || ' (' || last_error || ')' FROM (
+			SELECT payload, event_id, '' AS last_error FROM `+outboxTable+`
+			UNION ALL SELECT payload, event_id, last_error FROM `+outboxTable+`_scheduled
+			UNION ALL SELECT payload, event_id, last_error FROM `+outboxTable+`_held) r LIMIT 50`, &ids)
 		c.fail(invOutbox, fmt.Sprintf("%d outbox records pending, %d failed", open, failed), ids...)
 	}
 
@@ -380,7 +384,9 @@ func (p *phase) readOrders(ctx context.Context) (map[string]*dbOrder, error) {
 			SELECT convert_from(payload, 'UTF8')::jsonb->>'order_id' AS order_id,
 				count(*) FILTER (WHERE topic = $1) AS created,
 				count(*) FILTER (WHERE topic = $2) AS stock
-			FROM `+outboxTable+` GROUP BY 1) e ON e.order_id = o.id`,
+			FROM (SELECT payload, topic FROM `+outboxTable+` UNION ALL SELECT payload, topic FROM `+outboxTable+`_scheduled
+				UNION ALL SELECT payload, topic FROM `+outboxTable+`_held UNION ALL SELECT payload, topic FROM `+outboxTable+`_done) r
+			GROUP BY 1) e ON e.order_id = o.id`,
 		p.prefix+topicOrders, p.prefix+"inventory-events")
 	if err != nil {
 		return nil, fmt.Errorf("read orders: %w", err)

@@ -256,8 +256,8 @@ func (p *phase) injectPoison(n int) error {
 func (p *phase) duplicate(ctx context.Context, n int) (int, error) {
 	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
 	defer cancel()
-	rows, err := p.admin.Query(ctx, `SELECT event_id, topic, payload, metadata FROM `+outboxTable+`
-		WHERE state = 1 AND id > (SELECT coalesce(max(id), 0) FROM `+outboxTable+`) - 2000
+	rows, err := p.admin.Query(ctx, `SELECT event_id, topic, payload, metadata FROM (
+		SELECT event_id, topic, payload, metadata FROM `+outboxTable+`_done WHERE state = 1 ORDER BY published_at DESC LIMIT 2000) r
 		ORDER BY random() LIMIT $1`, n)
 	if err != nil {
 		return 0, err
@@ -495,7 +495,7 @@ func (p *phase) busy(ctx context.Context) string {
 	err := p.admin.QueryRow(ctx, `SELECT
 		(SELECT count(*) FROM orders WHERE status = 'pending'),
 		(SELECT count(*) FROM orders o WHERE NOT EXISTS (SELECT 1 FROM notifications n WHERE n.order_id = o.id)),
-		(SELECT count(*) FROM `+outboxTable+` WHERE state IN (0, 2))`).Scan(&pending, &unnotified, &outboxOpen)
+		(SELECT count(*) FROM `+outboxTable+`) + (SELECT count(*) FROM `+outboxTable+`_scheduled) + (SELECT count(*) FROM `+outboxTable+`_held)`).Scan(&pending, &unnotified, &outboxOpen)
 	if err != nil {
 		return "database: " + err.Error()
 	}

@@ -524,7 +524,7 @@ func (b *bench) writes(ctx context.Context, stNoNotify *pgxstore.Store) error {
 		fmt.Fprintf(b.c.out, "Store.Queue (DisableNotify) / floor %.2fx tx/s\n", qq.perSec/f.perSec)
 	}
 	// Leave the outbox tables empty for the next phases.
-	_, err := b.pool.Exec(ctx, "TRUNCATE "+b.store.Table()+`, orders, order_lines, order_lines_wide, watermill_forwarder, watermill_forwarder_queue`)
+	_, err := b.pool.Exec(ctx, "TRUNCATE "+strings.Join(b.store.Tables(), ", ")+`, orders, order_lines, order_lines_wide, watermill_forwarder, watermill_forwarder_queue`)
 	return err
 }
 
@@ -715,7 +715,7 @@ func (b *bench) claims(ctx context.Context) error {
 		if err := st.Migrate(ctx); err != nil {
 			return err
 		}
-		defer b.pool.Exec(context.WithoutCancel(ctx), "DROP TABLE "+st.Table()+", "+st.Table()+"_migrations")
+		defer b.pool.Exec(context.WithoutCancel(ctx), "DROP TABLE "+strings.Join(st.Tables(), ", ")+", "+st.Table()+"_migrations")
 		sd.st, sd.sink = st, newSink(pending)
 		t0 := time.Now()
 		if err := b.fillPublished(ctx, st, sd.published); err != nil {
@@ -774,10 +774,10 @@ func (b *bench) claims(ctx context.Context) error {
 	// A pending backlog that the statistics do not know of (analyzed while
 	// the table was empty, as after a drain): claims at the head of an
 	// outage's backlog.
-	if _, err := b.pool.Exec(ctx, "TRUNCATE "+b.store.Table()); err != nil {
+	if _, err := b.pool.Exec(ctx, "TRUNCATE "+strings.Join(b.store.Tables(), ", ")); err != nil {
 		return err
 	}
-	if _, err := b.pool.Exec(ctx, "VACUUM ANALYZE "+b.store.Table()); err != nil {
+	if _, err := b.pool.Exec(ctx, "VACUUM ANALYZE "+strings.Join(b.store.Tables(), ", ")); err != nil {
 		return err
 	}
 	t0 := time.Now()
@@ -800,11 +800,12 @@ func (b *bench) claims(ctx context.Context) error {
 	return nil
 }
 
-// fillPublished writes n published rows into st's table in one statement.
+// fillPublished writes n published rows into st's done table in one
+// statement.
 func (b *bench) fillPublished(ctx context.Context, st *pgxstore.Store, n int) error {
-	_, err := b.pool.Exec(ctx, `INSERT INTO `+st.Table()+` (event_id, topic, payload, metadata, ordering_key, state, published_at, created_at)
-		SELECT gen_random_uuid()::text, 'orders', '{"order_id":1}'::bytea, '{"ce_type":"bench.order_placed"}'::jsonb, 'customer-' || (g % 500), 1, now(), now()
-		FROM generate_series(1, $1) g`, n)
+	_, err := b.pool.Exec(ctx, `INSERT INTO `+st.Table()+`_done (id, event_id, topic, payload, metadata, ordering_key, dedup_id, created_at, state, attempts, last_error, published_at)
+		SELECT nextval(pg_get_serial_sequence($2, 'id')), gen_random_uuid()::text, 'orders', '{"order_id":1}'::bytea, '{"ce_type":"bench.order_placed"}'::jsonb, 'customer-' || (g % 500), '', now(), 1, 1, '', now()
+		FROM generate_series(1, $1) g`, n, st.Table())
 	return err
 }
 
@@ -876,7 +877,7 @@ func (b *bench) sns(ctx context.Context) error {
 	arn := "arn:aws:sns:" + awsCfg.Region + ":" + account + ":" + topic
 	relay := func(workers, batch int) func(context.Context, int) (time.Duration, error) {
 		return func(ctx context.Context, n int) (time.Duration, error) {
-			if _, err := b.pool.Exec(ctx, "TRUNCATE "+b.store.Table()); err != nil {
+			if _, err := b.pool.Exec(ctx, "TRUNCATE "+strings.Join(b.store.Tables(), ", ")); err != nil {
 				return 0, err
 			}
 			if err := b.fillEda(ctx, n, topic); err != nil {

@@ -45,7 +45,7 @@ func TestDeletePublished(t *testing.T) {
 	sink.WaitFor(t, 10*time.Second, "the healthy event", func(ds []outboxtest.Delivery) bool { return len(ds) == 1 })
 	var rows, failed int
 	if !poll.Until(10*time.Second, func() bool {
-		if err := pool.QueryRow(ctx, "SELECT count(*), count(*) FILTER (WHERE state = 2) FROM "+st.Table()).Scan(&rows, &failed); err != nil {
+		if err := pool.QueryRow(ctx, "SELECT (SELECT count(*) FROM "+st.Table()+") + (SELECT count(*) FROM "+st.Table()+"_done) + (SELECT count(*) FROM "+st.Table()+"_held), (SELECT count(*) FROM "+st.Table()+"_held WHERE state = 2)").Scan(&rows, &failed); err != nil {
 			t.Fatal(err)
 		}
 		return rows == 1 && failed == 1 // the published row is gone, the failed one kept
@@ -132,7 +132,7 @@ func TestWriteSQL(t *testing.T) {
 // deliver_at) are still published, in key order; delayed events can be
 // written after it.
 func TestMigrateFromOlderVersions(t *testing.T) {
-	for _, from := range []int{1, 2} {
+	for _, from := range []int{1, 2, 3} {
 		t.Run(fmt.Sprintf("v%d", from), func(t *testing.T) { testMigrateFrom(t, from) })
 	}
 }
@@ -180,11 +180,14 @@ func testMigrateFrom(t *testing.T, from int) {
 	var checks int
 	table := st.Table()[strings.Index(st.Table(), ".")+1:]
 	if err := pool.QueryRow(ctx, `SELECT (SELECT max(version) FROM `+mt+`),
-		(SELECT array_agg(indexname ORDER BY indexname) FROM pg_indexes WHERE schemaname || '.' || tablename = $1),
+		(SELECT array_agg(indexname ORDER BY indexname) FROM pg_indexes WHERE schemaname || '.' || tablename LIKE $1 || '%'),
 		(SELECT count(*) FROM pg_constraint WHERE conrelid = $1::regclass AND contype = 'c')`, st.Table()).Scan(&version, &indexes, &checks); err != nil {
 		t.Fatal(err)
 	}
-	want := []string{table + "_done", table + "_key_blocked", table + "_pending", table + "_pkey", table + "_scheduled"}
+	// The main table has its primary key only; the others one index each
+	// besides theirs.
+	want := []string{table + "_done_published", table + "_held_key", table + "_held_pkey", table + "_migrations_pkey", table + "_pkey",
+		table + "_scheduled_due", table + "_scheduled_pkey"}
 	if version != len(pgxstore.Migrations) || strings.Join(indexes, ",") != strings.Join(want, ",") || checks != 0 {
 		t.Errorf("after Migrate: version %d, indexes %v, %d check constraints; want version %d, indexes %v, none",
 			version, indexes, checks, len(pgxstore.Migrations), want)
@@ -198,6 +201,126 @@ func testMigrateFrom(t *testing.T, from int) {
 	runRelay(t, st, sink)
 	ds := sink.WaitFor(t, 10*time.Second, "the three events written before the migration and the delayed one", func(ds []outboxtest.Delivery) bool { return len(ds) >= 4 })
 	outboxtest.CheckOnceInOrder(t, ds, 4)
+}
+
+// A database at version 3 with records in every state moves to the
+// latest version without losing any or their state: the published and
+// discarded ones wait for the cleanup, the failed one is listed and holds
+// its key back until retried, the one backing off holds its key back, the
+// one whose backoff is over and the due delayed one are published, in key
+// order.
+func TestMigrateFromV3WithEveryState(t *testing.T) {
+	ctx := context.Background()
+	pool := pgtest.Pool(t, 6)
+	st, err := pgxstore.New(pool, pgxstore.Config{Schema: pgtest.Schema(t, pool)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mt := st.Table() + "_migrations"
+	if _, err := pool.Exec(ctx, "CREATE SCHEMA IF NOT EXISTS "+st.Table()[:strings.Index(st.Table(), ".")]+
+		"; CREATE TABLE "+mt+" (version integer PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())"); err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range st.MigrationSQL()[:3] {
+		if _, err := pool.Exec(ctx, m.SQL); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := pool.Exec(ctx, "INSERT INTO "+mt+" (version, name) VALUES ($1, $2)", m.Version, m.Name); err != nil {
+			t.Fatal(err)
+		}
+	}
+	app := outboxtest.NewApp(t)
+	// Each record with the state v3 gave it: a SET clause.
+	rows := []struct {
+		e   outboxtest.Event
+		set string
+	}{
+		{outboxtest.Event{Key: "a", N: 1}, "state = 1, published_at = now() - interval '1 hour'"},
+		{outboxtest.Event{Key: "b", N: 1}, "state = 3, published_at = now() - interval '1 hour', last_error = 'gone'"},
+		{outboxtest.Event{Key: "c", N: 1}, "state = 2, attempts = 3, last_error = 'boom'"},
+		{outboxtest.Event{Key: "c", N: 2}, ""},
+		{outboxtest.Event{Key: "a", N: 2}, "attempts = 1, available_at = now() - interval '1 second', last_error = 'flaky'"},
+		{outboxtest.Event{Key: "a", N: 3}, ""},
+		{outboxtest.Event{Key: "d", N: 1}, "deliver_at = now() - interval '1 second'"},
+		{outboxtest.Event{Key: "e", N: 1}, "attempts = 2, available_at = now() + interval '1 hour'"},
+		{outboxtest.Event{Key: "e", N: 2}, ""},
+		{outboxtest.Event{Key: "f", N: 1}, "deliver_at = now() + interval '1 hour'"},
+	}
+	for _, r := range rows {
+		recs, err := outbox.Encode(ctx, app, r.e)
+		if err != nil {
+			t.Fatal(err)
+		}
+		md, err := outbox.MarshalMetadata(recs[0].Metadata)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var id int64
+		if err := pool.QueryRow(ctx, "INSERT INTO "+st.Table()+" (event_id, topic, payload, metadata, ordering_key, dedup_id) VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
+			recs[0].EventID, recs[0].Topic, recs[0].Payload, md, recs[0].OrderingKey, recs[0].DedupID).Scan(&id); err != nil {
+			t.Fatal(err)
+		}
+		if r.set != "" {
+			if _, err := pool.Exec(ctx, "UPDATE "+st.Table()+" SET "+r.set+" WHERE id = $1", id); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if err := st.Migrate(ctx); err != nil {
+		t.Fatal(err)
+	}
+	stats, err := st.Stats(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if stats.Pending != 7 || stats.Failed != 1 {
+		t.Errorf("after Migrate: %d pending, %d failed; want 7 (c2, a2, a3, d1, e1, e2, f1), 1 (c1)", stats.Pending, stats.Failed)
+	}
+	failed, err := st.Failed(ctx, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(failed) != 1 || failed[0].OrderingKey != "c" || failed[0].LastError != "boom" || failed[0].Attempts != 3 || failed[0].State != outbox.Failed {
+		t.Fatalf("Failed after Migrate = %+v; want c1 with its reason and attempts", failed)
+	}
+	sink := outboxtest.NewSink()
+	runRelay(t, st, sink)
+	got := func(ds []outboxtest.Delivery) []string {
+		var out []string
+		for _, d := range ds {
+			e := d.Decode(t)
+			out = append(out, fmt.Sprintf("%s%d", e.Key, e.N))
+		}
+		return out
+	}
+	ds := sink.WaitFor(t, 10*time.Second, "a2, a3 and d1", func(ds []outboxtest.Delivery) bool { return len(ds) >= 3 })
+	if g := strings.Join(got(ds), " "); g != "a2 a3 d1" && g != "d1 a2 a3" && g != "a2 d1 a3" {
+		t.Errorf("published after Migrate: %s; want a2 before a3, and d1", g)
+	}
+	if n, err := st.Retry(ctx, failed[0].Seq); err != nil || n != 1 {
+		t.Fatalf("Retry(c1) = %d, %v", n, err)
+	}
+	ds = sink.WaitFor(t, 10*time.Second, "c1 and c2 after the retry", func(ds []outboxtest.Delivery) bool { return len(ds) >= 5 })
+	if g := strings.Join(got(ds[3:]), " "); g != "c1 c2" {
+		t.Errorf("published after Retry: %s; want c1 c2", g)
+	}
+	poll.Until(10*time.Second, func() bool { // the relay marks them after publishing
+		stats, err = st.Stats(ctx)
+		return err != nil || stats.Pending == 3
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if stats.Pending != 3 || stats.Failed != 0 {
+		t.Errorf("at the end: %d pending, %d failed; want 3 (e1 backing off, e2 behind it, f1 scheduled), 0", stats.Pending, stats.Failed)
+	}
+	if len(sink.Deliveries()) != 5 {
+		t.Errorf("%d deliveries, want 5: %v", len(sink.Deliveries()), got(sink.Deliveries()))
+	}
+	// a1 and b1 from before, and the five published since.
+	if n, err := st.Cleanup(ctx, time.Now().Add(time.Minute), 100); err != nil || n != 7 {
+		t.Errorf("Cleanup = %d, %v; want 7", n, err)
+	}
 }
 
 // runRelay runs a relay from st to sink until the test ends.

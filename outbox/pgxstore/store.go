@@ -77,11 +77,23 @@ type Store struct {
 	table   string // schema.table
 	channel string
 
-	insertOne, insertMany, claim, claimPart, stats, failed, retry, discard, cleanup, notify string
-	// the same inserts without NOTIFY, for writes within NotifyInterval
-	insertOneQuiet, insertManyQuiet string
-	lastNotify                      atomic.Int64 // unix nanoseconds
+	claim, claimPart, stats, failed, retry, discard, cleanup, notify string
+	// inserts by kind of write (one or many records, delayed or not)
+	hotOne, schedOne, hotMany, mixedMany insertSQL
+	// what apply runs for the records of each table (src*)
+	publish, backoff, fail [3]string
+	lastNotify             atomic.Int64 // unix nanoseconds
 }
+
+// insertSQL is one insert, with and without the NOTIFY.
+type insertSQL struct{ quiet, notify string }
+
+// The tables a claimed record comes from.
+const (
+	srcHot   = 0 // the main table: pending records without a due time
+	srcSched = 1 // <table>_scheduled: records with a due time
+	srcHeld  = 2 // <table>_held: records backing off after a failed attempt, and failed ones
+)
 
 var (
 	_ outbox.PartitionedStore = (*Store)(nil)
@@ -114,91 +126,172 @@ func New(pool *pgxpool.Pool, cfg Config) (*Store, error) {
 		cfg.NotifyInterval = DefaultNotifyInterval
 	}
 	t := cfg.Schema + "." + cfg.Table
+	sched, held, done := t+"_scheduled", t+"_held", t+"_done"
 	s := &Store{pool: pool, cfg: cfg, table: t, channel: cfg.Schema + "_" + cfg.Table}
-	// The insert that notifies is a data-modifying CTE so that one
-	// statement also notifies (delivered at commit); the main SELECT must
-	// call pg_notify itself, since an unreferenced SELECT CTE would never
-	// run. The others are a plain INSERT, which Postgres plans and starts
-	// with fewer nodes.
-	const cols = "event_id, topic, payload, metadata, ordering_key, dedup_id, deliver_at"
-	one := fmt.Sprintf(`INSERT INTO %s (%s) VALUES ($1, $2, $3, $4, $5, $6, $7)`, t, cols)
-	many := fmt.Sprintf(`INSERT INTO %s (%s)
-		SELECT a, b, c, d, e, f, g FROM unnest($1::text[], $2::text[], $3::bytea[], $4::jsonb[], $5::text[], $6::text[], $7::timestamptz[]) WITH ORDINALITY AS x(a, b, c, d, e, f, g, o) ORDER BY o`, t, cols)
 	// s.notify is what Retry and Discard send to wake the relays.
 	s.notify = fmt.Sprintf("SELECT pg_notify('%s', '')", s.channel)
-	s.insertOne, s.insertMany = "WITH i AS ("+one+") "+s.notify, "WITH i AS ("+many+") "+s.notify
-	s.insertOneQuiet, s.insertManyQuiet = one, many
-	// The claim takes, first, pending records with a due time that are
-	// due by $2 (the scheduled index, in due order: it stops at the first
-	// one not due), then fills its limit with pending records without one
-	// whose key has no older record that must wait (failed, or backing
-	// off). It locks them with SKIP LOCKED so concurrent relays take
-	// disjoint sets, and reports for each record without a due time
-	// whether an older pending record of its key is not in this claim
-	// (locked by another relay, or waiting): such a record is a "blocker"
-	// and the claimed record is left alone, so a key is never published
-	// out of order. The blockers are found in one walk of the pending
-	// index up to the newest claimed id, which is about as long as the
-	// claim's own walk. Records with a due time are outside their key's
-	// order: they neither wait nor make others wait. Records the caller
-	// holds in its own earlier claims ($3, ClaimRequest.InFlight) are not
-	// blockers: the caller orders them itself.
+	// A write inserts into the main table, or into the scheduled one for
+	// a record with a due time. The insert that notifies is a
+	// data-modifying CTE so that one statement also notifies (delivered
+	// at commit); the main SELECT must call pg_notify itself, since an
+	// unreferenced SELECT CTE would never run. The others are a plain
+	// INSERT, which Postgres plans and starts with fewer nodes.
+	const cols = "event_id, topic, payload, metadata, ordering_key, dedup_id"
+	withNotify := func(q string) insertSQL { return insertSQL{q, "WITH i AS (" + q + ") " + s.notify} }
+	s.hotOne = withNotify(fmt.Sprintf(`INSERT INTO %s (%s) VALUES ($1, $2, $3, $4, $5, $6)`, t, cols))
+	s.schedOne = withNotify(fmt.Sprintf(`INSERT INTO %s (%s, deliver_at) VALUES ($1, $2, $3, $4, $5, $6, $7)`, sched, cols))
+	s.hotMany = withNotify(fmt.Sprintf(`INSERT INTO %s (%s)
+		SELECT a, b, c, d, e, f FROM unnest($1::text[], $2::text[], $3::bytea[], $4::jsonb[], $5::text[], $6::text[]) WITH ORDINALITY AS x(a, b, c, d, e, f, o) ORDER BY o`, t, cols))
+	mixed := fmt.Sprintf(`WITH x AS (
+		SELECT * FROM unnest($1::text[], $2::text[], $3::bytea[], $4::jsonb[], $5::text[], $6::text[], $7::timestamptz[]) WITH ORDINALITY AS x(a, b, c, d, e, f, g, o)
+	), h AS (INSERT INTO %[1]s (%[3]s) SELECT a, b, c, d, e, f FROM x WHERE g IS NULL ORDER BY o
+	), s AS (INSERT INTO %[2]s (%[3]s, deliver_at) SELECT a, b, c, d, e, f, g FROM x WHERE g IS NOT NULL ORDER BY o
+	) `, t, sched, cols)
+	s.mixedMany = insertSQL{mixed + "SELECT", mixed + s.notify}
+	// The claim takes, first, records with a due time that are due by $2
+	// (the scheduled table's index, in due order: it stops at the first
+	// one not due), then held records whose backoff is over, then fills
+	// its limit with the main table's records, in id order (its primary
+	// key: the table holds only pending records), whose key has no older
+	// held record that must wait (failed, backing off, or due but claimed
+	// elsewhere). It locks them with SKIP LOCKED so concurrent relays take
+	// disjoint sets, and reports for each record of the main table whether
+	// an older record of its key there is not in this claim (locked by
+	// another relay): such a record is a "blocker" and the claimed record
+	// is left alone, so a key is never published out of order. The
+	// blockers are found in one walk of the primary key up to the newest
+	// claimed id, which is about as long as the claim's own walk. Records
+	// the caller holds in its own earlier claims ($3,
+	// ClaimRequest.InFlight) are not blockers: the caller orders them
+	// itself. Records with a due time are outside their key's order: they
+	// neither wait nor make others wait. A held record without a due time
+	// never has an older record of its key in the main table (it was
+	// claimed after them, and a failed one holds the newer ones back), so
+	// held records are checked against held ones only.
 	claim := func(part string) string {
 		return fmt.Sprintf(`WITH d AS (
 	SELECT id, event_id, topic, payload, metadata, ordering_key, dedup_id, created_at, attempts, deliver_at
-	FROM %[1]s o
-	WHERE state = 0 AND deliver_at IS NOT NULL AND deliver_at <= $2 AND (attempts = 0 OR available_at <= now())%[2]s
+	FROM %[2]s o
+	WHERE deliver_at <= $2 AND (attempts = 0 OR available_at <= now())%[5]s
 	ORDER BY deliver_at, id
 	LIMIT $1
+	FOR UPDATE SKIP LOCKED
+), r AS (
+	SELECT id, event_id, topic, payload, metadata, ordering_key, dedup_id, created_at, attempts
+	FROM %[3]s o
+	WHERE state = 0 AND available_at <= now()
+	  AND (ordering_key = '' OR NOT EXISTS (
+		SELECT 1 FROM %[3]s b
+		WHERE b.ordering_key = o.ordering_key AND b.id < o.id AND b.deliver_at IS NULL AND (b.state = 2 OR b.available_at > now())))%[5]s
+	ORDER BY id
+	LIMIT $1 - (SELECT count(*) FROM d)
 	FOR UPDATE SKIP LOCKED
 ), c AS (
 	SELECT id, event_id, topic, payload, metadata, ordering_key, dedup_id, created_at, attempts
 	FROM %[1]s o
-	WHERE state = 0 AND deliver_at IS NULL AND (attempts = 0 OR available_at <= now())
-	  AND (ordering_key = '' OR NOT EXISTS (
-		SELECT 1 FROM %[1]s b
+	WHERE (ordering_key = '' OR NOT EXISTS (
+		SELECT 1 FROM %[3]s b
 		WHERE b.ordering_key = o.ordering_key AND b.id < o.id AND b.deliver_at IS NULL
-		  AND (b.state = 2 OR (b.state = 0 AND b.attempts > 0 AND b.available_at > now()))))%[2]s
+		  AND (b.state = 2 OR b.available_at > now() OR (b.id NOT IN (SELECT id FROM r) AND b.id <> ALL($3)))))%[5]s
 	ORDER BY id
-	LIMIT $1 - (SELECT count(*) FROM d)
+	LIMIT $1 - (SELECT count(*) FROM d) - (SELECT count(*) FROM r)
 	FOR UPDATE SKIP LOCKED
 ), other AS (
 	SELECT ordering_key, min(id) AS id FROM %[1]s
-	WHERE state = 0 AND deliver_at IS NULL AND id < (SELECT max(id) FROM c) AND ordering_key <> '' AND id NOT IN (SELECT id FROM c)
+	WHERE id < (SELECT max(id) FROM c) AND ordering_key <> '' AND id NOT IN (SELECT id FROM c)
 	  AND id NOT IN (SELECT unnest($3::bigint[]))
 	GROUP BY ordering_key
 )
 SELECT c.id, c.event_id, c.topic, c.payload, c.metadata::text, c.ordering_key, c.dedup_id, c.created_at, c.attempts,
-	NULL::timestamptz, coalesce(other.id < c.id, false)
+	NULL::timestamptz, coalesce(other.id < c.id, false), %[4]d
 FROM c LEFT JOIN other ON other.ordering_key = c.ordering_key
 UNION ALL
+SELECT r.id, r.event_id, r.topic, r.payload, r.metadata::text, r.ordering_key, r.dedup_id, r.created_at, r.attempts,
+	NULL::timestamptz, r.ordering_key <> '' AND EXISTS (
+		SELECT 1 FROM %[3]s b
+		WHERE b.ordering_key = r.ordering_key AND b.id < r.id AND b.deliver_at IS NULL AND b.id NOT IN (SELECT id FROM r) AND b.id <> ALL($3)), %[7]d
+FROM r
+UNION ALL
 SELECT d.id, d.event_id, d.topic, d.payload, d.metadata::text, d.ordering_key, d.dedup_id, d.created_at, d.attempts,
-	d.deliver_at, false
+	d.deliver_at, false, %[6]d
 FROM d
-ORDER BY 1`, t, part)
+ORDER BY 1`, t, sched, held, srcHot, part, srcSched, srcHeld)
 	}
 	s.claim = claim("")
 	// A partition holds the keys whose hash is its index modulo the count,
 	// and every record without a key.
 	s.claimPart = claim(`
 	  AND (ordering_key = '' OR (hashtext(ordering_key) & 2147483647) % $4 = $5)`)
-	// Pending counts scheduled records too; the oldest pending is the
-	// oldest record without a due time, or the earliest due time passed.
+	// What the claim's outcomes do to the records of each table. A
+	// published record moves to the done table (or is deleted), a failed
+	// one to the held table; a record of the main table backing off moves
+	// to the held table too, out of the claim's walk, and comes back from
+	// it when due.
+	const base = "id, event_id, topic, payload, metadata, ordering_key, dedup_id, created_at"
+	srcTable := [3]string{t, sched, held}
+	lastErr := [3]string{"''", "last_error", "last_error"}
+	deliverAt := [3]string{"NULL::timestamptz", "deliver_at", "deliver_at"}
+	for src, from := range srcTable {
+		if cfg.DeletePublished {
+			s.publish[src] = "DELETE FROM " + from + " WHERE id = ANY($1)"
+		} else {
+			s.publish[src] = fmt.Sprintf(`WITH m AS (DELETE FROM %[1]s WHERE id = ANY($1) RETURNING *)
+	INSERT INTO %[2]s (%[3]s, state, attempts, last_error, deliver_at, published_at)
+	SELECT %[3]s, 1, attempts, %[4]s, %[5]s, now() FROM m`, from, done, base, lastErr[src], deliverAt[src])
+		}
+		// Into the held table: $1 ids, $2 errors, $3 backoff ends (NULL
+		// when failed).
+		toHeld := func(state int) string {
+			return fmt.Sprintf(`WITH m AS (DELETE FROM %[1]s t USING unnest($1::bigint[], $2::text[], $3::timestamptz[]) AS x(id, err, at)
+		WHERE t.id = x.id RETURNING t.*, x.err, x.at)
+	INSERT INTO %[2]s (%[3]s, state, attempts, available_at, last_error, deliver_at)
+	SELECT %[3]s, %[4]d, attempts + 1, at, err, %[5]s FROM m`, from, held, base, state, deliverAt[src])
+		}
+		s.fail[src] = toHeld(int(outbox.Failed))
+		s.backoff[src] = toHeld(int(outbox.Pending))
+	}
+	for _, src := range []int{srcSched, srcHeld} { // backing off in place
+		s.backoff[src] = "UPDATE " + srcTable[src] + ` t SET attempts = t.attempts + 1, last_error = x.err, available_at = x.at
+	FROM unnest($1::bigint[], $2::text[], $3::timestamptz[]) AS x(id, err, at) WHERE t.id = x.id`
+	}
+	s.fail[srcHeld] = "UPDATE " + held + ` t SET state = 2, attempts = t.attempts + 1, last_error = x.err
+	FROM unnest($1::bigint[], $2::text[], $3::timestamptz[]) AS x(id, err, at) WHERE t.id = x.id`
+	// Pending counts scheduled and backing-off records too; the oldest
+	// pending is the oldest record without a due time, or the earliest
+	// due time passed.
 	s.stats = fmt.Sprintf(`SELECT
-	(SELECT count(*) FROM %[1]s WHERE state = 0 AND deliver_at IS NULL) + (SELECT count(*) FROM %[1]s WHERE state = 0 AND deliver_at IS NOT NULL),
-	least((SELECT created_at FROM %[1]s WHERE state = 0 AND deliver_at IS NULL ORDER BY id LIMIT 1),
-		(SELECT deliver_at FROM %[1]s WHERE state = 0 AND deliver_at IS NOT NULL AND deliver_at <= now() ORDER BY deliver_at, id LIMIT 1)),
-	(SELECT count(*) FROM %[1]s WHERE state = 2)`, t)
+	(SELECT count(*) FROM %[1]s) + (SELECT count(*) FROM %[2]s) + (SELECT count(*) FROM %[3]s WHERE state = 0),
+	least((SELECT created_at FROM %[1]s ORDER BY id LIMIT 1),
+		(SELECT min(created_at) FROM %[3]s WHERE state = 0),
+		(SELECT deliver_at FROM %[2]s WHERE deliver_at <= now() ORDER BY deliver_at, id LIMIT 1)),
+	(SELECT count(*) FROM %[3]s WHERE state = 2)`, t, sched, held)
 	s.failed = fmt.Sprintf(`SELECT id, event_id, topic, payload, metadata::text, ordering_key, dedup_id, created_at, state, attempts, last_error, deliver_at
-	FROM %s WHERE state = 2 ORDER BY id LIMIT $1`, t)
-	s.retry = fmt.Sprintf(`UPDATE %s SET state = 0, attempts = 0, available_at = NULL WHERE id = ANY($1) AND state = 2`, t)
-	s.discard = fmt.Sprintf(`UPDATE %s SET state = 3, published_at = now() WHERE id = ANY($1) AND state = 2`, t)
-	s.cleanup = fmt.Sprintf(`DELETE FROM %[1]s WHERE id IN (SELECT id FROM %[1]s WHERE state IN (1, 3) AND published_at < $1 LIMIT $2)`, t)
+	FROM %s WHERE state = 2 ORDER BY id LIMIT $1`, held)
+	// Retry moves failed records back where a write puts them, with zero
+	// attempts, under their own ids (so in their place in their key's
+	// order).
+	s.retry = fmt.Sprintf(`WITH m AS (DELETE FROM %[3]s WHERE id = ANY($1) AND state = 2 RETURNING *),
+	h AS (INSERT INTO %[1]s (%[4]s, attempts) OVERRIDING SYSTEM VALUE SELECT %[4]s, 0 FROM m WHERE deliver_at IS NULL),
+	s AS (INSERT INTO %[2]s (%[4]s, attempts, deliver_at) SELECT %[4]s, 0, deliver_at FROM m WHERE deliver_at IS NOT NULL)
+	SELECT count(*) FROM m`, t, sched, held, base)
+	s.discard = fmt.Sprintf(`WITH m AS (DELETE FROM %[1]s WHERE id = ANY($1) AND state = 2 RETURNING *)
+	INSERT INTO %[2]s (%[3]s, state, attempts, last_error, deliver_at, published_at)
+	SELECT %[3]s, 3, attempts, last_error, deliver_at, now() FROM m`, held, done, base)
+	s.cleanup = fmt.Sprintf(`DELETE FROM %[1]s WHERE ctid = ANY(ARRAY(SELECT ctid FROM %[1]s WHERE published_at < $1 LIMIT $2))`, done)
 	return s, nil
 }
 
 // Table returns the schema-qualified table name.
 func (s *Store) Table() string { return s.table }
+
+// Tables returns the schema-qualified names of the store's tables: the
+// main one (Table: what writes insert into), then <table>_scheduled
+// (records with a due time), <table>_held (records backing off, and
+// failed ones) and <table>_done (published and discarded ones, until the
+// retention cleanup).
+func (s *Store) Tables() []string {
+	return []string{s.table, s.table + "_scheduled", s.table + "_held", s.table + "_done"}
+}
 
 // Channel returns the LISTEN/NOTIFY channel the store uses.
 func (s *Store) Channel() string { return s.channel }
@@ -336,15 +429,14 @@ func (s *Store) insertArgs(recs []outbox.Record) (string, []any, error) {
 		if err != nil {
 			return "", nil, fmt.Errorf("%w: %w", outbox.ErrInvalidEvent, err)
 		}
-		q := s.insertOneQuiet
-		if s.shouldNotify() {
-			q = s.insertOne
+		if r.DeliverAt.IsZero() {
+			return s.insertSQL(s.hotOne), []any{r.EventID, r.Topic, r.Payload, md, r.OrderingKey, r.DedupID}, nil
 		}
-		return q, []any{r.EventID, r.Topic, r.Payload, md, r.OrderingKey, r.DedupID, dueArg(r.DeliverAt)}, nil
+		return s.insertSQL(s.schedOne), []any{r.EventID, r.Topic, r.Payload, md, r.OrderingKey, r.DedupID, r.DeliverAt}, nil
 	}
 	ids, topics, keys, dedups := make([]string, len(recs)), make([]string, len(recs)), make([]string, len(recs)), make([]string, len(recs))
 	payloads, mds := make([][]byte, len(recs)), make([]string, len(recs))
-	var due []*time.Time // nil (all NULL) unless one is delayed
+	var due []*time.Time // nil unless one is delayed
 	for i, r := range recs {
 		md, err := outbox.MarshalMetadata(r.Metadata)
 		if err != nil {
@@ -359,13 +451,17 @@ func (s *Store) insertArgs(recs []outbox.Record) (string, []any, error) {
 		}
 	}
 	if due == nil {
-		due = make([]*time.Time, len(recs))
+		return s.insertSQL(s.hotMany), []any{ids, topics, payloads, mds, keys, dedups}, nil
 	}
-	q := s.insertManyQuiet
+	return s.insertSQL(s.mixedMany), []any{ids, topics, payloads, mds, keys, dedups, due}, nil
+}
+
+// insertSQL returns q with the NOTIFY when this write sends it.
+func (s *Store) insertSQL(q insertSQL) string {
 	if s.shouldNotify() {
-		q = s.insertMany
+		return q.notify
 	}
-	return q, []any{ids, topics, payloads, mds, keys, dedups, due}, nil
+	return q.quiet
 }
 
 // SQLExecer is what WriteSQL needs of a database/sql transaction (*sql.Tx).
@@ -388,23 +484,16 @@ func (s *Store) WriteSQL(ctx context.Context, tx SQLExecer, enc outbox.Encoder, 
 		if err != nil {
 			return fmt.Errorf("%w: %w", outbox.ErrInvalidEvent, err)
 		}
-		q := s.insertOneQuiet
-		if s.shouldNotify() {
-			q = s.insertOne
+		if r.DeliverAt.IsZero() {
+			_, err = tx.ExecContext(ctx, s.insertSQL(s.hotOne), r.EventID, r.Topic, r.Payload, string(md), r.OrderingKey, r.DedupID)
+		} else {
+			_, err = tx.ExecContext(ctx, s.insertSQL(s.schedOne), r.EventID, r.Topic, r.Payload, string(md), r.OrderingKey, r.DedupID, r.DeliverAt)
 		}
-		if _, err := tx.ExecContext(ctx, q, r.EventID, r.Topic, r.Payload, string(md), r.OrderingKey, r.DedupID, dueArg(r.DeliverAt)); err != nil {
+		if err != nil {
 			return s.wrap("write", err)
 		}
 	}
 	return nil
-}
-
-// dueArg is the deliver_at of a record due at t: NULL when t is zero.
-func dueArg(t time.Time) any {
-	if t.IsZero() {
-		return nil
-	}
-	return t
 }
 
 // shouldNotify reports whether this write sends the NOTIFY: not when
@@ -498,6 +587,7 @@ func (s *Store) claimWith(ctx context.Context, limit int, publish func(context.C
 		return 0, s.wrap("claim", err)
 	}
 	var batch []outbox.Record
+	src := map[int64]int{} // table of each claimed record not in the main one
 	found := 0
 	for rows.Next() {
 		found++
@@ -505,7 +595,8 @@ func (s *Store) claimWith(ctx context.Context, limit int, publish func(context.C
 		var md string
 		var isBlocked bool
 		var due *time.Time
-		if err := rows.Scan(&r.Seq, &r.EventID, &r.Topic, &r.Payload, &md, &r.OrderingKey, &r.DedupID, &r.CreatedAt, &r.Attempts, &due, &isBlocked); err != nil {
+		var from int
+		if err := rows.Scan(&r.Seq, &r.EventID, &r.Topic, &r.Payload, &md, &r.OrderingKey, &r.DedupID, &r.CreatedAt, &r.Attempts, &due, &isBlocked, &from); err != nil {
 			rows.Close()
 			return 0, s.wrap("claim", err)
 		}
@@ -514,6 +605,9 @@ func (s *Store) claimWith(ctx context.Context, limit int, publish func(context.C
 		}
 		if isBlocked {
 			continue // an older record of its key is held elsewhere
+		}
+		if from != srcHot {
+			src[r.Seq] = from
 		}
 		if r.Metadata, err = outbox.UnmarshalMetadata([]byte(md)); err != nil {
 			// Cannot happen for rows written by Write; park it visibly.
@@ -542,7 +636,7 @@ func (s *Store) claimWith(ctx context.Context, limit int, publish func(context.C
 		results = publish(ctx, good)
 	}
 	results = append(results, corrupt...)
-	if err := s.apply(ctx, tx, results); err != nil {
+	if err := s.apply(ctx, tx, results, src); err != nil {
 		return 0, err
 	}
 	if err := tx.Commit(context.WithoutCancel(ctx)); err != nil {
@@ -551,38 +645,41 @@ func (s *Store) claimWith(ctx context.Context, limit int, publish func(context.C
 	return found, nil
 }
 
-func (s *Store) apply(ctx context.Context, tx pgx.Tx, results []outbox.Result) error {
-	var pub []int64
-	var retry, fail struct {
+// apply records the outcomes of a claim; src gives the table of each
+// record not from the main one.
+func (s *Store) apply(ctx context.Context, tx pgx.Tx, results []outbox.Result, src map[int64]int) error {
+	type outcomes struct {
 		ids  []int64
 		errs []string
-		at   []time.Time
+		at   []*time.Time
 	}
+	var pub [3][]int64
+	var retry, fail [3]outcomes
 	for _, x := range results {
+		from := src[x.Seq]
 		switch x.Outcome {
 		case outbox.OutcomePublished:
-			pub = append(pub, x.Seq)
+			pub[from] = append(pub[from], x.Seq)
 		case outbox.OutcomeRetry:
-			retry.ids, retry.errs, retry.at = append(retry.ids, x.Seq), append(retry.errs, x.Err), append(retry.at, x.RetryAt)
+			at := x.RetryAt
+			o := &retry[from]
+			o.ids, o.errs, o.at = append(o.ids, x.Seq), append(o.errs, x.Err), append(o.at, &at)
 		case outbox.OutcomeFailed:
-			fail.ids, fail.errs = append(fail.ids, x.Seq), append(fail.errs, x.Err)
+			o := &fail[from]
+			o.ids, o.errs, o.at = append(o.ids, x.Seq), append(o.errs, x.Err), append(o.at, nil)
 		}
 	}
 	b := &pgx.Batch{}
-	if len(pub) > 0 {
-		if s.cfg.DeletePublished {
-			b.Queue("DELETE FROM "+s.table+" WHERE id = ANY($1)", pub)
-		} else {
-			b.Queue("UPDATE "+s.table+" SET state = 1, published_at = now() WHERE id = ANY($1)", pub)
+	for from := range 3 {
+		if len(pub[from]) > 0 {
+			b.Queue(s.publish[from], pub[from])
 		}
-	}
-	if len(retry.ids) > 0 {
-		b.Queue("UPDATE "+s.table+` t SET attempts = t.attempts + 1, last_error = x.err, available_at = x.at
-			FROM unnest($1::bigint[], $2::text[], $3::timestamptz[]) AS x(id, err, at) WHERE t.id = x.id`, retry.ids, retry.errs, retry.at)
-	}
-	if len(fail.ids) > 0 {
-		b.Queue("UPDATE "+s.table+` t SET state = 2, attempts = t.attempts + 1, last_error = x.err
-			FROM unnest($1::bigint[], $2::text[]) AS x(id, err) WHERE t.id = x.id`, fail.ids, fail.errs)
+		if o := retry[from]; len(o.ids) > 0 {
+			b.Queue(s.backoff[from], o.ids, o.errs, o.at)
+		}
+		if o := fail[from]; len(o.ids) > 0 {
+			b.Queue(s.fail[from], o.ids, o.errs, o.at)
+		}
 	}
 	if b.Len() == 0 {
 		return nil
@@ -639,14 +736,14 @@ func (s *Store) Failed(ctx context.Context, limit int) ([]outbox.Record, error) 
 
 // Retry implements outbox.Store.
 func (s *Store) Retry(ctx context.Context, seqs ...int64) (int64, error) {
-	tag, err := s.pool.Exec(ctx, s.retry, seqs)
-	if err != nil {
+	var n int64
+	if err := s.pool.QueryRow(ctx, s.retry, seqs).Scan(&n); err != nil {
 		return 0, s.wrap("retry", err)
 	}
-	if tag.RowsAffected() > 0 && !s.cfg.DisableNotify {
+	if n > 0 && !s.cfg.DisableNotify {
 		_, _ = s.pool.Exec(ctx, s.notify)
 	}
-	return tag.RowsAffected(), nil
+	return n, nil
 }
 
 // Discard implements outbox.Store.
