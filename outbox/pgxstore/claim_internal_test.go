@@ -46,6 +46,10 @@ func TestClaimPlanWithStaleStatistics(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer tx.Rollback(ctx)
+	var jit string
+	if err := tx.QueryRow(ctx, "SHOW jit").Scan(&jit); err != nil || jit != "off" {
+		t.Errorf("jit in the claim's transaction: %q, %v; want off (compiling the claim costs more than running it)", jit, err)
+	}
 	rows, err := tx.Query(ctx, "EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF) "+s.claim, 500, time.Now(), []int64{})
 	if err != nil {
 		t.Fatal(err)

@@ -14,10 +14,13 @@
 // the WAL flush (synchronous_commit off for that transaction only): losing
 // it in a database crash only means publishing again.
 //
-// Published records are kept for the relay's retention cleanup, or deleted
-// at once with Config.DeletePublished (much cheaper relaying). Either way
-// claiming reads only pending rows through partial indexes, so its cost
-// does not grow with the published history (see cmd/outboxbench).
+// Writes insert into a table that holds only pending records and has no
+// index but its primary key; the statement that publishes, fails or backs
+// off a record moves it into a table of its own (see Migrations). Published
+// records are kept there for the relay's retention cleanup, or deleted at
+// once with Config.DeletePublished. Either way claiming reads only pending
+// rows, so its cost does not grow with the published history (see
+// cmd/outboxbench).
 //
 // The schema is created by Migrate (versioned, recorded in
 // <table>_migrations); Migrations holds the SQL for those who run their own

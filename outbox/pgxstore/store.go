@@ -536,7 +536,14 @@ func (s *Store) wrap(op string, err error) error {
 // costs as much as the whole backlog: after an outage, draining slows down
 // exactly when the backlog is largest (TestClaimPlanWithStaleStatistics).
 // Without seq and bitmap scans the only plan left is the ordered one.
-const claimBegin = "BEGIN; SET LOCAL synchronous_commit = off; SET LOCAL enable_seqscan = off; SET LOCAL enable_bitmapscan = off"
+//
+// The planner prices that walk by the rows it may read, not the limit it
+// stops at: with a large backlog analyzed, the claim's estimated cost
+// passes jit_above_cost and Postgres compiles the query with LLVM on every
+// claim, which takes 40-100 ms of CPU for a query that runs in 1 ms
+// (cmd/outboxbench -phases claim, its backlog case). JIT is off for the
+// claim's transaction.
+const claimBegin = "BEGIN; SET LOCAL synchronous_commit = off; SET LOCAL enable_seqscan = off; SET LOCAL enable_bitmapscan = off; SET LOCAL jit = off"
 
 // Claim implements outbox.Store. The records stay row-locked (FOR UPDATE
 // SKIP LOCKED) in one transaction while publish runs; if the process dies,
