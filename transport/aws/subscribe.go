@@ -498,17 +498,11 @@ const MetadataTransportError = "eda_transporterror"
 // Only a failing claim-check store is an error: a message that cannot be
 // decoded is delivered raw, with MetadataTransportError.
 func (s *subscription) message(h *held) (*message.Message, error) {
-	attrs := make(map[string]string, len(h.raw.MessageAttributes))
-	for k, v := range h.raw.MessageAttributes {
-		switch {
-		case v.StringValue != nil:
-			attrs[k] = *v.StringValue
-		case v.BinaryValue != nil:
-			attrs[k] = string(v.BinaryValue)
-		}
-	}
 	body, id := awssdk.ToString(h.raw.Body), awssdk.ToString(h.raw.MessageId)
-	d, err := decode(body, attrs, id)
+	// Room for what defaultEnvelope and the receive count and dead-letter
+	// source below may add.
+	const extra = 6
+	d, err := decodeAttrs(body, h.raw.MessageAttributes, attributeText, extra, id)
 	if err == nil && d.claimKey != "" {
 		if s.t.blobs == nil {
 			err = fmt.Errorf("aws: message %s is claim-checked (key %s) and Config.ClaimCheck is not set", d.msg.UUID, d.claimKey)
@@ -519,7 +513,12 @@ func (s *subscription) message(h *held) (*message.Message, error) {
 	if err != nil {
 		s.t.log.WarnContext(s.ctx, "eda/aws: delivering an undecodable message raw", "queue", s.q.name, "message_id", id, "error", err)
 		d.msg = message.NewMessage(id, []byte(body))
-		d.msg.Metadata = attrs
+		d.msg.Metadata = make(message.Metadata, len(h.raw.MessageAttributes)+extra)
+		for k, v := range h.raw.MessageAttributes {
+			if text, ok := attributeText(v); ok {
+				d.msg.Metadata[k] = text
+			}
+		}
 		d.msg.Metadata[MetadataTransportError] = err.Error()
 	} else {
 		s.defaultEnvelope(d.msg, h.raw)
@@ -534,6 +533,18 @@ func (s *subscription) message(h *held) (*message.Message, error) {
 		md[transport.MetadataDeadLetterSource] = s.dlqSource
 	}
 	return d.msg, nil
+}
+
+// attributeText is a message attribute's value as text (a Binary one's
+// bytes as a string); false when it has neither.
+func attributeText(v sqstypes.MessageAttributeValue) (string, bool) {
+	switch {
+	case v.StringValue != nil:
+		return *v.StringValue, true
+	case v.BinaryValue != nil:
+		return string(v.BinaryValue), true
+	}
+	return "", false
 }
 
 // forget stops holding h (no more heartbeat) and frees its slot.
