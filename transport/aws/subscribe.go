@@ -197,6 +197,8 @@ func pollers(cfg Config) int { return 1 + (cfg.Concurrency-1)/cfg.BatchSize }
 func (s *subscription) poll() {
 	cfg := s.t.cfg
 	backoff := 100 * time.Millisecond
+	r := s.newReceiver()
+	defer close(r.calls)
 	for {
 		// Wait for room for a whole batch: receiving whatever single slot
 		// an ack just freed would mean many small receives.
@@ -212,7 +214,7 @@ func (s *subscription) poll() {
 			}
 		}
 		start := time.Now()
-		out, err, ok := s.receive(n)
+		out, err, ok := s.receive(r, n)
 		if !ok {
 			return
 		}
@@ -271,13 +273,61 @@ var (
 	systemAttributesFIFO = append(slices.Clip(systemAttributes), sqstypes.MessageSystemAttributeNameMessageGroupId)
 )
 
-// receive calls ReceiveMessage for n messages. When the subscription stops
-// first, the call is not abandoned: SQS (and fauxqs) would still hand it
-// messages, counted as received and then invisible until their timeout.
-// It runs on (until Close) and its messages go to another running
-// subscription of the queue, or are released at once (adopt). ok is false
-// when the subscription stopped.
-func (s *subscription) receive(n int) (out *sqs.ReceiveMessageOutput, err error, ok bool) {
+// receiver makes a poller's ReceiveMessage calls in a goroutine of its
+// own, so that the poller can stop while a call runs on (see receive).
+// It is one goroutine for all the poller's calls, not one per call: a new
+// goroutine would grow its stack again for every call through the SDK's
+// deep middleware stack (a tenth of the consumer's CPU time).
+type receiver struct {
+	calls   chan receiveCall   // closed when the poller stops
+	results chan receiveResult // the result of the last call, until taken
+}
+
+type receiveCall struct {
+	in    *sqs.ReceiveMessageInput
+	start time.Time // before the call: when its messages were received
+}
+
+type receiveResult struct {
+	out *sqs.ReceiveMessageOutput
+	err error
+}
+
+// newReceiver starts a poller's receiver. Once the poller stops, the
+// receiver ends after the call in flight, if any, whose messages nobody
+// took: it gives them to another running subscription of the queue, or
+// releases them (adopt).
+func (s *subscription) newReceiver() *receiver {
+	r := &receiver{calls: make(chan receiveCall), results: make(chan receiveResult, 1)}
+	t := s.t
+	t.wg.Add(1)
+	go func() {
+		defer t.wg.Done()
+		var last receiveCall
+		for c := range r.calls {
+			out, err := t.sqs.ReceiveMessage(t.closeCtx, c.in)
+			r.results <- receiveResult{out, err}
+			last = c
+		}
+		select {
+		case res := <-r.results: // abandoned by the stopped poller
+			if res.err == nil && len(res.out.Messages) > 0 {
+				t.adopt(s.q, res.out.Messages, last.start)
+			}
+		default:
+		}
+	}()
+	return r
+}
+
+// receive calls ReceiveMessage for n messages (through the poller's
+// receiver r). When the subscription stops first, the call is not
+// abandoned: SQS (and fauxqs) would still hand it messages, counted as
+// received and then invisible until their timeout. It runs on (until
+// Close) and its messages go to another running subscription of the queue,
+// or are released at once (adopt). ok is false when the subscription
+// stopped.
+func (s *subscription) receive(r *receiver, n int) (out *sqs.ReceiveMessageOutput, err error, ok bool) {
 	start := time.Now()
 	cfg := s.t.cfg
 	in := &sqs.ReceiveMessageInput{
@@ -295,33 +345,22 @@ func (s *subscription) receive(n int) (out *sqs.ReceiveMessageOutput, err error,
 		// id with the same messages. (fauxqs ignores it.)
 		in.ReceiveRequestAttemptId = awssdk.String(uuid.NewString())
 	}
-	type result struct {
-		out *sqs.ReceiveMessageOutput
-		err error
-	}
-	done := make(chan result, 1)
-	t := s.t
-	t.wg.Add(1)
-	go func() {
-		defer t.wg.Done()
-		out, err := t.sqs.ReceiveMessage(t.closeCtx, in)
-		done <- result{out, err}
-	}()
 	select {
-	case r := <-done:
-		return r.out, r.err, true
+	case r.calls <- receiveCall{in, start}:
+	case <-s.ctx.Done():
+		for range n {
+			<-s.slots
+		}
+		return nil, nil, false
+	}
+	select {
+	case res := <-r.results:
+		return res.out, res.err, true
 	case <-s.ctx.Done():
 	}
 	for range n {
 		<-s.slots
 	}
-	t.wg.Add(1)
-	go func() {
-		defer t.wg.Done()
-		if r := <-done; r.err == nil && len(r.out.Messages) > 0 {
-			t.adopt(s.q, r.out.Messages, start)
-		}
-	}()
 	return nil, nil, false
 }
 
