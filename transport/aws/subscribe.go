@@ -64,11 +64,15 @@ func (t *Transport) Subscribe(ctx context.Context, queue string) (<-chan *messag
 		out:    make(chan *message.Message),
 		// Room for what handlers hold plus a batch per poller: pollers
 		// reserving whole batches cannot block each other.
-		slots: make(chan struct{}, t.cfg.Concurrency+pollers(t.cfg)*t.cfg.BatchSize),
-		work:  make(chan []*held),
-		acks:  make(chan *held, maxBatch*t.cfg.Concurrency),
-		held:  map[*held]struct{}{},
+		slots:    make(chan struct{}, t.cfg.Concurrency+pollers(t.cfg)*t.cfg.BatchSize),
+		work:     make(chan []*held),
+		ackRoom:  make(chan struct{}, maxBatch*t.cfg.Concurrency),
+		ackReady: make(chan struct{}, 1),
+		acksDone: make(chan struct{}),
+		held:     map[*held]struct{}{},
 	}
+	s.ackTimer = time.AfterFunc(time.Hour, s.signalAcks)
+	s.ackTimer.Stop()
 	t.mu.Lock()
 	if t.closed {
 		t.mu.Unlock()
@@ -108,7 +112,15 @@ type subscription struct {
 	out       chan *message.Message
 	slots     chan struct{} // one per held message
 	work      chan []*held  // a standard message alone, or a FIFO group's messages in order
-	acks      chan *held
+
+	// Acked messages waiting for their delete, taken by the deleters in
+	// batches (see ack).
+	ackMu    sync.Mutex
+	acked    []*held       // guarded by ackMu
+	ackRoom  chan struct{} // one per queued ack: workers wait while deletes lag far behind
+	ackReady chan struct{} // a batch may be ready: a deleter looks
+	acksDone chan struct{} // closed when no more acks come
+	ackTimer *time.Timer   // signals ackReady ackWait after a batch's first ack
 
 	hbMu sync.Mutex // a heartbeat in progress; nack and release wait for it
 	mu   sync.Mutex
@@ -122,7 +134,7 @@ type subscription struct {
 	source string
 
 	// unacked counts held messages not yet acked or let go (received, in a
-	// handler or waiting for one): while there are some, the acker waits a
+	// handler or waiting for one): while there are some, the deleters wait a
 	// little for their acks to fill its DeleteMessageBatch.
 	unacked atomic.Int64
 }
@@ -148,10 +160,8 @@ func (s *subscription) run() {
 	cfg := s.t.cfg
 	pollers := pollers(cfg)
 	var workWG, ackWG sync.WaitGroup
-	batches := make(chan []*held)
-	ackWG.Go(func() { s.acker(batches) })
 	for range pollers {
-		ackWG.Go(func() { s.deleter(batches) })
+		ackWG.Go(s.deleter)
 	}
 	for range cfg.Concurrency {
 		workWG.Go(s.worker)
@@ -173,8 +183,9 @@ func (s *subscription) run() {
 	s.feeders.Wait()
 	close(s.work)
 	workWG.Wait()
-	close(s.acks)
+	close(s.acksDone)
 	ackWG.Wait()
+	s.ackTimer.Stop()
 	close(hbDone)
 	hbWG.Wait()
 
@@ -494,7 +505,7 @@ func (s *subscription) deliver(h *held) verdict {
 	case <-msg.Acked():
 		cancel()
 		s.freeSlot(h) // a deleter forgets h once deleted: until then the heartbeat keeps it invisible
-		s.acks <- h
+		s.ack(h)
 		return acked
 	case <-msg.Nacked():
 		cancel()
@@ -656,59 +667,86 @@ func redeliveryVisibility(h *held, delay time.Duration) time.Duration {
 	return max(0, min(d, left))
 }
 
-// ackWait is how long the acker holds acks for more to fill a
+// ackWait is how long the deleters hold acks for more to fill a
 // DeleteMessageBatch while other messages are still out: a consumer that
 // handles one message at a time acks ten in one call, as a loop that
 // deletes each received batch once handled does. An acked message stays
 // held (heartbeated) until its delete, so waiting does not let it reappear.
 const ackWait = 20 * time.Millisecond
 
-// acker gathers acks into batches for the deleters: a batch goes when it is
-// full, when no other message is out (no ack is coming), or ackWait after
-// its first ack. While every deleter is busy, acks queue up for the next
-// batch.
-func (s *subscription) acker(batches chan<- []*held) {
-	defer close(batches)
-	timer := time.NewTimer(ackWait)
-	timer.Stop()
-	for h := range s.acks {
-		batch := []*held{h}
-		deadline := time.Now().Add(ackWait)
-	gather:
-		for len(batch) < maxBatch {
-			select {
-			case h, ok := <-s.acks:
-				if !ok {
-					break gather
-				}
-				batch = append(batch, h)
-				continue
-			default:
-			}
-			wait := time.Until(deadline)
-			if s.unacked.Load() == 0 || wait <= 0 {
-				break
-			}
-			timer.Reset(wait)
-			select {
-			case h, ok := <-s.acks:
-				timer.Stop()
-				if !ok {
-					break gather
-				}
-				batch = append(batch, h)
-			case <-timer.C:
-				break gather
-			}
-		}
-		batches <- batch
+// ack queues h for a DeleteMessageBatch. The deleters take a batch when it
+// is full, when no other message is out (no ack is coming), or ackWait
+// after its first ack; while every deleter is busy, acks queue up for the
+// next batches, up to maxBatch per handler, after which the workers wait.
+// The worker queues its ack itself, with no goroutine between it and the
+// deleters.
+func (s *subscription) ack(h *held) {
+	s.ackRoom <- struct{}{}
+	s.ackMu.Lock()
+	if s.acked == nil {
+		s.acked = make([]*held, 0, maxBatch)
+	}
+	s.acked = append(s.acked, h)
+	n := len(s.acked)
+	s.ackMu.Unlock()
+	switch {
+	case n >= maxBatch || s.unacked.Load() == 0:
+		s.signalAcks()
+	case n == 1:
+		s.ackTimer.Reset(ackWait)
 	}
 }
 
+// signalAcks wakes a deleter (or leaves a wake-up for the next free one).
+func (s *subscription) signalAcks() {
+	select {
+	case s.ackReady <- struct{}{}:
+	default:
+	}
+}
+
+// takeAcks takes the next batch of acked messages (nil when there is
+// none) and wakes another deleter, or sets the timer, for what is left.
+func (s *subscription) takeAcks(done bool) []*held {
+	s.ackMu.Lock()
+	batch := s.acked
+	if len(batch) > maxBatch {
+		batch, s.acked = batch[:maxBatch:maxBatch], batch[maxBatch:]
+	} else {
+		s.acked = nil
+	}
+	left := len(s.acked)
+	s.ackMu.Unlock()
+	for range batch {
+		<-s.ackRoom
+	}
+	switch {
+	case left == 0:
+	case done || left >= maxBatch || s.unacked.Load() == 0:
+		s.signalAcks()
+	default:
+		s.ackTimer.Reset(ackWait)
+	}
+	return batch
+}
+
 // deleter deletes batches of acked messages (several run: one call at a
-// time each).
-func (s *subscription) deleter(batches <-chan []*held) {
-	for batch := range batches {
+// time each) until no more acks come and none is left.
+func (s *subscription) deleter() {
+	for {
+		done := false
+		select {
+		case <-s.ackReady:
+		case <-s.acksDone:
+			done = true
+		}
+		batch := s.takeAcks(done)
+		if len(batch) == 0 {
+			if done {
+				return
+			}
+			continue
+		}
 		// Deletes outlive the subscription's context: an ack must not be lost
 		// to a shutdown.
 		ctx, cancel := context.WithTimeout(context.WithoutCancel(s.ctx), settleTimeout)
