@@ -31,7 +31,7 @@ func (t *Transport) Subscribe(ctx context.Context, queue string) (<-chan *messag
 	if t.isClosed() {
 		return nil, transport.ErrClosed
 	}
-	c := &consumer{t: t, name: queue, wake: make(chan struct{}, 1), out: make(chan *message.Message)}
+	c := &consumer{t: t, name: queue, wake: make(chan struct{}, 1), out: make(chan *message.Message), turn: t.turn(queue)}
 	var vt int64
 	err := t.pool.QueryRow(ctx, t.q.selectQueue, queue).Scan(&c.fifo, &vt, &c.maxReceive, &c.dlq)
 	if errors.Is(err, pgx.ErrNoRows) {
@@ -72,6 +72,7 @@ type consumer struct {
 	maxReceive int
 	dlq        string
 	wake       chan struct{}
+	turn       chan struct{} // held while receiving: shared by the queue's consumers in this transport
 	out        chan *message.Message
 	beat       *time.Ticker // the heartbeat: every third of vt
 
@@ -364,6 +365,16 @@ func (c *consumer) fetch(ctx context.Context) (int, error) {
 	b := asyncCommit()
 	wake := c.queueVerdicts(b, c.pending)
 	b.Queue(q, c.name, c.vt.Microseconds())
+	// The queue's consumers in this transport receive in turns: two
+	// receives at once skip each other's rows and lock rows the other is
+	// acking (a row leased between a receive's snapshot and its lock is
+	// locked in its new version, then skipped, until the receive commits),
+	// so they cost each other time on the server.
+	select {
+	case c.turn <- struct{}{}:
+	case <-ctx.Done():
+		return 0, ctx.Err()
+	}
 	br := t.pool.SendBatch(ctx, b)
 	var err error
 	for range b.Len() - 1 {
@@ -385,6 +396,7 @@ func (c *consumer) fetch(ctx context.Context) (int, error) {
 	if cerr := br.Close(); err == nil {
 		err = cerr
 	}
+	<-c.turn
 	if err != nil {
 		c.arrived = time.Time{}
 		return 0, classify("receive from "+c.name, err) // verdicts stay pending

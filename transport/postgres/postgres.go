@@ -186,6 +186,7 @@ type Transport struct {
 	wg        sync.WaitGroup // consumers and their helpers
 	listening bool
 	waiters   map[string]map[chan struct{}]struct{} // queue → consumer wake-ups
+	turns     map[string]chan struct{}              // queue → its receives' turn (see consumer.fetch)
 	cancel    context.CancelFunc                    // stops the listener
 
 	lastCleanup time.Time // of expired dedup ids; guarded by mu
@@ -223,6 +224,7 @@ func New(ctx context.Context, cfg Config) (*Transport, error) {
 		log:        cfg.Logger,
 		closing:    make(chan struct{}),
 		waiters:    map[string]map[chan struct{}]struct{}{},
+		turns:      map[string]chan struct{}{},
 		toNotify:   map[string]struct{}{},
 		notifyKick: make(chan struct{}, 1),
 	}, nil
