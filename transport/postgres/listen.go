@@ -91,18 +91,6 @@ func (t *Transport) wakeAll() {
 	}
 }
 
-// turn returns the token the consumers of queue in t take turns with.
-func (t *Transport) turn(queue string) chan struct{} {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	ch := t.turns[queue]
-	if ch == nil {
-		ch = make(chan struct{}, 1)
-		t.turns[queue] = ch
-	}
-	return ch
-}
-
 func (t *Transport) unregister(queue string, w chan struct{}) {
 	t.mu.Lock()
 	defer t.mu.Unlock()

@@ -55,10 +55,12 @@ type Config struct {
 	// DisableNotify turns LISTEN/NOTIFY off: consumers then find new messages
 	// by polling only (and the transport holds no listening connection).
 	DisableNotify bool
-	// BatchSize is how many messages a consumer receives per query. The
-	// extra ones wait in the consumer under their lease; those still
-	// unhandled when half the visibility timeout has passed are given back.
-	// 1 gives the fairest spread between consumers. Default DefaultBatchSize.
+	// BatchSize is how many messages a consumer receives per query (the
+	// consumers of a queue in one Transport receive together, see
+	// Subscribe). The extra ones wait under their lease for the next
+	// consumer to be free; those still unhandled when half the visibility
+	// timeout has passed are given back. 1 gives the fairest spread between
+	// consumers in different processes. Default DefaultBatchSize.
 	BatchSize int
 	// MaxBatchSize is how many messages a consumer receives per query at
 	// most when its handlers keep up: after a full batch handled in less
@@ -186,7 +188,7 @@ type Transport struct {
 	wg        sync.WaitGroup // consumers and their helpers
 	listening bool
 	waiters   map[string]map[chan struct{}]struct{} // queue → consumer wake-ups
-	turns     map[string]chan struct{}              // queue → its receives' turn (see consumer.fetch)
+	receivers map[receiverKey]*receiver             // of the queues consumed
 	cancel    context.CancelFunc                    // stops the listener
 
 	lastCleanup time.Time // of expired dedup ids; guarded by mu
@@ -224,7 +226,7 @@ func New(ctx context.Context, cfg Config) (*Transport, error) {
 		log:        cfg.Logger,
 		closing:    make(chan struct{}),
 		waiters:    map[string]map[chan struct{}]struct{}{},
-		turns:      map[string]chan struct{}{},
+		receivers:  map[receiverKey]*receiver{},
 		toNotify:   map[string]struct{}{},
 		notifyKick: make(chan struct{}, 1),
 	}, nil
