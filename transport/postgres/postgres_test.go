@@ -874,3 +874,41 @@ func TestBatchGrowsForFastHandlers(t *testing.T) {
 		})
 	}
 }
+
+// The consumers of a queue in one transport receive together: one batch
+// feeds them all, instead of each leasing a batch of its own.
+func TestConsumersShareTheirBatch(t *testing.T) {
+	ctx := context.Background()
+	tr := newTransport(t, postgres.Config{BatchSize: 10, MaxBatchSize: 10, DisableNotify: true})
+	topic, queue := names(t)
+	if err := tr.Declare(ctx, transport.Queue{Name: queue, Topics: []string{topic}, VisibilityTimeout: time.Hour}); err != nil {
+		t.Fatal(err)
+	}
+	var msgs []*message.Message
+	for i := range 30 {
+		msgs = append(msgs, msg(strconv.Itoa(i)))
+	}
+	if err := tr.Publish(topic, msgs...); err != nil {
+		t.Fatal(err)
+	}
+	var held []*message.Message
+	for range 3 {
+		ch, err := tr.Subscribe(ctx, queue)
+		if err != nil {
+			t.Fatal(err)
+		}
+		held = append(held, receive(t, ch, "message"))
+	}
+	defer func() {
+		for _, m := range held {
+			m.Ack()
+		}
+	}()
+	_, inFlight, err := tr.Depth(ctx, queue)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if inFlight != 10 {
+		t.Errorf("%d messages leased with three consumers holding one each, want one batch of 10", inFlight)
+	}
+}
