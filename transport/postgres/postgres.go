@@ -193,6 +193,10 @@ type Transport struct {
 
 	lastCleanup time.Time // of expired dedup ids; guarded by mu
 
+	pubMu     sync.Mutex
+	pubQueue  []*publishCall // Publish calls waiting to be written (see combine)
+	combiners int            // goroutines writing them; guarded by pubMu
+
 	notifying  bool                // the notifier goroutine runs; guarded by mu
 	toNotify   map[string]struct{} // topics published since the last NOTIFY; guarded by mu
 	notifyKick chan struct{}
@@ -460,7 +464,13 @@ func (t *Transport) publish(ctx context.Context, db DBTX, own bool, topic string
 		}
 		b.Queue("RELEASE SAVEPOINT eda_transport_publish")
 	}
-	err := db.SendBatch(ctx, b).Close()
+	var err error
+	if pooled, _ := db.(*pgxpool.Pool); pooled == t.pool && own && !grouped {
+		q := b.QueuedQueries[0] // in the transport's own transaction: combined with concurrent ones
+		err = t.combine(ctx, q.SQL, q.Arguments...)
+	} else {
+		err = db.SendBatch(ctx, b).Close()
+	}
 	if err != nil && !own {
 		// Back to before the publish; the caller's transaction goes on.
 		if _, rerr := db.Exec(ctx, "ROLLBACK TO SAVEPOINT eda_transport_publish"); rerr != nil {

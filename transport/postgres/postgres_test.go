@@ -912,3 +912,48 @@ func TestConsumersShareTheirBatch(t *testing.T) {
 		t.Errorf("%d messages leased with three consumers holding one each, want one batch of 10", inFlight)
 	}
 }
+
+// Concurrent publishes are written together, yet each call is all or
+// nothing with its own error: publishes that fail (no group id for a FIFO
+// queue) beside ones that succeed store nothing and fail alone.
+func TestConcurrentPublishesFailAlone(t *testing.T) {
+	ctx := context.Background()
+	tr := newTransport(t, postgres.Config{})
+	good, queue := names(t)
+	bad, fifo := names(t)
+	if err := tr.Declare(ctx, transport.Queue{Name: queue, Topics: []string{good}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := tr.Declare(ctx, transport.Queue{Name: fifo, Topics: []string{bad}, FIFO: true}); err != nil {
+		t.Fatal(err)
+	}
+	const calls = 200
+	errs := make([]error, calls)
+	var wg sync.WaitGroup
+	for i := range calls {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			topic := good
+			if i%2 == 1 {
+				topic = bad
+			}
+			errs[i] = tr.Publish(topic, msg(strconv.Itoa(i)))
+		}()
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if i%2 == 0 && err != nil {
+			t.Errorf("publish %d to a standard queue: %v", i, err)
+		}
+		if i%2 == 1 && !errors.Is(err, transport.ErrMissingGroupID) {
+			t.Errorf("publish %d without group id to a FIFO queue: %v, want ErrMissingGroupID", i, err)
+		}
+	}
+	if visible, _, err := tr.Depth(ctx, queue); err != nil || visible != calls/2 {
+		t.Errorf("standard queue holds %d messages (%v), want %d", visible, err, calls/2)
+	}
+	if visible, _, err := tr.Depth(ctx, fifo); err != nil || visible != 0 {
+		t.Errorf("FIFO queue holds %d messages (%v), want 0", visible, err)
+	}
+}
