@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -64,6 +65,9 @@ type Store struct {
 	table        string // quoted schema.table
 
 	claimSQL, completeSQL, releaseSQL, expireSQL, markSQL string
+	// beginMarkSQL is the start of the statement that marks a key and
+	// begins the transaction in one round trip (see beginMarked).
+	beginMarkSQL string
 }
 
 // New returns a store on db.
@@ -107,6 +111,7 @@ WHERE consumer = $1 AND event_id = $2 AND token = $3 AND processed_at IS NULL`
 	s.expireSQL = `DELETE FROM ` + t + ` WHERE processed_at < $1 OR (processed_at IS NULL AND lease_until < $1)`
 	s.markSQL = `INSERT INTO ` + t + ` (consumer, event_id, processed_at) VALUES ($1, $2, now())
 ON CONFLICT (consumer, event_id) DO NOTHING`
+	s.beginMarkSQL = `INSERT INTO ` + t + ` (consumer, event_id, processed_at) VALUES (`
 	return s, nil
 }
 
@@ -209,8 +214,9 @@ func (s *Store) Expire(ctx context.Context, before time.Time) (int64, error) {
 // Mark records (consumer, event id) as processed inside tx and reports
 // whether this call recorded it: false means the event was already
 // processed (by a committed transaction; a concurrent one that has not
-// committed yet makes Mark wait for its outcome). One round trip. Tx calls
-// it; call it yourself when you manage the transaction.
+// committed yet makes Mark wait for its outcome). One round trip. Call it
+// when you manage the transaction yourself; Tx marks with the same
+// semantics in the round trip that begins its transaction.
 func (s *Store) Mark(ctx context.Context, tx pgx.Tx, key inbox.Key) (bool, error) {
 	if err := key.Validate(); err != nil {
 		return false, err
@@ -224,11 +230,11 @@ func (s *Store) Mark(ctx context.Context, tx pgx.Tx, key inbox.Key) (bool, error
 
 // Tx wraps fn, a handler that writes to the store's database, into an eda
 // handler: each message runs in a new transaction that first marks the
-// event id as processed by consumer (one INSERT ... ON CONFLICT DO NOTHING),
-// then calls fn with it and commits. A duplicate finds the mark and returns
-// nil without calling fn; a concurrent duplicate waits on the mark's unique
-// index until the first transaction ends, then skips (it committed) or runs
-// (it rolled back). An error from fn, a panic or a cancelled context rolls
+// event id as processed by consumer (an INSERT sent with the BEGIN, in the
+// same round trip), then calls fn with it and commits. A duplicate finds
+// the mark and returns nil without calling fn; a concurrent duplicate waits
+// on the mark's unique index until the first transaction ends, then skips
+// (it committed) or runs (it rolled back). An error from fn, a panic or a cancelled context rolls
 // everything back, mark included, so the redelivery runs again. The effect
 // is exactly once even if the process dies between commit and ack.
 //
@@ -248,20 +254,16 @@ func Tx[E eda.Event](s *Store, consumer string, fn func(ctx context.Context, tx 
 		if err := key.Validate(); err != nil {
 			return eda.Permanent(err)
 		}
-		tx, err := s.db.Begin(ctx)
-		if err != nil {
-			return fmt.Errorf("%w: pgstore: begin: %w", inbox.ErrStore, err)
-		}
-		committed := false
-		defer func() {
-			if !committed { // an error, a duplicate or a panic
-				_ = tx.Rollback(context.WithoutCancel(ctx))
-			}
-		}()
-		first, err := s.Mark(ctx, tx, key)
+		tx, first, err := s.begin(ctx, key)
 		if err != nil || !first {
 			return err
 		}
+		committed := false
+		defer func() {
+			if !committed { // an error or a panic
+				_ = tx.Rollback(context.WithoutCancel(ctx))
+			}
+		}()
 		if err := fn(ctx, tx, e); err != nil {
 			return err
 		}
@@ -271,4 +273,71 @@ func Tx[E eda.Event](s *Store, consumer string, fn func(ctx context.Context, tx 
 		committed = true
 		return nil
 	}
+}
+
+// txBeginner is a DB that begins transactions with options: *pgxpool.Pool
+// and *pgx.Conn are.
+type txBeginner interface {
+	BeginTx(ctx context.Context, opts pgx.TxOptions) (pgx.Tx, error)
+}
+
+// begin starts Tx's transaction with key marked in it, and reports whether
+// this mark is the first (false: the event was processed, and no
+// transaction is open).
+//
+// On a DB that takes transaction options (a pool or a connection) this is
+// one round trip instead of two (BEGIN, then Mark): the mark's INSERT and
+// BEGIN go as one simple-protocol query, "INSERT ...; BEGIN". Postgres runs
+// the INSERT in the query's implicit transaction, which BEGIN turns into
+// the transaction fn runs in, so the mark commits or rolls back with fn's
+// effects as before. A key processed already makes the INSERT fail on the
+// primary key (waiting, like Mark, for a concurrent transaction holding
+// the key to end); the implicit transaction then rolls back and the
+// connection is idle again. The key's strings are inlined as escape-string
+// literals; a key with a NUL byte (which text cannot hold anyway) takes the
+// two-round-trip path and fails there as before.
+func (s *Store) begin(ctx context.Context, key inbox.Key) (pgx.Tx, bool, error) {
+	db, ok := s.db.(txBeginner)
+	if !ok || strings.ContainsRune(key.Consumer, 0) || strings.ContainsRune(key.EventID, 0) {
+		tx, err := s.db.Begin(ctx)
+		if err != nil {
+			return nil, false, fmt.Errorf("%w: pgstore: begin: %w", inbox.ErrStore, err)
+		}
+		first, err := s.Mark(ctx, tx, key)
+		if err != nil || !first {
+			_ = tx.Rollback(context.WithoutCancel(ctx))
+			return nil, false, err
+		}
+		return tx, true, nil
+	}
+	q := s.beginMarkSQL + literal(key.Consumer) + ", " + literal(key.EventID) + ", now()); BEGIN"
+	tx, err := db.BeginTx(ctx, pgx.TxOptions{BeginQuery: q})
+	var pgErr *pgconn.PgError
+	switch {
+	case errors.As(err, &pgErr) && pgErr.Code == "23505": // unique_violation: marked already
+		return nil, false, nil
+	case err != nil:
+		return nil, false, fmt.Errorf("%w: pgstore: begin and mark: %w", inbox.ErrStore, err)
+	}
+	return tx, true, nil
+}
+
+// literal quotes v as a Postgres escape-string constant (E'...'), which
+// means the same whatever standard_conforming_strings is: backslashes and
+// single quotes are doubled. v must not contain NUL.
+func literal(v string) string {
+	var b strings.Builder
+	b.Grow(len(v) + 4)
+	b.WriteString("E'")
+	for i := 0; i < len(v); i++ {
+		switch c := v[i]; c {
+		case '\\', '\'':
+			b.WriteByte(c)
+			b.WriteByte(c)
+		default:
+			b.WriteByte(c)
+		}
+	}
+	b.WriteByte('\'')
+	return b.String()
 }
