@@ -2,6 +2,7 @@ package pgstore_test
 
 import (
 	"context"
+	"errors"
 	"strconv"
 	"strings"
 	"sync"
@@ -33,6 +34,22 @@ func (l *statementLog) TraceQueryStart(ctx context.Context, _ *pgx.Conn, data pg
 }
 
 func (l *statementLog) TraceQueryEnd(context.Context, *pgx.Conn, pgx.TraceQueryEndData) {}
+
+// A batch is logged as one entry (one round trip): its statements joined
+// by " + ".
+func (l *statementLog) TraceBatchStart(ctx context.Context, _ *pgx.Conn, data pgx.TraceBatchStartData) context.Context {
+	var qs []string
+	for _, q := range data.Batch.QueuedQueries {
+		qs = append(qs, q.SQL)
+	}
+	l.mu.Lock()
+	l.sqls = append(l.sqls, strings.Join(qs, " + "))
+	l.mu.Unlock()
+	return ctx
+}
+
+func (l *statementLog) TraceBatchQuery(context.Context, *pgx.Conn, pgx.TraceBatchQueryData) {}
+func (l *statementLog) TraceBatchEnd(context.Context, *pgx.Conn, pgx.TraceBatchEndData)     {}
 
 func (l *statementLog) take() []string {
 	l.mu.Lock()
@@ -137,6 +154,28 @@ func TestTxInboxIsNoRoundTrip(t *testing.T) {
 	}
 	if n != 1 {
 		t.Errorf("%d inbox statements, want 1: %q", n, with)
+	}
+}
+
+// TestTxCommitBatchIsOneRoundTrip checks that a handler whose writes go on
+// the commit batch costs two round trips in all: the begin with the mark,
+// then the writes with the commit.
+func TestTxCommitBatchIsOneRoundTrip(t *testing.T) {
+	s, _, schema, log := tracedStore(t)
+	insert := "INSERT INTO " + pgx.Identifier{schema, "charges"}.Sanitize() + " (order_id) VALUES ($1)"
+	handle := txBench(t, pgstore.Tx(s, "billing", func(ctx context.Context, tx pgx.Tx, e inboxtest.Charged) error {
+		b, ok := pgstore.CommitBatch(ctx)
+		if !ok {
+			return errors.New("no commit batch in Tx")
+		}
+		b.Queue(insert, e.Order)
+		return nil
+	}))
+	handle()
+	log.take() // the first run prepares the statements
+	handle()
+	if got := log.take(); len(got) != 2 || !strings.Contains(got[0], `."eda_inbox"`) || got[1] != insert+" + COMMIT" {
+		t.Errorf("round trips %q, want the begin with the mark, then the insert with the commit", got)
 	}
 }
 

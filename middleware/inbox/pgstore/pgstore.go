@@ -231,7 +231,8 @@ func (s *Store) Mark(ctx context.Context, tx pgx.Tx, key inbox.Key) (bool, error
 // Tx wraps fn, a handler that writes to the store's database, into an eda
 // handler: each message runs in a new transaction that first marks the
 // event id as processed by consumer (an INSERT sent with the BEGIN, in the
-// same round trip), then calls fn with it and commits. A duplicate finds
+// same round trip), then calls fn with it and commits (with the statements
+// fn queued on CommitBatch, in the commit's round trip). A duplicate finds
 // the mark and returns nil without calling fn; a concurrent duplicate waits
 // on the mark's unique index until the first transaction ends, then skips
 // (it committed) or runs (it rolled back). An error from fn, a panic or a cancelled context rolls
@@ -254,20 +255,21 @@ func Tx[E eda.Event](s *Store, consumer string, fn func(ctx context.Context, tx 
 		if err := key.Validate(); err != nil {
 			return eda.Permanent(err)
 		}
-		tx, first, err := s.begin(ctx, key)
+		t, first, err := s.begin(ctx, key)
 		if err != nil || !first {
 			return err
 		}
 		committed := false
 		defer func() {
 			if !committed { // an error or a panic
-				_ = tx.Rollback(context.WithoutCancel(ctx))
+				t.rollback(context.WithoutCancel(ctx))
 			}
 		}()
-		if err := fn(ctx, tx, e); err != nil {
+		b := &pgx.Batch{}
+		if err := fn(context.WithValue(ctx, commitBatchKey{}, b), t.tx, e); err != nil {
 			return err
 		}
-		if err := tx.Commit(ctx); err != nil {
+		if err := t.commit(ctx, b); err != nil {
 			return fmt.Errorf("%w: pgstore: commit: %w", inbox.ErrStore, err)
 		}
 		committed = true
@@ -275,51 +277,106 @@ func Tx[E eda.Event](s *Store, consumer string, fn func(ctx context.Context, tx 
 	}
 }
 
-// txBeginner is a DB that begins transactions with options: *pgxpool.Pool
-// and *pgx.Conn are.
-type txBeginner interface {
-	BeginTx(ctx context.Context, opts pgx.TxOptions) (pgx.Tx, error)
+// txn is Tx's transaction.
+type txn struct {
+	tx pgx.Tx
+	// conn is the pool connection tx runs on when begin acquired it, so
+	// that the commit can go with the commit batch; nil when tx came from
+	// DB.Begin (and releases its connection itself).
+	conn *pgxpool.Conn
 }
 
 // begin starts Tx's transaction with key marked in it, and reports whether
 // this mark is the first (false: the event was processed, and no
 // transaction is open).
 //
-// On a DB that takes transaction options (a pool or a connection) this is
-// one round trip instead of two (BEGIN, then Mark): the mark's INSERT and
-// BEGIN go as one simple-protocol query, "INSERT ...; BEGIN". Postgres runs
-// the INSERT in the query's implicit transaction, which BEGIN turns into
-// the transaction fn runs in, so the mark commits or rolls back with fn's
-// effects as before. A key processed already makes the INSERT fail on the
-// primary key (waiting, like Mark, for a concurrent transaction holding
-// the key to end); the implicit transaction then rolls back and the
-// connection is idle again. The key's strings are inlined as escape-string
-// literals; a key with a NUL byte (which text cannot hold anyway) takes the
-// two-round-trip path and fails there as before.
-func (s *Store) begin(ctx context.Context, key inbox.Key) (pgx.Tx, bool, error) {
-	db, ok := s.db.(txBeginner)
+// On a *pgxpool.Pool this is one round trip instead of two (BEGIN, then
+// Mark): the mark's INSERT and BEGIN go as one simple-protocol query,
+// "INSERT ...; BEGIN". Postgres runs the INSERT in the query's implicit
+// transaction, which BEGIN turns into the transaction fn runs in, so the
+// mark commits or rolls back with fn's effects as before. A key processed
+// already makes the INSERT fail on the primary key (waiting, like Mark, for
+// a concurrent transaction holding the key to end); the implicit
+// transaction then rolls back and the connection is idle again. The key's
+// strings are inlined as escape-string literals; a key with a NUL byte
+// (which text cannot hold anyway) takes the two-round-trip path and fails
+// there as before, as does any other DB.
+func (s *Store) begin(ctx context.Context, key inbox.Key) (txn, bool, error) {
+	pool, ok := s.db.(*pgxpool.Pool)
 	if !ok || strings.ContainsRune(key.Consumer, 0) || strings.ContainsRune(key.EventID, 0) {
 		tx, err := s.db.Begin(ctx)
 		if err != nil {
-			return nil, false, fmt.Errorf("%w: pgstore: begin: %w", inbox.ErrStore, err)
+			return txn{}, false, fmt.Errorf("%w: pgstore: begin: %w", inbox.ErrStore, err)
 		}
 		first, err := s.Mark(ctx, tx, key)
 		if err != nil || !first {
 			_ = tx.Rollback(context.WithoutCancel(ctx))
-			return nil, false, err
+			return txn{}, false, err
 		}
-		return tx, true, nil
+		return txn{tx: tx}, true, nil
+	}
+	conn, err := pool.Acquire(ctx)
+	if err != nil {
+		return txn{}, false, fmt.Errorf("%w: pgstore: begin: %w", inbox.ErrStore, err)
 	}
 	q := s.beginMarkSQL + literal(key.Consumer) + ", " + literal(key.EventID) + ", now()); BEGIN"
-	tx, err := db.BeginTx(ctx, pgx.TxOptions{BeginQuery: q})
-	var pgErr *pgconn.PgError
-	switch {
-	case errors.As(err, &pgErr) && pgErr.Code == "23505": // unique_violation: marked already
-		return nil, false, nil
-	case err != nil:
-		return nil, false, fmt.Errorf("%w: pgstore: begin and mark: %w", inbox.ErrStore, err)
+	tx, err := conn.BeginTx(ctx, pgx.TxOptions{BeginQuery: q})
+	if err != nil {
+		conn.Release()
+		var pgErr *pgconn.PgError
+		if errors.As(err, &pgErr) && pgErr.Code == "23505" { // unique_violation: marked already
+			return txn{}, false, nil
+		}
+		return txn{}, false, fmt.Errorf("%w: pgstore: begin and mark: %w", inbox.ErrStore, err)
 	}
-	return tx, true, nil
+	return txn{tx: tx, conn: conn}, true, nil
+}
+
+// commit sends b's statements, then COMMIT: in one round trip on a
+// connection begin acquired.
+func (t txn) commit(ctx context.Context, b *pgx.Batch) error {
+	if t.conn == nil || b.Len() == 0 {
+		if b.Len() > 0 {
+			if err := t.tx.SendBatch(ctx, b).Close(); err != nil {
+				return err
+			}
+		}
+		err := t.tx.Commit(ctx)
+		if t.conn != nil && err == nil {
+			t.conn.Release()
+		}
+		return err
+	}
+	b.Queue("COMMIT")
+	if err := t.conn.SendBatch(ctx, b).Close(); err != nil {
+		return err
+	}
+	// Committed; t.tx, which did not send the COMMIT, is dropped.
+	t.conn.Release()
+	return nil
+}
+
+// rollback ends a transaction that was not committed.
+func (t txn) rollback(ctx context.Context) {
+	_ = t.tx.Rollback(ctx)
+	if t.conn != nil {
+		t.conn.Release() // closed instead of reused if still in a transaction
+	}
+}
+
+// commitBatchKey is the context key of Tx's commit batch.
+type commitBatchKey struct{}
+
+// CommitBatch returns, inside a handler run by Tx, the batch that Tx sends
+// with its COMMIT: statements queued on it run in the handler's
+// transaction after the handler returned, in the commit's round trip
+// instead of one each. Use it for writes whose results the handler does
+// not need, such as its outbox events (pgxstore.Store.Queue). If one
+// fails, the transaction rolls back and the handler's error is that
+// failure. ok is false outside Tx.
+func CommitBatch(ctx context.Context) (b *pgx.Batch, ok bool) {
+	b, ok = ctx.Value(commitBatchKey{}).(*pgx.Batch)
+	return b, ok
 }
 
 // literal quotes v as a Postgres escape-string constant (E'...'), which

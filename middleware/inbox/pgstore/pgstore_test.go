@@ -424,3 +424,34 @@ func TestTxEventIDQuoted(t *testing.T) {
 		t.Errorf("inbox holds %q, want %q", got, want)
 	}
 }
+
+// TestTxCommitBatch checks that statements queued on the commit batch
+// commit with the handler's transaction, and that one that fails rolls it
+// back, mark included, so that the redelivery runs the handler again.
+func TestTxCommitBatch(t *testing.T) {
+	f := newTxFixture(t)
+	var fail atomic.Bool
+	fail.Store(true)
+	insert := "INSERT INTO " + pgx.Identifier{f.schema, "charges"}.Sanitize() + " (order_id) VALUES ($1)"
+	app := f.app(1, func(ctx context.Context, tx pgx.Tx, e inboxtest.Charged) error {
+		f.calls.Add(1)
+		b, ok := pgstore.CommitBatch(ctx)
+		if !ok {
+			return errors.New("no commit batch in Tx")
+		}
+		b.Queue(insert, e.Order)
+		if fail.CompareAndSwap(true, false) {
+			b.Queue("SELECT 1/0") // fails at commit
+		}
+		return nil
+	})
+	start(t, app)
+	f.publish(app, 1)
+	f.drained()
+	if n := f.effects(); n != 1 || f.calls.Load() != 2 {
+		t.Errorf("%d effects, %d calls; want 1 (the failed commit rolled back), 2", n, f.calls.Load())
+	}
+	if _, ok := pgstore.CommitBatch(context.Background()); ok {
+		t.Error("CommitBatch outside Tx reports a batch")
+	}
+}
