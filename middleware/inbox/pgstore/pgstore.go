@@ -66,7 +66,7 @@ type Store struct {
 
 	claimSQL, completeSQL, releaseSQL, expireSQL, markSQL string
 	// beginMarkSQL is the start of the statement that marks a key and
-	// begins the transaction in one round trip (see beginMarked).
+	// begins the transaction in one round trip (see begin).
 	beginMarkSQL string
 }
 
