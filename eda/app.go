@@ -15,7 +15,6 @@ import (
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill/message"
-	"github.com/google/uuid"
 
 	"github.com/edaproject/eda/transport"
 )
@@ -133,6 +132,8 @@ type App struct {
 	// it taken allocate their own. A publisher does not keep the slice it
 	// is given after Publish returns.
 	one atomic.Pointer[[1]*message.Message]
+
+	ids eventIDs // event ids (NewMessage)
 }
 
 type eventType struct {
@@ -339,10 +340,8 @@ func (a *App) NewMessage(ctx context.Context, e Event) (topic string, msg *messa
 	if err != nil {
 		return "", nil, fmt.Errorf("%w: %s: %w", ErrEncode, et.name, err)
 	}
-	id, err := uuid.NewV7()
-	if err != nil {
-		return "", nil, fmt.Errorf("eda: event id: %w", err)
-	}
+	at := time.Now()
+	id := a.ids.next(at)
 	// The id and the time share one allocation: both are substrings of text.
 	var buf [36 + len(time.RFC3339Nano)]byte
 	b := hex.AppendEncode(buf[:0], id[:4])
@@ -354,7 +353,7 @@ func (a *App) NewMessage(ctx context.Context, e Event) (topic string, msg *messa
 	b = hex.AppendEncode(b, id[8:10])
 	b = append(b, '-')
 	b = hex.AppendEncode(b, id[10:])
-	b = time.Now().UTC().AppendFormat(b, time.RFC3339Nano)
+	b = at.UTC().AppendFormat(b, time.RFC3339Nano)
 	text := string(b)
 	ids, now := text[:36], text[36:]
 	msg = message.NewMessage(ids, payload)

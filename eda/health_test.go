@@ -254,10 +254,11 @@ func TestHealthConfigValidate(t *testing.T) {
 // proxy forwards TCP connections to a target until closed; close also cuts
 // the connections it carries, as a network partition would.
 type proxy struct {
-	ln    net.Listener
-	mu    sync.Mutex
-	conns []net.Conn
-	wg    sync.WaitGroup
+	ln     net.Listener
+	mu     sync.Mutex
+	conns  []net.Conn
+	closed bool
+	wg     sync.WaitGroup
 }
 
 func newProxy(t *testing.T, target string) *proxy {
@@ -280,9 +281,15 @@ func newProxy(t *testing.T, target string) *proxy {
 				continue
 			}
 			p.mu.Lock()
+			if p.closed { // accepted while close ran: cut it too
+				p.mu.Unlock()
+				c.Close()
+				u.Close()
+				return
+			}
 			p.conns = append(p.conns, c, u)
-			p.mu.Unlock()
 			p.wg.Add(2)
+			p.mu.Unlock()
 			go func() { defer p.wg.Done(); _, _ = io.Copy(u, c); u.Close() }()
 			go func() { defer p.wg.Done(); _, _ = io.Copy(c, u); c.Close() }()
 		}
@@ -295,6 +302,7 @@ func (p *proxy) addr() string { return p.ln.Addr().String() }
 func (p *proxy) close() {
 	p.ln.Close()
 	p.mu.Lock()
+	p.closed = true
 	for _, c := range p.conns {
 		c.Close()
 	}

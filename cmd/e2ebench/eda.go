@@ -31,7 +31,9 @@ import (
 // implicit transaction (pgxstore.Store.Queue, one round trip), the outbox
 // relay into the eda AWS transport (SNS PublishBatch), batched SQS
 // consumers, middleware.Default (retry, poison queue) and each handler in
-// a pgstore.Tx, whose inbox mark commits with the handler's effects.
+// a pgstore.Tx, whose inbox mark commits with the handler's effects (the
+// mark goes with the BEGIN; the inventory handler's outbox insert goes
+// with the COMMIT, on pgstore.CommitBatch).
 type edaBuild struct {
 	env   *env
 	pool  *pgxpool.Pool
@@ -128,7 +130,9 @@ func newEdaBuild(ctx context.Context, e *env, prefix string, timed *timedPublish
 			if !ok {
 				out = StockReservationFailed{OrderID: ev.OrderID, CustomerID: ev.CustomerID, Reason: reason}
 			}
-			return b.store.Write(ctx, tx, b.app, out)
+			// The outbox insert goes with the commit, in its round trip.
+			commit, _ := pgstore.CommitBatch(ctx)
+			return b.store.Queue(ctx, commit, b.app, out)
 		}))),
 		eda.Handle(b.app, name(queueNotification), pgstore.Tx(in, "notification", func(ctx context.Context, tx pgx.Tx, ev OrderCreated) error {
 			env, _ := eda.EnvelopeFromContext(ctx)

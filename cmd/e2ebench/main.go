@@ -78,7 +78,7 @@ func main() {
 	c := config{out: os.Stdout}
 	flag.StringVar(&c.dsn, "dsn", envOr("EDA_TEST_POSTGRES", "postgres://postgres@127.0.0.1:5432/test?sslmode=disable"), "Postgres DSN")
 	flag.StringVar(&c.endpoint, "aws-endpoint", envOr("EDA_AWS_ENDPOINT", "http://127.0.0.1:4566"), "SNS/SQS emulator (scripts/emulator.sh up)")
-	rates := flag.String("rates", "50,100,200,400,800,1600", "offered rates in orders/s, rising")
+	rates := flag.String("rates", "50,100,150,200,250,300,350,400,500,600,700,800,900,1000,1100,1200", "offered rates in orders/s, rising")
 	flag.DurationVar(&c.step, "step", 15*time.Second, "how long each rate is offered")
 	flag.DurationVar(&c.drain, "drain", 30*time.Second, "how long a step's orders may take to finish after the step")
 	flag.DurationVar(&c.p99Bound, "p99-bound", time.Second, "a sustained step's p99 latency bound")

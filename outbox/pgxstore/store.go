@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -522,7 +523,8 @@ func (s *Store) wrap(op string, err error) error {
 	return fmt.Errorf("pgxstore: %s on %s: %w", op, s.table, err)
 }
 
-// claimBegin starts a claim's transaction.
+// claimBegin starts a claim's transaction. Its statements go in the
+// claim's round trip, before the claim query.
 //
 // The claim's commit only records that records were published. Losing it
 // in a database crash means publishing them again, which at-least-once
@@ -544,6 +546,10 @@ func (s *Store) wrap(op string, err error) error {
 // (cmd/outboxbench -phases claim, its backlog case). JIT is off for the
 // claim's transaction.
 const claimBegin = "BEGIN; SET LOCAL synchronous_commit = off; SET LOCAL enable_seqscan = off; SET LOCAL enable_bitmapscan = off; SET LOCAL jit = off"
+
+// claimBeginStatements are claimBegin's statements, one by one, for a
+// pgx.Batch (whose extended protocol takes one statement per query).
+var claimBeginStatements = strings.Split(claimBegin, "; ")
 
 // Claim implements outbox.Store. The records stay row-locked (FOR UPDATE
 // SKIP LOCKED) in one transaction while publish runs; if the process dies,
@@ -580,50 +586,35 @@ func (s *Store) ClaimDue(ctx context.Context, req outbox.ClaimRequest, publish f
 	return s.claimWith(ctx, req.Limit, publish, s.claimPart, req.Limit, due, inflight, p.Of, p.Index)
 }
 
+// claimWith runs one claim of q (with args) in two round trips: the
+// transaction's start and the claim query in one batch, then, after
+// publish, the outcomes' updates and the commit in another.
 func (s *Store) claimWith(ctx context.Context, limit int, publish func(context.Context, []outbox.Record) []outbox.Result, q string, args ...any) (int, error) {
 	if limit <= 0 {
 		return 0, fmt.Errorf("%w: pgxstore: claim limit %d", outbox.ErrInvalidConfig, limit)
 	}
-	tx, err := s.pool.BeginTx(ctx, pgx.TxOptions{BeginQuery: claimBegin})
+	conn, err := s.pool.Acquire(ctx)
 	if err != nil {
 		return 0, s.wrap("claim", err)
 	}
-	defer tx.Rollback(context.WithoutCancel(ctx))
-	rows, err := tx.Query(ctx, q, args...)
+	open := true // the claim's transaction may be open
+	defer func() {
+		if open {
+			_, _ = conn.Exec(context.WithoutCancel(ctx), "ROLLBACK")
+		}
+		conn.Release() // a connection left in a transaction is closed, not reused
+	}()
+	b := &pgx.Batch{}
+	for _, q := range claimBeginStatements {
+		b.Queue(q)
+	}
+	b.Queue(q, args...)
+	br := conn.SendBatch(ctx, b)
+	batch, src, found, err := s.scanClaim(br)
+	if cerr := br.Close(); err == nil {
+		err = cerr
+	}
 	if err != nil {
-		return 0, s.wrap("claim", err)
-	}
-	var batch []outbox.Record
-	src := map[int64]int{} // table of each claimed record not in the main one
-	found := 0
-	for rows.Next() {
-		found++
-		var r outbox.Record
-		var md string
-		var isBlocked bool
-		var due *time.Time
-		var from int
-		if err := rows.Scan(&r.Seq, &r.EventID, &r.Topic, &r.Payload, &md, &r.OrderingKey, &r.DedupID, &r.CreatedAt, &r.Attempts, &due, &isBlocked, &from); err != nil {
-			rows.Close()
-			return 0, s.wrap("claim", err)
-		}
-		if due != nil {
-			r.DeliverAt = due.UTC()
-		}
-		if isBlocked {
-			continue // an older record of its key is held elsewhere
-		}
-		if from != srcHot {
-			src[r.Seq] = from
-		}
-		if r.Metadata, err = outbox.UnmarshalMetadata([]byte(md)); err != nil {
-			// Cannot happen for rows written by Write; park it visibly.
-			r.Metadata = nil
-		}
-		batch = append(batch, r)
-	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
 		return 0, s.wrap("claim", err)
 	}
 	if len(batch) == 0 {
@@ -643,18 +634,61 @@ func (s *Store) claimWith(ctx context.Context, limit int, publish func(context.C
 		results = publish(ctx, good)
 	}
 	results = append(results, corrupt...)
-	if err := s.apply(ctx, tx, results, src); err != nil {
+	if err := s.applyAndCommit(ctx, conn, results, src); err != nil {
 		return 0, err
 	}
-	if err := tx.Commit(context.WithoutCancel(ctx)); err != nil {
-		return 0, s.wrap("claim commit", err)
-	}
+	open = false
 	return found, nil
 }
 
-// apply records the outcomes of a claim; src gives the table of each
-// record not from the main one.
-func (s *Store) apply(ctx context.Context, tx pgx.Tx, results []outbox.Result, src map[int64]int) error {
+// scanClaim reads the results of a claim's batch: its begin statements,
+// then the claimed records (found counts those held back too) and the
+// table of each one not from the main table.
+func (s *Store) scanClaim(br pgx.BatchResults) (batch []outbox.Record, src map[int64]int, found int, err error) {
+	for range claimBeginStatements {
+		if _, err := br.Exec(); err != nil {
+			return nil, nil, 0, err
+		}
+	}
+	rows, err := br.Query()
+	if err != nil {
+		return nil, nil, 0, err
+	}
+	defer rows.Close()
+	src = map[int64]int{}
+	for rows.Next() {
+		found++
+		var r outbox.Record
+		var md string
+		var isBlocked bool
+		var due *time.Time
+		var from int
+		if err := rows.Scan(&r.Seq, &r.EventID, &r.Topic, &r.Payload, &md, &r.OrderingKey, &r.DedupID, &r.CreatedAt, &r.Attempts, &due, &isBlocked, &from); err != nil {
+			return nil, nil, 0, err
+		}
+		if due != nil {
+			r.DeliverAt = due.UTC()
+		}
+		if isBlocked {
+			continue // an older record of its key is held elsewhere
+		}
+		if from != srcHot {
+			src[r.Seq] = from
+		}
+		if r.Metadata, err = outbox.UnmarshalMetadata([]byte(md)); err != nil {
+			// Cannot happen for rows written by Write; park it visibly.
+			r.Metadata = nil
+		}
+		batch = append(batch, r)
+	}
+	rows.Close()
+	return batch, src, found, rows.Err()
+}
+
+// applyAndCommit records the claim's outcomes and commits its transaction
+// on conn, in one round trip; src gives the table of each record not from
+// the main one.
+func (s *Store) applyAndCommit(ctx context.Context, conn *pgxpool.Conn, results []outbox.Result, src map[int64]int) error {
 	type outcomes struct {
 		ids  []int64
 		errs []string
@@ -688,13 +722,27 @@ func (s *Store) apply(ctx context.Context, tx pgx.Tx, results []outbox.Result, s
 			b.Queue(s.fail[from], o.ids, o.errs, o.at)
 		}
 	}
-	if b.Len() == 0 {
-		return nil
-	}
+	updates := b.Len()
+	b.Queue("COMMIT")
 	// The outcome must be recorded even if ctx was cancelled while
 	// publishing: the broker already has the messages.
-	if err := tx.SendBatch(context.WithoutCancel(ctx), b).Close(); err != nil {
-		return s.wrap("claim update", err)
+	br := conn.SendBatch(context.WithoutCancel(ctx), b)
+	op := "claim update"
+	var err error
+	for i := 0; i <= updates && err == nil; i++ {
+		if i == updates {
+			op = "claim commit"
+		}
+		var tag pgconn.CommandTag
+		if tag, err = br.Exec(); err == nil && i == updates && tag.String() == "ROLLBACK" {
+			err = pgx.ErrTxCommitRollback
+		}
+	}
+	if cerr := br.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return s.wrap(op, err)
 	}
 	return nil
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/url"
 	"os"
+	"runtime"
 	"runtime/pprof"
 	"slices"
 	"strconv"
@@ -294,7 +295,9 @@ func BenchmarkPublish(b *testing.B) {
 // median of the slices' ratios), and per message of each side: the SQS
 // calls (ReceiveMessage, DeleteMessageBatch, ChangeMessageVisibilityBatch)
 // and the CPU time of this process and of the emulator's (from /proc, when
-// scripts/emulator.sh started it), during that side's slices. The
+// scripts/emulator.sh started it) and the heap allocations of this process,
+// during that side's slices. On a shared machine the allocations are the
+// steadiest of these; the CPU times move with the load of other processes. The
 // one-by-one runs of BenchmarkConsume are the second line.
 //
 // Against an emulator of its own (it floods the emulator):
@@ -323,6 +326,7 @@ type side struct {
 	wall           time.Duration
 	goCPU, emuCPU  time.Duration
 	emuCPUMeasured bool
+	allocs         uint64 // heap allocations of this process
 }
 
 // measure runs f (which consumes n messages) and adds its wall time, the
@@ -330,6 +334,9 @@ type side struct {
 // known) and its SQS calls.
 func (s *side) measure(b *testing.B, name string, emuPID, n int, f func()) time.Duration {
 	s.calls.on.Store(true)
+	var mem runtime.MemStats
+	runtime.ReadMemStats(&mem)
+	allocStart := mem.Mallocs
 	goStart, emuStart := processCPU(os.Getpid()), processCPU(emuPID)
 	b.StartTimer()
 	start := time.Now()
@@ -339,6 +346,8 @@ func (s *side) measure(b *testing.B, name string, emuPID, n int, f func()) time.
 	wall := time.Since(start)
 	b.StopTimer()
 	s.goCPU += processCPU(os.Getpid()) - goStart
+	runtime.ReadMemStats(&mem)
+	s.allocs += mem.Mallocs - allocStart
 	if emuPID > 0 {
 		s.emuCPU += processCPU(emuPID) - emuStart
 		s.emuCPUMeasured = true
@@ -352,6 +361,7 @@ func (s *side) measure(b *testing.B, name string, emuPID, n int, f func()) time.
 func (s *side) report(b *testing.B, name string) {
 	b.ReportMetric(float64(s.n)/s.wall.Seconds(), name+"-msgs/s")
 	b.ReportMetric(float64(s.goCPU.Microseconds())/float64(s.n), name+"-go-cpu-us/msg")
+	b.ReportMetric(float64(s.allocs)/float64(s.n), name+"-allocs/msg")
 	if s.emuCPUMeasured {
 		b.ReportMetric(float64(s.emuCPU.Microseconds())/float64(s.n), name+"-emu-cpu-us/msg")
 	}

@@ -167,28 +167,54 @@ type decoded struct {
 // decode reads a message in the wire form; it accepts messages sent by
 // others too (no eda attributes: the SQS message id is the UUID).
 func decode(body string, attrs map[string]string, messageID string) (decoded, error) {
-	md := make(message.Metadata, len(attrs))
-	var d decoded
-	for k, v := range attrs {
+	return decodeAttrs(body, attrs, func(v string) (string, bool) { return v, true }, 0, messageID)
+}
+
+// decodeAttrs is decode over attributes of any type, text giving the text
+// of each (false: none; the attribute is skipped), so that a received
+// message's are read in place, with no map of them built; the metadata has
+// room for extra entries more (what the subscriber adds).
+func decodeAttrs[V any](body string, attrs map[string]V, text func(V) (string, bool), extra int, messageID string) (decoded, error) {
+	// The message's own (empty) metadata map holds up to 8 entries in the
+	// one group it allocates on the first insert; a map sized up front
+	// saves the growing steps of a bigger one.
+	d := decoded{msg: message.NewMessage("", nil)}
+	md := d.msg.Metadata
+	if n := len(attrs) + extra; n > 8 {
+		md = make(message.Metadata, n)
+		d.msg.Metadata = md
+	}
+	var uuid, encoding, overflow string
+	hasOverflow := false
+	for k, a := range attrs {
+		v, ok := text(a)
+		if !ok {
+			continue
+		}
 		switch k {
-		case attrUUID, attrEncoding, attrOverflow:
+		case attrUUID:
+			uuid = v
+		case attrEncoding:
+			encoding = v
+		case attrOverflow:
+			overflow, hasOverflow = v, true
 		case attrClaimCheck:
 			d.claimKey = v
 		default:
 			md[k] = v
 		}
 	}
-	if o, ok := attrs[attrOverflow]; ok {
-		var overflow map[string]string
-		if err := json.Unmarshal([]byte(o), &overflow); err != nil {
+	if hasOverflow {
+		// Into md itself (encoding/json adds to a non-nil map), the overflow
+		// entries replacing attributes of the same name; through a copy of
+		// the map value, which a JSON null sets to nil.
+		into := md
+		if err := json.Unmarshal([]byte(overflow), &into); err != nil {
 			return decoded{}, fmt.Errorf("aws: message %s: attribute %s: %w", messageID, attrOverflow, err)
 		}
-		for k, v := range overflow {
-			md[k] = v
-		}
 	}
-	payload := []byte(body)
-	switch attrs[attrEncoding] {
+	var payload []byte
+	switch encoding {
 	case encodingEmpty:
 		payload = []byte{}
 	case encodingBase64:
@@ -196,19 +222,21 @@ func decode(body string, attrs map[string]string, messageID string) (decoded, er
 		if payload, err = base64.StdEncoding.DecodeString(body); err != nil {
 			return decoded{}, fmt.Errorf("aws: message %s: base64 body: %w", messageID, err)
 		}
+	default:
+		if d.claimKey == "" {
+			payload = []byte(body)
+		}
 	}
 	if d.claimKey != "" {
 		payload = nil
 	}
-	uuid := attrs[attrUUID]
 	if uuid == "" {
 		uuid = md.Get(transport.MetadataEventID)
 	}
 	if uuid == "" {
 		uuid = messageID
 	}
-	d.msg = message.NewMessage(uuid, payload)
-	d.msg.Metadata = md
+	d.msg.UUID, d.msg.Payload = uuid, payload
 	return d, nil
 }
 

@@ -64,11 +64,15 @@ func (t *Transport) Subscribe(ctx context.Context, queue string) (<-chan *messag
 		out:    make(chan *message.Message),
 		// Room for what handlers hold plus a batch per poller: pollers
 		// reserving whole batches cannot block each other.
-		slots: make(chan struct{}, t.cfg.Concurrency+pollers(t.cfg)*t.cfg.BatchSize),
-		work:  make(chan []*held),
-		acks:  make(chan *held, maxBatch*t.cfg.Concurrency),
-		held:  map[*held]struct{}{},
+		slots:    make(chan struct{}, t.cfg.Concurrency+pollers(t.cfg)*t.cfg.BatchSize),
+		work:     make(chan []*held),
+		ackRoom:  make(chan struct{}, maxBatch*t.cfg.Concurrency),
+		ackReady: make(chan struct{}, 1),
+		acksDone: make(chan struct{}),
+		held:     map[*held]struct{}{},
 	}
+	s.ackTimer = time.AfterFunc(time.Hour, s.signalAcks)
+	s.ackTimer.Stop()
 	t.mu.Lock()
 	if t.closed {
 		t.mu.Unlock()
@@ -108,7 +112,15 @@ type subscription struct {
 	out       chan *message.Message
 	slots     chan struct{} // one per held message
 	work      chan []*held  // a standard message alone, or a FIFO group's messages in order
-	acks      chan *held
+
+	// Acked messages waiting for their delete, taken by the deleters in
+	// batches (see ack).
+	ackMu    sync.Mutex
+	acked    []*held       // guarded by ackMu
+	ackRoom  chan struct{} // one per queued ack: workers wait while deletes lag far behind
+	ackReady chan struct{} // a batch may be ready: a deleter looks
+	acksDone chan struct{} // closed when no more acks come
+	ackTimer *time.Timer   // signals ackReady ackWait after a batch's first ack
 
 	hbMu sync.Mutex // a heartbeat in progress; nack and release wait for it
 	mu   sync.Mutex
@@ -122,7 +134,7 @@ type subscription struct {
 	source string
 
 	// unacked counts held messages not yet acked or let go (received, in a
-	// handler or waiting for one): while there are some, the acker waits a
+	// handler or waiting for one): while there are some, the deleters wait a
 	// little for their acks to fill its DeleteMessageBatch.
 	unacked atomic.Int64
 }
@@ -148,10 +160,8 @@ func (s *subscription) run() {
 	cfg := s.t.cfg
 	pollers := pollers(cfg)
 	var workWG, ackWG sync.WaitGroup
-	batches := make(chan []*held)
-	ackWG.Go(func() { s.acker(batches) })
 	for range pollers {
-		ackWG.Go(func() { s.deleter(batches) })
+		ackWG.Go(s.deleter)
 	}
 	for range cfg.Concurrency {
 		workWG.Go(s.worker)
@@ -173,8 +183,9 @@ func (s *subscription) run() {
 	s.feeders.Wait()
 	close(s.work)
 	workWG.Wait()
-	close(s.acks)
+	close(s.acksDone)
 	ackWG.Wait()
+	s.ackTimer.Stop()
 	close(hbDone)
 	hbWG.Wait()
 
@@ -197,6 +208,8 @@ func pollers(cfg Config) int { return 1 + (cfg.Concurrency-1)/cfg.BatchSize }
 func (s *subscription) poll() {
 	cfg := s.t.cfg
 	backoff := 100 * time.Millisecond
+	r := s.newReceiver()
+	defer close(r.calls)
 	for {
 		// Wait for room for a whole batch: receiving whatever single slot
 		// an ack just freed would mean many small receives.
@@ -212,7 +225,7 @@ func (s *subscription) poll() {
 			}
 		}
 		start := time.Now()
-		out, err, ok := s.receive(n)
+		out, err, ok := s.receive(r, n)
 		if !ok {
 			return
 		}
@@ -271,13 +284,61 @@ var (
 	systemAttributesFIFO = append(slices.Clip(systemAttributes), sqstypes.MessageSystemAttributeNameMessageGroupId)
 )
 
-// receive calls ReceiveMessage for n messages. When the subscription stops
-// first, the call is not abandoned: SQS (and fauxqs) would still hand it
-// messages, counted as received and then invisible until their timeout.
-// It runs on (until Close) and its messages go to another running
-// subscription of the queue, or are released at once (adopt). ok is false
-// when the subscription stopped.
-func (s *subscription) receive(n int) (out *sqs.ReceiveMessageOutput, err error, ok bool) {
+// receiver makes a poller's ReceiveMessage calls in a goroutine of its
+// own, so that the poller can stop while a call runs on (see receive).
+// It is one goroutine for all the poller's calls, not one per call: a new
+// goroutine would grow its stack again for every call through the SDK's
+// deep middleware stack (a tenth of the consumer's CPU time).
+type receiver struct {
+	calls   chan receiveCall   // closed when the poller stops
+	results chan receiveResult // the result of the last call, until taken
+}
+
+type receiveCall struct {
+	in    *sqs.ReceiveMessageInput
+	start time.Time // before the call: when its messages were received
+}
+
+type receiveResult struct {
+	out *sqs.ReceiveMessageOutput
+	err error
+}
+
+// newReceiver starts a poller's receiver. Once the poller stops, the
+// receiver ends after the call in flight, if any, whose messages nobody
+// took: it gives them to another running subscription of the queue, or
+// releases them (adopt).
+func (s *subscription) newReceiver() *receiver {
+	r := &receiver{calls: make(chan receiveCall), results: make(chan receiveResult, 1)}
+	t := s.t
+	t.wg.Add(1)
+	go func() {
+		defer t.wg.Done()
+		var last receiveCall
+		for c := range r.calls {
+			out, err := t.sqs.ReceiveMessage(t.closeCtx, c.in)
+			r.results <- receiveResult{out, err}
+			last = c
+		}
+		select {
+		case res := <-r.results: // abandoned by the stopped poller
+			if res.err == nil && len(res.out.Messages) > 0 {
+				t.adopt(s.q, res.out.Messages, last.start)
+			}
+		default:
+		}
+	}()
+	return r
+}
+
+// receive calls ReceiveMessage for n messages (through the poller's
+// receiver r). When the subscription stops first, the call is not
+// abandoned: SQS (and fauxqs) would still hand it messages, counted as
+// received and then invisible until their timeout. It runs on (until
+// Close) and its messages go to another running subscription of the queue,
+// or are released at once (adopt). ok is false when the subscription
+// stopped.
+func (s *subscription) receive(r *receiver, n int) (out *sqs.ReceiveMessageOutput, err error, ok bool) {
 	start := time.Now()
 	cfg := s.t.cfg
 	in := &sqs.ReceiveMessageInput{
@@ -295,33 +356,22 @@ func (s *subscription) receive(n int) (out *sqs.ReceiveMessageOutput, err error,
 		// id with the same messages. (fauxqs ignores it.)
 		in.ReceiveRequestAttemptId = awssdk.String(uuid.NewString())
 	}
-	type result struct {
-		out *sqs.ReceiveMessageOutput
-		err error
-	}
-	done := make(chan result, 1)
-	t := s.t
-	t.wg.Add(1)
-	go func() {
-		defer t.wg.Done()
-		out, err := t.sqs.ReceiveMessage(t.closeCtx, in)
-		done <- result{out, err}
-	}()
 	select {
-	case r := <-done:
-		return r.out, r.err, true
+	case r.calls <- receiveCall{in, start}:
+	case <-s.ctx.Done():
+		for range n {
+			<-s.slots
+		}
+		return nil, nil, false
+	}
+	select {
+	case res := <-r.results:
+		return res.out, res.err, true
 	case <-s.ctx.Done():
 	}
 	for range n {
 		<-s.slots
 	}
-	t.wg.Add(1)
-	go func() {
-		defer t.wg.Done()
-		if r := <-done; r.err == nil && len(r.out.Messages) > 0 {
-			t.adopt(s.q, r.out.Messages, start)
-		}
-	}()
 	return nil, nil, false
 }
 
@@ -455,7 +505,7 @@ func (s *subscription) deliver(h *held) verdict {
 	case <-msg.Acked():
 		cancel()
 		s.freeSlot(h) // a deleter forgets h once deleted: until then the heartbeat keeps it invisible
-		s.acks <- h
+		s.ack(h)
 		return acked
 	case <-msg.Nacked():
 		cancel()
@@ -498,17 +548,11 @@ const MetadataTransportError = "eda_transporterror"
 // Only a failing claim-check store is an error: a message that cannot be
 // decoded is delivered raw, with MetadataTransportError.
 func (s *subscription) message(h *held) (*message.Message, error) {
-	attrs := make(map[string]string, len(h.raw.MessageAttributes))
-	for k, v := range h.raw.MessageAttributes {
-		switch {
-		case v.StringValue != nil:
-			attrs[k] = *v.StringValue
-		case v.BinaryValue != nil:
-			attrs[k] = string(v.BinaryValue)
-		}
-	}
 	body, id := awssdk.ToString(h.raw.Body), awssdk.ToString(h.raw.MessageId)
-	d, err := decode(body, attrs, id)
+	// Room for what defaultEnvelope and the receive count and dead-letter
+	// source below may add.
+	const extra = 6
+	d, err := decodeAttrs(body, h.raw.MessageAttributes, attributeText, extra, id)
 	if err == nil && d.claimKey != "" {
 		if s.t.blobs == nil {
 			err = fmt.Errorf("aws: message %s is claim-checked (key %s) and Config.ClaimCheck is not set", d.msg.UUID, d.claimKey)
@@ -519,7 +563,12 @@ func (s *subscription) message(h *held) (*message.Message, error) {
 	if err != nil {
 		s.t.log.WarnContext(s.ctx, "eda/aws: delivering an undecodable message raw", "queue", s.q.name, "message_id", id, "error", err)
 		d.msg = message.NewMessage(id, []byte(body))
-		d.msg.Metadata = attrs
+		d.msg.Metadata = make(message.Metadata, len(h.raw.MessageAttributes)+extra)
+		for k, v := range h.raw.MessageAttributes {
+			if text, ok := attributeText(v); ok {
+				d.msg.Metadata[k] = text
+			}
+		}
 		d.msg.Metadata[MetadataTransportError] = err.Error()
 	} else {
 		s.defaultEnvelope(d.msg, h.raw)
@@ -534,6 +583,18 @@ func (s *subscription) message(h *held) (*message.Message, error) {
 		md[transport.MetadataDeadLetterSource] = s.dlqSource
 	}
 	return d.msg, nil
+}
+
+// attributeText is a message attribute's value as text (a Binary one's
+// bytes as a string); false when it has neither.
+func attributeText(v sqstypes.MessageAttributeValue) (string, bool) {
+	switch {
+	case v.StringValue != nil:
+		return *v.StringValue, true
+	case v.BinaryValue != nil:
+		return string(v.BinaryValue), true
+	}
+	return "", false
 }
 
 // forget stops holding h (no more heartbeat) and frees its slot.
@@ -606,59 +667,86 @@ func redeliveryVisibility(h *held, delay time.Duration) time.Duration {
 	return max(0, min(d, left))
 }
 
-// ackWait is how long the acker holds acks for more to fill a
+// ackWait is how long the deleters hold acks for more to fill a
 // DeleteMessageBatch while other messages are still out: a consumer that
 // handles one message at a time acks ten in one call, as a loop that
 // deletes each received batch once handled does. An acked message stays
 // held (heartbeated) until its delete, so waiting does not let it reappear.
 const ackWait = 20 * time.Millisecond
 
-// acker gathers acks into batches for the deleters: a batch goes when it is
-// full, when no other message is out (no ack is coming), or ackWait after
-// its first ack. While every deleter is busy, acks queue up for the next
-// batch.
-func (s *subscription) acker(batches chan<- []*held) {
-	defer close(batches)
-	timer := time.NewTimer(ackWait)
-	timer.Stop()
-	for h := range s.acks {
-		batch := []*held{h}
-		deadline := time.Now().Add(ackWait)
-	gather:
-		for len(batch) < maxBatch {
-			select {
-			case h, ok := <-s.acks:
-				if !ok {
-					break gather
-				}
-				batch = append(batch, h)
-				continue
-			default:
-			}
-			wait := time.Until(deadline)
-			if s.unacked.Load() == 0 || wait <= 0 {
-				break
-			}
-			timer.Reset(wait)
-			select {
-			case h, ok := <-s.acks:
-				timer.Stop()
-				if !ok {
-					break gather
-				}
-				batch = append(batch, h)
-			case <-timer.C:
-				break gather
-			}
-		}
-		batches <- batch
+// ack queues h for a DeleteMessageBatch. The deleters take a batch when it
+// is full, when no other message is out (no ack is coming), or ackWait
+// after its first ack; while every deleter is busy, acks queue up for the
+// next batches, up to maxBatch per handler, after which the workers wait.
+// The worker queues its ack itself, with no goroutine between it and the
+// deleters.
+func (s *subscription) ack(h *held) {
+	s.ackRoom <- struct{}{}
+	s.ackMu.Lock()
+	if s.acked == nil {
+		s.acked = make([]*held, 0, maxBatch)
+	}
+	s.acked = append(s.acked, h)
+	n := len(s.acked)
+	s.ackMu.Unlock()
+	switch {
+	case n >= maxBatch || s.unacked.Load() == 0:
+		s.signalAcks()
+	case n == 1:
+		s.ackTimer.Reset(ackWait)
 	}
 }
 
+// signalAcks wakes a deleter (or leaves a wake-up for the next free one).
+func (s *subscription) signalAcks() {
+	select {
+	case s.ackReady <- struct{}{}:
+	default:
+	}
+}
+
+// takeAcks takes the next batch of acked messages (nil when there is
+// none) and wakes another deleter, or sets the timer, for what is left.
+func (s *subscription) takeAcks(done bool) []*held {
+	s.ackMu.Lock()
+	batch := s.acked
+	if len(batch) > maxBatch {
+		batch, s.acked = batch[:maxBatch:maxBatch], batch[maxBatch:]
+	} else {
+		s.acked = nil
+	}
+	left := len(s.acked)
+	s.ackMu.Unlock()
+	for range batch {
+		<-s.ackRoom
+	}
+	switch {
+	case left == 0:
+	case done || left >= maxBatch || s.unacked.Load() == 0:
+		s.signalAcks()
+	default:
+		s.ackTimer.Reset(ackWait)
+	}
+	return batch
+}
+
 // deleter deletes batches of acked messages (several run: one call at a
-// time each).
-func (s *subscription) deleter(batches <-chan []*held) {
-	for batch := range batches {
+// time each) until no more acks come and none is left.
+func (s *subscription) deleter() {
+	for {
+		done := false
+		select {
+		case <-s.ackReady:
+		case <-s.acksDone:
+			done = true
+		}
+		batch := s.takeAcks(done)
+		if len(batch) == 0 {
+			if done {
+				return
+			}
+			continue
+		}
 		// Deletes outlive the subscription's context: an ack must not be lost
 		// to a shutdown.
 		ctx, cancel := context.WithTimeout(context.WithoutCancel(s.ctx), settleTimeout)

@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -464,6 +465,50 @@ func TestStopReleasesPrefetched(t *testing.T) {
 		}
 		delete(want, m.UUID)
 		m.Ack()
+	}
+}
+
+// A subscription stopped while its long poll waits on an empty queue: the
+// poll runs on, and a message it is then handed is released at once (its
+// receiver adopts it), not left invisible until its visibility timeout.
+func TestStopDuringLongPollReleases(t *testing.T) {
+	ctx := testContext(t)
+	var calls callCounter
+	cfg := testConfig(t)
+	cfg.WaitTime = 20 * time.Second // the stopped poll is still waiting when the message comes
+	cfg.AWS.APIOptions = append(cfg.AWS.APIOptions, calls.middleware)
+	tr := newTransport(t, cfg)
+	topic, queue := uniq("topic"), uniq("queue")
+	if err := tr.Declare(ctx, transport.Queue{Name: queue, Topics: []string{topic}, VisibilityTimeout: 5 * time.Minute}); err != nil {
+		t.Fatal(err)
+	}
+	calls.on.Store(true)
+	subCtx, stop := context.WithCancel(ctx)
+	ch, err := tr.Subscribe(subCtx, queue)
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for calls.get("ReceiveMessage") == 0 { // the long poll is on its way
+		if time.Now().After(deadline) {
+			t.Fatal("no ReceiveMessage in 10s")
+		}
+		runtime.Gosched()
+	}
+	stop()
+	for range ch {
+	}
+	m := newMsg("late", nil)
+	if err := tr.Publish(topic, m); err != nil {
+		t.Fatal(err)
+	}
+	again, err := tr.Subscribe(ctx, queue)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Within the test's patience (20s), far below 5 minutes.
+	if got := receive(t, again, "the message the stopped poll received"); got.UUID != m.UUID {
+		t.Fatalf("got %s, want %s", got.UUID, m.UUID)
 	}
 }
 

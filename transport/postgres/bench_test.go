@@ -40,10 +40,10 @@ func benchMessage(i int) *message.Message {
 	return m
 }
 
-func benchEDA(b *testing.B, cfg postgres.Config) (*postgres.Transport, string) {
+func benchEDA(b *testing.B, cfg postgres.Config) (*postgres.Transport, string, *sideStats) {
 	b.Helper()
-	pool, schema := testPool(b)
-	cfg.Pool, cfg.Schema = pool, schema
+	st, schema := benchPool(b, "eda")
+	cfg.Pool, cfg.Schema = st.pool, schema
 	tr, err := postgres.New(context.Background(), cfg)
 	if err != nil {
 		b.Fatal(err)
@@ -53,12 +53,13 @@ func benchEDA(b *testing.B, cfg postgres.Config) (*postgres.Transport, string) {
 	if err := tr.Declare(context.Background(), transport.Queue{Name: topic, Topics: []string{topic}}); err != nil {
 		b.Fatal(err)
 	}
-	return tr, topic
+	return tr, topic, st
 }
 
-func benchWatermill(b *testing.B) (*wsql.Publisher, *wsql.Subscriber, string) {
+func benchWatermill(b *testing.B) (*wsql.Publisher, *wsql.Subscriber, string, *sideStats) {
 	b.Helper()
-	pool, schema := testPool(b)
+	st, schema := benchPool(b, "wm")
+	pool := st.pool
 	table := func(topic string) string { return pgx.Identifier{schema, "wm_" + topic}.Sanitize() }
 	schemaAdapter := wsql.PostgreSQLQueueSchema{
 		GeneratePayloadType:       func(string) string { return "BYTEA" },
@@ -82,23 +83,39 @@ func benchWatermill(b *testing.B) (*wsql.Publisher, *wsql.Subscriber, string) {
 	if err := sub.SubscribeInitialize(topic); err != nil {
 		b.Fatal(err)
 	}
-	return pub, sub, topic
+	return pub, sub, topic, st
 }
 
 // slices is how many alternating slices of each side a benchmark runs.
 const slices = 6
 
 // interleave runs eda and watermill-sql alternately, n messages in all for
-// each side, and reports their per-message times and ratio.
+// each side, and reports their per-message times and ratio, and per side
+// (from es and ws) the backends' CPU (be-us), this process's CPU during the
+// side's slices (go-us), the server's WAL (wal-B: all of the server's, so
+// noisy when others write), round trips (rt) and statements (stmt) per
+// message. The slices' setup (prefilling) is in none of them: a side's
+// function calls mark when its measured part starts.
 // EDA_BENCH_SIDE=eda or =wm runs one side only, to profile it (perf record
 // on the Postgres backends, -cpuprofile on the client).
-func interleave(b *testing.B, n int, eda, wm func(n int) time.Duration) {
+func interleave(b *testing.B, n int, es, ws *sideStats, eda, wm func(n int, mark func()) time.Duration) {
 	b.Helper()
+	_, _ = testPool(b)
+	admin := shared.pool
+	measure := func(st *sideStats, f func(int, func()) time.Duration) func(int) time.Duration {
+		return func(k int) time.Duration {
+			var from snapshot
+			d := f(k, func() { from = st.snap(b, admin) })
+			st.add(b, admin, from, st.snap(b, admin))
+			return d
+		}
+	}
+	edaRun, wmRun := measure(es, eda), measure(ws, wm)
 	switch os.Getenv("EDA_BENCH_SIDE") {
 	case "eda":
-		wm = func(int) time.Duration { return 0 }
+		wmRun = func(int) time.Duration { return 0 }
 	case "wm":
-		eda = func(int) time.Duration { return 0 }
+		edaRun = func(int) time.Duration { return 0 }
 	}
 	var te, tw time.Duration
 	for i := range slices {
@@ -107,17 +124,19 @@ func interleave(b *testing.B, n int, eda, wm func(n int) time.Duration) {
 			continue
 		}
 		if i%2 == 0 { // who goes first alternates too
-			te += eda(k)
-			tw += wm(k)
+			te += edaRun(k)
+			tw += wmRun(k)
 		} else {
-			tw += wm(k)
-			te += eda(k)
+			tw += wmRun(k)
+			te += edaRun(k)
 		}
 	}
 	b.ReportMetric(float64(te.Microseconds())/float64(n), "eda-us/msg")
 	b.ReportMetric(float64(tw.Microseconds())/float64(n), "wm-us/msg")
 	b.ReportMetric(float64(tw)/float64(te), "eda/wm")
 	b.ReportMetric(0, "ns/op")
+	es.report(b, "eda", n)
+	ws.report(b, "wm", n)
 }
 
 func boolInt(v bool) int {
@@ -139,17 +158,18 @@ func BenchmarkPublish(b *testing.B) {
 			name += "/nonotify"
 		}
 		b.Run(name, func(b *testing.B) {
-			tr, etopic := benchEDA(b, postgres.Config{DisableNotify: !c.notify})
-			pub, _, wtopic := benchWatermill(b)
-			run := func(p message.Publisher, topic string) func(int) time.Duration {
-				return func(n int) time.Duration {
+			tr, etopic, es := benchEDA(b, postgres.Config{DisableNotify: !c.notify})
+			pub, _, wtopic, ws := benchWatermill(b)
+			run := func(p message.Publisher, topic string) func(int, func()) time.Duration {
+				return func(n int, mark func()) time.Duration {
+					mark()
 					start := time.Now()
 					publishN(b, p, topic, n, c.batch, c.publishers)
 					return time.Since(start)
 				}
 			}
 			b.ResetTimer()
-			interleave(b, b.N, run(tr, etopic), run(pub, wtopic))
+			interleave(b, b.N, es, ws, run(tr, etopic), run(pub, wtopic))
 		})
 	}
 }
@@ -249,20 +269,22 @@ func BenchmarkConsume(b *testing.B) {
 		{"batch=100/consumers=1", 1, postgres.Config{BatchSize: 100}},
 	} {
 		b.Run(c.name, func(b *testing.B) {
-			tr, etopic := benchEDA(b, c.cfg)
-			pub, sub, wtopic := benchWatermill(b)
+			tr, etopic, es := benchEDA(b, c.cfg)
+			pub, sub, wtopic, ws := benchWatermill(b)
 			b.ResetTimer()
-			interleave(b, b.N, func(n int) time.Duration {
+			interleave(b, b.N, es, ws, func(n int, mark func()) time.Duration {
 				b.StopTimer()
 				prefill(b, tr, etopic, n)
 				b.StartTimer()
+				mark()
 				start := time.Now()
 				consume(b, tr, etopic, n, c.consumers)
 				return time.Since(start)
-			}, func(n int) time.Duration {
+			}, func(n int, mark func()) time.Duration {
 				b.StopTimer()
 				prefill(b, pub, wtopic, n)
 				b.StartTimer()
+				mark()
 				start := time.Now()
 				consume(b, sub, wtopic, n, c.consumers)
 				return time.Since(start)

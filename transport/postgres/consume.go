@@ -8,6 +8,7 @@ import (
 	"math"
 	"slices"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill/message"
@@ -22,25 +23,28 @@ import (
 const settleTimeout = 10 * time.Second
 
 // Subscribe starts one consumer of queue. The channel closes when ctx is
-// cancelled or the transport is closed. Messages the consumer received but
-// did not hand out are given back at once; a message in a handler at that
+// cancelled or the transport is closed. The consumers of a queue in one
+// transport share their receiving: one receive at a time, into one batch that
+// each consumer takes its next message from, with the verdicts of all of them
+// written by the next receive. Messages received but not handed out are given
+// back at once when the last of them stops; a message in a handler at that
 // moment can still be acked or nacked until its visibility timeout, after
-// which it is delivered again. The consumer reads the queue's settings
-// (FIFO, visibility timeout, dead-letter queue) when it starts.
+// which it is delivered again. The consumers read the queue's settings (FIFO,
+// visibility timeout, dead-letter queue) when the first of them starts.
 func (t *Transport) Subscribe(ctx context.Context, queue string) (<-chan *message.Message, error) {
 	if t.isClosed() {
 		return nil, transport.ErrClosed
 	}
-	c := &consumer{t: t, name: queue, wake: make(chan struct{}, 1), out: make(chan *message.Message)}
+	key := receiverKey{name: queue}
 	var vt int64
-	err := t.pool.QueryRow(ctx, t.q.selectQueue, queue).Scan(&c.fifo, &vt, &c.maxReceive, &c.dlq)
+	err := t.pool.QueryRow(ctx, t.q.selectQueue, queue).Scan(&key.fifo, &vt, &key.maxReceive, &key.dlq)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, fmt.Errorf("%w: postgres: %q (declare it first)", transport.ErrUnknownQueue, queue)
 	}
 	if err != nil {
 		return nil, classify("subscribe to "+queue, err)
 	}
-	c.vt = time.Duration(vt) * time.Microsecond
+	key.vt = time.Duration(vt) * time.Microsecond
 
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -50,6 +54,13 @@ func (t *Transport) Subscribe(ctx context.Context, queue string) (<-chan *messag
 	if !t.cfg.DisableNotify {
 		t.startListenerLocked()
 	}
+	rc := t.receivers[key]
+	if rc == nil {
+		rc = &receiver{t: t, receiverKey: key, turn: make(chan struct{}, 1), idlers: map[chan struct{}]struct{}{}}
+		t.receivers[key] = rc
+	}
+	rc.users++
+	c := &consumer{rc: rc, wake: make(chan struct{}, 1), out: make(chan *message.Message)}
 	if t.waiters[queue] == nil {
 		t.waiters[queue] = map[chan struct{}]struct{}{}
 	}
@@ -60,30 +71,67 @@ func (t *Transport) Subscribe(ctx context.Context, queue string) (<-chan *messag
 		defer close(c.out)
 		defer t.unregister(queue, c.wake)
 		c.run(ctx)
+		t.leave(ctx, rc)
 	}()
 	return c.out, nil
 }
 
-type consumer struct {
-	t          *Transport
+// leave is called by each consumer of rc that stops: it writes the pending
+// verdicts and, for the last one, gives back the messages not handed out.
+func (t *Transport) leave(ctx context.Context, rc *receiver) {
+	t.mu.Lock()
+	rc.users--
+	last := rc.users == 0
+	if last {
+		delete(t.receivers, rc.receiverKey)
+	}
+	t.mu.Unlock()
+	if last {
+		rc.mu.Lock()
+		buf := rc.buf
+		rc.buf = nil
+		rc.mu.Unlock()
+		rc.release(ctx, buf)
+	}
+	rc.flush(ctx)
+}
+
+// receiverKey: the queue and the settings its consumers read when they start.
+type receiverKey struct {
 	name       string
 	fifo       bool
 	vt         time.Duration
 	maxReceive int
 	dlq        string
-	wake       chan struct{}
-	out        chan *message.Message
-	beat       *time.Ticker // the heartbeat: every third of vt
+}
 
-	buf       []received    // received, not yet handed out
-	fetched   time.Time     // when buf was received (before the query: a lower bound of the lease start)
-	arrived   time.Time     // when the query receiving buf returned
-	took      time.Duration // how long that query took
-	size      int           // index into t.q.sizes of the next query's batch size
-	full      bool          // buf was a full batch
-	delivered int           // messages of this batch handed out
-	pending   []verdict     // acks and nacks not yet written
-	pendingAt time.Time     // when the oldest pending verdict was given
+// receiver is what the consumers of one queue in one transport share.
+type receiver struct {
+	t *Transport
+	receiverKey
+	turn  chan struct{} // held while receiving
+	users int           // consumers; guarded by t.mu
+
+	mu        sync.Mutex
+	buf       []received                 // received, not yet handed out
+	fetched   time.Time                  // when buf was received (before the query: a lower bound of the lease start)
+	arrived   time.Time                  // when the query receiving buf returned
+	took      time.Duration              // how long that query took
+	size      int                        // index into t.q.sizes of the next query's batch size
+	full      bool                       // buf was a full batch
+	delivered int                        // messages of this batch handed out
+	pending   []verdict                  // acks and nacks not yet written
+	pendingAt time.Time                  // when the oldest pending verdict was given
+	idlers    map[chan struct{}]struct{} // wake-ups of the consumers waiting for messages
+}
+
+// consumer is one Subscribe: it hands rc's messages to its channel, one at
+// a time, each after the previous one's verdict.
+type consumer struct {
+	rc   *receiver
+	wake chan struct{}
+	out  chan *message.Message
+	beat *time.Ticker // the heartbeat: every third of vt
 }
 
 type verdict struct {
@@ -111,16 +159,13 @@ type received struct {
 // cannot expire before its ack is written.
 const maxFlushDelay = 50 * time.Millisecond
 
-func (c *consumer) flushDelay() time.Duration { return min(c.vt/4, maxFlushDelay) }
+func (rc *receiver) flushDelay() time.Duration { return min(rc.vt/4, maxFlushDelay) }
 
 func (c *consumer) run(ctx context.Context) {
-	t := c.t
-	c.beat = time.NewTicker(max(c.vt/3, time.Millisecond))
+	rc := c.rc
+	t := rc.t
+	c.beat = time.NewTicker(max(rc.vt/3, time.Millisecond))
 	defer c.beat.Stop()
-	defer func() {
-		c.release(ctx, c.buf)
-		c.flush(ctx)
-	}()
 	failures := 0
 	for {
 		select {
@@ -130,11 +175,16 @@ func (c *consumer) run(ctx context.Context) {
 			return
 		default:
 		}
-		if len(c.buf) == 0 {
-			n, err := c.fetch(ctx)
+		r, fetched, stale, ok := rc.next()
+		if len(stale) > 0 {
+			rc.release(ctx, stale)
+			continue
+		}
+		if !ok {
+			n, err := rc.fetch(ctx)
 			if err != nil && ctx.Err() == nil {
 				failures++
-				t.log.Error("postgres transport: receive failed", "queue", c.name, "error", err, "failures", failures)
+				t.log.Error("postgres transport: receive failed", "queue", rc.name, "error", err, "failures", failures)
 				c.sleep(ctx, min(t.cfg.PollInterval, time.Duration(failures)*100*time.Millisecond))
 				continue
 			}
@@ -144,88 +194,97 @@ func (c *consumer) run(ctx context.Context) {
 			}
 			continue
 		}
-		r := c.buf[0]
-		// A message that waited in buf for half its lease is given back with
-		// the rest: its lease could expire in the handler, and another
-		// consumer would get it too. The first of a batch always goes.
-		if c.delivered > 0 && time.Since(c.fetched) > c.vt/2 {
-			c.release(ctx, c.buf)
-			c.buf = nil
-			continue
-		}
-		c.buf = c.buf[1:]
-		c.delivered++
-		msg, err := c.message(r)
+		msg, err := rc.message(r)
 		if err != nil {
 			// Undecodable row: never hand out garbage. It stays leased, comes
 			// back after the visibility timeout and, with a DLQ, ends there.
-			t.log.Error("postgres transport: bad message row", "queue", c.name, "id", r.id, "error", err)
+			t.log.Error("postgres transport: bad message row", "queue", rc.name, "id", r.id, "error", err)
 			continue
 		}
-		if !c.deliver(ctx, r, msg) {
+		if !c.deliver(ctx, r, fetched, msg) {
 			return
 		}
 	}
 }
 
+// next takes the next message of the batch, and when it was received. A
+// batch whose messages waited for half their lease is returned as stale, to
+// be given back: their leases could expire in handlers, and other consumers
+// would get them too. The first of a batch always goes.
+func (rc *receiver) next() (r received, fetched time.Time, stale []received, ok bool) {
+	rc.mu.Lock()
+	defer rc.mu.Unlock()
+	if len(rc.buf) == 0 {
+		return r, fetched, nil, false
+	}
+	if rc.delivered > 0 && time.Since(rc.fetched) > rc.vt/2 {
+		stale, rc.buf = rc.buf, nil
+		return r, fetched, stale, false
+	}
+	r, rc.buf = rc.buf[0], rc.buf[1:]
+	rc.delivered++
+	return r, rc.fetched, nil, true
+}
+
 // deliver hands msg to the subscriber and waits for its verdict; false means
 // the consumer is stopping. Until then it renews the message's lease every
 // third of the visibility timeout (heartbeat), so a handler may run longer
-// than the visibility timeout.
-func (c *consumer) deliver(ctx context.Context, r received, msg *message.Message) bool {
-	t := c.t
+// than the visibility timeout. leased is when its lease started (at the
+// latest).
+func (c *consumer) deliver(ctx context.Context, r received, leased time.Time, msg *message.Message) bool {
+	rc := c.rc
+	t := rc.t
 	msgCtx, cancel := context.WithCancel(ctx)
 	msg.SetContext(msgCtx)
 	var flushTimer <-chan time.Time
-	if len(c.pending) > 0 {
-		timer := time.NewTimer(max(0, c.flushDelay()-time.Since(c.pendingAt)))
+	if at, ok := rc.pendingSince(); ok {
+		timer := time.NewTimer(max(0, rc.flushDelay()-time.Since(at)))
 		defer timer.Stop()
 		flushTimer = timer.C
 	}
-	leased := c.fetched // the lease runs vt from here (a lower bound)
 	for sent := false; !sent; {
 		select {
 		case c.out <- msg:
 			sent = true
 		case <-flushTimer:
-			c.flush(ctx)
+			rc.flush(ctx)
 			flushTimer = nil
 		case <-c.beat.C:
-			if at := time.Now(); c.extend(ctx, r) {
+			if at := time.Now(); rc.extend(ctx, r) {
 				leased = at
 			}
 		case <-ctx.Done():
 			cancel()
-			c.release(ctx, []received{r})
+			rc.release(ctx, []received{r})
 			return false
 		case <-t.closing:
 			cancel()
-			c.release(ctx, []received{r})
+			rc.release(ctx, []received{r})
 			return false
 		}
 	}
 	for {
 		select {
 		case <-msg.Acked():
-			c.record(verdict{r: r, ack: true})
+			rc.record(verdict{r: r, ack: true})
 			cancel()
 			return true
 		case <-msg.Nacked():
-			c.record(verdict{r: r, delay: transport.RedeliveryDelay(msg)})
+			rc.record(verdict{r: r, delay: transport.RedeliveryDelay(msg)})
 			cancel()
 			return true
 		case <-flushTimer:
-			c.flush(ctx)
+			rc.flush(ctx)
 			flushTimer = nil
 		case <-c.beat.C:
-			if at := time.Now(); c.extend(ctx, r) {
+			if at := time.Now(); rc.extend(ctx, r) {
 				leased = at
 			}
 		case <-ctx.Done():
 			// Stopping with a message in its handler: no more heartbeat;
 			// keep listening for its verdict until the lease ends, as SQS
 			// honours a late DeleteMessage.
-			lease := time.Until(leased.Add(c.vt))
+			lease := time.Until(leased.Add(rc.vt))
 			t.wg.Add(1)
 			go func() {
 				defer t.wg.Done()
@@ -234,9 +293,9 @@ func (c *consumer) deliver(ctx context.Context, r received, msg *message.Message
 				defer timer.Stop()
 				select {
 				case <-msg.Acked():
-					c.settle(ctx, []verdict{{r: r, ack: true}})
+					rc.settle(ctx, []verdict{{r: r, ack: true}})
 				case <-msg.Nacked():
-					c.settle(ctx, []verdict{{r: r, delay: transport.RedeliveryDelay(msg)}})
+					rc.settle(ctx, []verdict{{r: r, delay: transport.RedeliveryDelay(msg)}})
 				case <-t.closing:
 				case <-timer.C:
 				}
@@ -245,9 +304,9 @@ func (c *consumer) deliver(ctx context.Context, r received, msg *message.Message
 		case <-t.closing:
 			select { // a verdict given just before Close still counts
 			case <-msg.Acked():
-				c.record(verdict{r: r, ack: true})
+				rc.record(verdict{r: r, ack: true})
 			case <-msg.Nacked():
-				c.record(verdict{r: r, delay: transport.RedeliveryDelay(msg)})
+				rc.record(verdict{r: r, delay: transport.RedeliveryDelay(msg)})
 			default:
 			}
 			cancel()
@@ -258,50 +317,78 @@ func (c *consumer) deliver(ctx context.Context, r received, msg *message.Message
 
 // extend renews the lease of r for a visibility timeout from now; false if
 // that failed (the lease may run out: at-least-once either way).
-func (c *consumer) extend(ctx context.Context, r received) bool {
-	ctx, cancel := context.WithTimeout(ctx, c.vt/3)
+func (rc *receiver) extend(ctx context.Context, r received) bool {
+	ctx, cancel := context.WithTimeout(ctx, rc.vt/3)
 	defer cancel()
 	b := asyncCommit()
-	b.Queue(c.t.q.extend, []int64{r.id}, []int32{r.count}, c.name, c.vt.Microseconds())
-	if err := c.t.pool.SendBatch(ctx, b).Close(); err != nil {
+	b.Queue(rc.t.q.extend, []int64{r.id}, []int32{r.count}, rc.name, rc.vt.Microseconds())
+	if err := rc.t.pool.SendBatch(ctx, b).Close(); err != nil {
 		if ctx.Err() == nil {
-			c.t.log.Warn("postgres transport: renewing a lease failed", "queue", c.name, "id", r.id, "error", classify("heartbeat", err))
+			rc.t.log.Warn("postgres transport: renewing a lease failed", "queue", rc.name, "id", r.id, "error", classify("heartbeat", err))
 		}
 		return false
 	}
 	return true
 }
 
-func (c *consumer) record(v verdict) {
-	if len(c.pending) == 0 {
-		c.pendingAt = time.Now()
+func (rc *receiver) record(v verdict) {
+	rc.mu.Lock()
+	defer rc.mu.Unlock()
+	if len(rc.pending) == 0 {
+		rc.pendingAt = time.Now()
 	}
-	c.pending = append(c.pending, v)
+	rc.pending = append(rc.pending, v)
+}
+
+// pendingSince returns when the oldest pending verdict was given, if any.
+func (rc *receiver) pendingSince() (time.Time, bool) {
+	rc.mu.Lock()
+	defer rc.mu.Unlock()
+	return rc.pendingAt, len(rc.pending) > 0
+}
+
+// takePending returns the pending verdicts and when the oldest was given,
+// and forgets them: the caller writes them, or puts them back.
+func (rc *receiver) takePending() ([]verdict, time.Time) {
+	rc.mu.Lock()
+	defer rc.mu.Unlock()
+	vs, at := rc.pending, rc.pendingAt
+	rc.pending = nil
+	return vs, at
+}
+
+// putBack returns verdicts that could not be written to the pending ones.
+func (rc *receiver) putBack(vs []verdict, at time.Time) {
+	if len(vs) == 0 {
+		return
+	}
+	rc.mu.Lock()
+	defer rc.mu.Unlock()
+	rc.pending = append(vs, rc.pending...)
+	rc.pendingAt = at
 }
 
 // flush writes pending verdicts on their own.
-func (c *consumer) flush(ctx context.Context) {
-	if len(c.pending) == 0 {
-		return
+func (rc *receiver) flush(ctx context.Context) {
+	if vs, _ := rc.takePending(); len(vs) > 0 {
+		rc.settle(ctx, vs)
 	}
-	c.settle(ctx, c.pending)
-	c.pending = nil
 }
 
 // settle writes verdicts now. A failure leaves the messages to their
 // visibility timeout: at-least-once either way.
-func (c *consumer) settle(ctx context.Context, vs []verdict) {
+func (rc *receiver) settle(ctx context.Context, vs []verdict) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), settleTimeout)
 	defer cancel()
 	b := asyncCommit()
-	wake := c.queueVerdicts(b, vs)
-	if err := c.t.pool.SendBatch(ctx, b).Close(); err != nil {
-		c.t.log.Error("postgres transport: settling messages failed; they are delivered again after their visibility timeout",
-			"queue", c.name, "count", len(vs), "error", classify("settle", err))
+	wake := rc.queueVerdicts(b, vs)
+	if err := rc.t.pool.SendBatch(ctx, b).Close(); err != nil {
+		rc.t.log.Error("postgres transport: settling messages failed; they are delivered again after their visibility timeout",
+			"queue", rc.name, "count", len(vs), "error", classify("settle", err))
 		return
 	}
 	if wake {
-		c.t.wakeQueue(c.name)
+		rc.t.wakeQueue(rc.name)
 	}
 }
 
@@ -310,8 +397,8 @@ func (c *consumer) settle(ctx context.Context, vs []verdict) {
 // on a message whose lease expired and which was received again a no-op. It
 // reports whether the queue's consumers should be woken: a nack, or an ack
 // that unblocks a FIFO group, makes a message receivable.
-func (c *consumer) queueVerdicts(b *pgx.Batch, vs []verdict) (wake bool) {
-	t := c.t
+func (rc *receiver) queueVerdicts(b *pgx.Batch, vs []verdict) (wake bool) {
+	t := rc.t
 	var ackIDs, nackIDs []int64
 	var ackCounts, nackCounts []int32
 	var nackDelays []int64 // µs
@@ -326,44 +413,60 @@ func (c *consumer) queueVerdicts(b *pgx.Batch, vs []verdict) (wake bool) {
 		}
 	}
 	if len(ackIDs) > 0 {
-		b.Queue(t.q.ack, ackIDs, ackCounts, c.name)
+		b.Queue(t.q.ack, ackIDs, ackCounts, rc.name)
 	}
 	if len(nackIDs) > 0 {
-		b.Queue(t.q.nack, nackIDs, nackCounts, c.name, nackDelays)
+		b.Queue(t.q.nack, nackIDs, nackCounts, rc.name, nackDelays)
 	}
-	wake = nowVisible || (c.fifo && len(ackIDs) > 0)
+	wake = nowVisible || (rc.fifo && len(ackIDs) > 0)
 	if wake && !t.cfg.DisableNotify {
-		b.Queue(`SELECT pg_notify($1, $2)`, t.channel, c.name)
+		b.Queue(`SELECT pg_notify($1, $2)`, t.channel, rc.name)
 	}
 	return wake
 }
 
 // fetch writes pending verdicts and receives up to a batch of messages into
 // buf, in one round trip, moving those over the queue's MaxReceiveCount to its
-// dead-letter queue on the way.
+// dead-letter queue on the way. It returns at once, with the number of
+// messages waiting, if another consumer received them while this one waited
+// for its turn.
 //
 // The batch is BatchSize, grown tenfold (up to MaxBatchSize) after each full batch
 // whose handlers all finished before a query's time had passed, and back to
 // BatchSize after one that took longer: such handlers are waiting for the
 // database, and fewer, larger queries serve them better.
-func (c *consumer) fetch(ctx context.Context) (int, error) {
-	t := c.t
+func (rc *receiver) fetch(ctx context.Context) (int, error) {
+	t := rc.t
+	select {
+	case rc.turn <- struct{}{}:
+	case <-ctx.Done():
+		return 0, ctx.Err()
+	}
+	defer func() { <-rc.turn }()
+	rc.mu.Lock()
+	if n := len(rc.buf); n > 0 {
+		rc.mu.Unlock()
+		return n, nil
+	}
 	start := time.Now()
-	if !c.arrived.IsZero() {
-		switch handled := start.Sub(c.arrived); {
-		case handled >= c.took:
-			c.size = 0
-		case c.full:
-			c.size = min(c.size+1, len(t.q.sizes)-1)
+	if !rc.arrived.IsZero() {
+		switch handled := start.Sub(rc.arrived); {
+		case handled >= rc.took:
+			rc.size = 0
+		case rc.full:
+			rc.size = min(rc.size+1, len(t.q.sizes)-1)
 		}
 	}
-	q := t.q.claim[c.size]
-	if c.fifo {
-		q = t.q.claimFIFO[c.size]
+	size := rc.size
+	rc.mu.Unlock()
+	pending, pendingAt := rc.takePending()
+	q := t.q.claim[size]
+	if rc.fifo {
+		q = t.q.claimFIFO[size]
 	}
 	b := asyncCommit()
-	wake := c.queueVerdicts(b, c.pending)
-	b.Queue(q, c.name, c.vt.Microseconds())
+	wake := rc.queueVerdicts(b, pending)
+	b.Queue(q, rc.name, rc.vt.Microseconds())
 	br := t.pool.SendBatch(ctx, b)
 	var err error
 	for range b.Len() - 1 {
@@ -386,22 +489,24 @@ func (c *consumer) fetch(ctx context.Context) (int, error) {
 		err = cerr
 	}
 	if err != nil {
-		c.arrived = time.Time{}
-		return 0, classify("receive from "+c.name, err) // verdicts stay pending
+		rc.putBack(pending, pendingAt) // written with a later query
+		rc.mu.Lock()
+		rc.arrived = time.Time{}
+		rc.mu.Unlock()
+		return 0, classify("receive from "+rc.name, err)
 	}
-	c.arrived = time.Now()
-	c.took, c.full = c.arrived.Sub(start), len(got) == t.q.sizes[c.size]
-	c.pending = nil
+	arrived := time.Now()
 	if wake {
-		t.wakeQueue(c.name)
+		t.wakeQueue(rc.name)
 	}
+	full := len(got) == t.q.sizes[size]
 	slices.SortFunc(got, func(a, b received) int { return cmp.Compare(a.id, b.id) })
-	if c.maxReceive > 0 && c.dlq != "" {
+	if rc.maxReceive > 0 && rc.dlq != "" {
 		var deadIDs []int64
 		var deadCounts []int32
 		keep := got[:0]
 		for _, m := range got {
-			if int(m.count) > c.maxReceive {
+			if int(m.count) > rc.maxReceive {
 				deadIDs = append(deadIDs, m.id)
 				deadCounts = append(deadCounts, m.count)
 			} else {
@@ -410,30 +515,44 @@ func (c *consumer) fetch(ctx context.Context) (int, error) {
 		}
 		got = keep
 		if len(deadIDs) > 0 {
-			if err := c.deadLetter(ctx, deadIDs, deadCounts); err != nil {
+			if err := rc.deadLetter(ctx, deadIDs, deadCounts); err != nil {
 				// They stay leased and are moved on their next receive.
-				t.log.Error("postgres transport: moving to dead-letter queue failed", "queue", c.name, "dlq", c.dlq, "error", err)
+				t.log.Error("postgres transport: moving to dead-letter queue failed", "queue", rc.name, "dlq", rc.dlq, "error", err)
 			}
-			if len(got) == 0 {
-				return len(deadIDs), nil // look again at once
+		}
+		if len(got) == 0 && len(deadIDs) > 0 {
+			rc.mu.Lock()
+			rc.arrived, rc.took, rc.full = arrived, arrived.Sub(start), full
+			rc.mu.Unlock()
+			return len(deadIDs), nil // look again at once
+		}
+	}
+	rc.mu.Lock()
+	rc.arrived, rc.took, rc.full = arrived, arrived.Sub(start), full
+	rc.buf, rc.fetched, rc.delivered = got, start, 0
+	if len(got) > 1 { // the consumers waiting for messages can help
+		for w := range rc.idlers {
+			select {
+			case w <- struct{}{}:
+			default:
 			}
 		}
 	}
-	c.buf, c.fetched, c.delivered = got, start, 0
+	rc.mu.Unlock()
 	return len(got), nil
 }
 
-func (c *consumer) deadLetter(ctx context.Context, ids []int64, counts []int32) error {
-	t := c.t
+func (rc *receiver) deadLetter(ctx context.Context, ids []int64, counts []int32) error {
+	t := rc.t
 	b := asyncCommit()
-	b.Queue(t.q.deadLetter, ids, counts, c.dlq, c.name)
+	b.Queue(t.q.deadLetter, ids, counts, rc.dlq, rc.name)
 	if !t.cfg.DisableNotify {
-		b.Queue(`SELECT pg_notify($1, $2)`, t.channel, c.dlq)
+		b.Queue(`SELECT pg_notify($1, $2)`, t.channel, rc.dlq)
 	}
-	return classify("move to dead-letter queue "+c.dlq, t.pool.SendBatch(ctx, b).Close())
+	return classify("move to dead-letter queue "+rc.dlq, t.pool.SendBatch(ctx, b).Close())
 }
 
-func (c *consumer) message(r received) (*message.Message, error) {
+func (rc *receiver) message(r received) (*message.Message, error) {
 	md, err := DecodeMetadata(r.metadata)
 	if err != nil {
 		return nil, err
@@ -476,11 +595,11 @@ const consumerSettings = `SELECT set_config('synchronous_commit', 'off', true),
 	set_config('enable_hashjoin', 'off', true), set_config('enable_mergejoin', 'off', true)`
 
 // release gives back received messages that were never handed out.
-func (c *consumer) release(ctx context.Context, rs []received) {
+func (rc *receiver) release(ctx context.Context, rs []received) {
 	if len(rs) == 0 {
 		return
 	}
-	t := c.t
+	t := rc.t
 	ids := make([]int64, len(rs))
 	counts := make([]int32, len(rs))
 	for i, r := range rs {
@@ -489,24 +608,35 @@ func (c *consumer) release(ctx context.Context, rs []received) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), settleTimeout)
 	defer cancel()
 	b := asyncCommit()
-	b.Queue(t.q.release, ids, counts, c.name)
+	b.Queue(t.q.release, ids, counts, rc.name)
 	if err := t.pool.SendBatch(ctx, b).Close(); err != nil {
 		t.log.Error("postgres transport: giving back messages failed; they are delivered again after their visibility timeout",
-			"queue", c.name, "count", len(rs), "error", classify("release", err))
+			"queue", rc.name, "count", len(rs), "error", classify("release", err))
 	}
 }
 
 // idle waits for a notification, the next lease expiry of the queue or the
 // poll interval, whichever comes first.
 func (c *consumer) idle(ctx context.Context) {
-	t := c.t
+	rc := c.rc
+	t := rc.t
 	wait := t.cfg.PollInterval
 	var secs *float64
-	if err := t.pool.QueryRow(ctx, t.q.nextVisible, c.name).Scan(&secs); err == nil && secs != nil {
+	if err := t.pool.QueryRow(ctx, t.q.nextVisible, rc.name).Scan(&secs); err == nil && secs != nil {
 		wait = min(wait, time.Duration(*secs*float64(time.Second))+time.Millisecond)
 	}
 	t.cleanDedup(ctx)
+	rc.mu.Lock()
+	if len(rc.buf) > 0 { // another consumer received some meanwhile
+		rc.mu.Unlock()
+		return
+	}
+	rc.idlers[c.wake] = struct{}{}
+	rc.mu.Unlock()
 	c.sleep(ctx, wait)
+	rc.mu.Lock()
+	delete(rc.idlers, c.wake)
+	rc.mu.Unlock()
 }
 
 func (c *consumer) sleep(ctx context.Context, d time.Duration) {
@@ -516,7 +646,7 @@ func (c *consumer) sleep(ctx context.Context, d time.Duration) {
 	case <-timer.C:
 	case <-c.wake:
 	case <-ctx.Done():
-	case <-c.t.closing:
+	case <-c.rc.t.closing:
 	}
 }
 

@@ -8,7 +8,10 @@
 // subscriptions in tables. Publish writes one row per subscribed queue, for
 // every message, in one transaction (PublishTx writes them in the caller's
 // own pgx.Tx, so events commit or roll back with the business data).
-// Consumers of a queue compete for its rows with FOR UPDATE SKIP LOCKED.
+// Consumers of a queue compete for its rows with FOR UPDATE SKIP LOCKED;
+// the consumers of a queue within one Transport share one stream of
+// receives (one query at a time, into a batch each takes its next message
+// from), so that they do not contend with each other on the server.
 // Receiving a row leases it: visible_at moves one visibility timeout ahead and
 // receive_count grows by one (delivered as transport.MetadataReceiveCount).
 // Ack deletes the row; nack makes it visible again at once, or after the

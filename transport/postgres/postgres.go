@@ -55,10 +55,12 @@ type Config struct {
 	// DisableNotify turns LISTEN/NOTIFY off: consumers then find new messages
 	// by polling only (and the transport holds no listening connection).
 	DisableNotify bool
-	// BatchSize is how many messages a consumer receives per query. The
-	// extra ones wait in the consumer under their lease; those still
-	// unhandled when half the visibility timeout has passed are given back.
-	// 1 gives the fairest spread between consumers. Default DefaultBatchSize.
+	// BatchSize is how many messages a consumer receives per query (the
+	// consumers of a queue in one Transport receive together, see
+	// Subscribe). The extra ones wait under their lease for the next
+	// consumer to be free; those still unhandled when half the visibility
+	// timeout has passed are given back. 1 gives the fairest spread between
+	// consumers in different processes. Default DefaultBatchSize.
 	BatchSize int
 	// MaxBatchSize is how many messages a consumer receives per query at
 	// most when its handlers keep up: after a full batch handled in less
@@ -186,9 +188,14 @@ type Transport struct {
 	wg        sync.WaitGroup // consumers and their helpers
 	listening bool
 	waiters   map[string]map[chan struct{}]struct{} // queue → consumer wake-ups
+	receivers map[receiverKey]*receiver             // of the queues consumed
 	cancel    context.CancelFunc                    // stops the listener
 
 	lastCleanup time.Time // of expired dedup ids; guarded by mu
+
+	pubMu     sync.Mutex
+	pubQueue  []*publishCall // Publish calls waiting to be written (see combine)
+	combiners int            // goroutines writing them; guarded by pubMu
 
 	notifying  bool                // the notifier goroutine runs; guarded by mu
 	toNotify   map[string]struct{} // topics published since the last NOTIFY; guarded by mu
@@ -223,6 +230,7 @@ func New(ctx context.Context, cfg Config) (*Transport, error) {
 		log:        cfg.Logger,
 		closing:    make(chan struct{}),
 		waiters:    map[string]map[chan struct{}]struct{}{},
+		receivers:  map[receiverKey]*receiver{},
 		toNotify:   map[string]struct{}{},
 		notifyKick: make(chan struct{}, 1),
 	}, nil
@@ -456,7 +464,13 @@ func (t *Transport) publish(ctx context.Context, db DBTX, own bool, topic string
 		}
 		b.Queue("RELEASE SAVEPOINT eda_transport_publish")
 	}
-	err := db.SendBatch(ctx, b).Close()
+	var err error
+	if pooled, _ := db.(*pgxpool.Pool); pooled == t.pool && own && !grouped {
+		q := b.QueuedQueries[0] // in the transport's own transaction: combined with concurrent ones
+		err = t.combine(ctx, q.SQL, q.Arguments...)
+	} else {
+		err = db.SendBatch(ctx, b).Close()
+	}
 	if err != nil && !own {
 		// Back to before the publish; the caller's transaction goes on.
 		if _, rerr := db.Exec(ctx, "ROLLBACK TO SAVEPOINT eda_transport_publish"); rerr != nil {

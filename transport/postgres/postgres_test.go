@@ -874,3 +874,86 @@ func TestBatchGrowsForFastHandlers(t *testing.T) {
 		})
 	}
 }
+
+// The consumers of a queue in one transport receive together: one batch
+// feeds them all, instead of each leasing a batch of its own.
+func TestConsumersShareTheirBatch(t *testing.T) {
+	ctx := context.Background()
+	tr := newTransport(t, postgres.Config{BatchSize: 10, MaxBatchSize: 10, DisableNotify: true})
+	topic, queue := names(t)
+	if err := tr.Declare(ctx, transport.Queue{Name: queue, Topics: []string{topic}, VisibilityTimeout: time.Hour}); err != nil {
+		t.Fatal(err)
+	}
+	var msgs []*message.Message
+	for i := range 30 {
+		msgs = append(msgs, msg(strconv.Itoa(i)))
+	}
+	if err := tr.Publish(topic, msgs...); err != nil {
+		t.Fatal(err)
+	}
+	var held []*message.Message
+	for range 3 {
+		ch, err := tr.Subscribe(ctx, queue)
+		if err != nil {
+			t.Fatal(err)
+		}
+		held = append(held, receive(t, ch, "message"))
+	}
+	defer func() {
+		for _, m := range held {
+			m.Ack()
+		}
+	}()
+	_, inFlight, err := tr.Depth(ctx, queue)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if inFlight != 10 {
+		t.Errorf("%d messages leased with three consumers holding one each, want one batch of 10", inFlight)
+	}
+}
+
+// Concurrent publishes are written together, yet each call is all or
+// nothing with its own error: publishes that fail (no group id for a FIFO
+// queue) beside ones that succeed store nothing and fail alone.
+func TestConcurrentPublishesFailAlone(t *testing.T) {
+	ctx := context.Background()
+	tr := newTransport(t, postgres.Config{})
+	good, queue := names(t)
+	bad, fifo := names(t)
+	if err := tr.Declare(ctx, transport.Queue{Name: queue, Topics: []string{good}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := tr.Declare(ctx, transport.Queue{Name: fifo, Topics: []string{bad}, FIFO: true}); err != nil {
+		t.Fatal(err)
+	}
+	const calls = 200
+	errs := make([]error, calls)
+	var wg sync.WaitGroup
+	for i := range calls {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			topic := good
+			if i%2 == 1 {
+				topic = bad
+			}
+			errs[i] = tr.Publish(topic, msg(strconv.Itoa(i)))
+		}()
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if i%2 == 0 && err != nil {
+			t.Errorf("publish %d to a standard queue: %v", i, err)
+		}
+		if i%2 == 1 && !errors.Is(err, transport.ErrMissingGroupID) {
+			t.Errorf("publish %d without group id to a FIFO queue: %v, want ErrMissingGroupID", i, err)
+		}
+	}
+	if visible, _, err := tr.Depth(ctx, queue); err != nil || visible != calls/2 {
+		t.Errorf("standard queue holds %d messages (%v), want %d", visible, err, calls/2)
+	}
+	if visible, _, err := tr.Depth(ctx, fifo); err != nil || visible != 0 {
+		t.Errorf("FIFO queue holds %d messages (%v), want 0", visible, err)
+	}
+}

@@ -201,13 +201,21 @@ func claimQueries(schema string, limit int) (claim, claimFIFO string) {
 	// sequential scan), the (queue, id) primary key as the only index in id
 	// order (an index on id alone tempts the planner to walk it filtering
 	// on queue: the whole table for an empty queue), queue = $n in every
-	// statement, and id = ANY(array) instead of joins with unnest.
+	// statement that reads by index, and id = ANY(array) instead of joins
+	// with unnest.
 	// plan_test.go checks the plans.
+	//
+	// The update finds the rows it leases by the ctid of the version
+	// locked (a TID scan) rather than by their key again (an index lookup
+	// per row). A row updated by another transaction between this one's
+	// snapshot and its lock is locked in its new version, which the
+	// update's snapshot does not see: it is skipped, left visible for the
+	// next receive.
 	claim = x(`
 UPDATE {{schema}}.messages m
 SET receive_count = m.receive_count + 1, visible_at = now() + $2::bigint * interval '1 microsecond'
-WHERE m.queue = $1 AND m.id = ANY(ARRAY(
-	SELECT id FROM {{schema}}.messages
+WHERE m.ctid = ANY(ARRAY(
+	SELECT ctid FROM {{schema}}.messages
 	WHERE queue = $1 AND visible_at <= now()
 	ORDER BY id LIMIT ` + lim + `
 	FOR UPDATE SKIP LOCKED))
@@ -220,8 +228,8 @@ RETURNING m.id, m.uuid, m.payload, m.metadata, m.receive_count, coalesce(m.dead_
 	claimFIFO = x(`
 UPDATE {{schema}}.messages m
 SET receive_count = m.receive_count + 1, visible_at = now() + $2::bigint * interval '1 microsecond'
-WHERE m.queue = $1 AND m.id = ANY(ARRAY(
-	SELECT h.id FROM {{schema}}.messages h
+WHERE m.ctid = ANY(ARRAY(
+	SELECT h.ctid FROM {{schema}}.messages h
 	WHERE h.queue = $1 AND h.visible_at <= now()
 	  AND NOT EXISTS (
 		SELECT 1 FROM {{schema}}.messages p

@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -64,6 +65,9 @@ type Store struct {
 	table        string // quoted schema.table
 
 	claimSQL, completeSQL, releaseSQL, expireSQL, markSQL string
+	// beginMarkSQL is the start of the statement that marks a key and
+	// begins the transaction in one round trip (see begin).
+	beginMarkSQL string
 }
 
 // New returns a store on db.
@@ -107,6 +111,7 @@ WHERE consumer = $1 AND event_id = $2 AND token = $3 AND processed_at IS NULL`
 	s.expireSQL = `DELETE FROM ` + t + ` WHERE processed_at < $1 OR (processed_at IS NULL AND lease_until < $1)`
 	s.markSQL = `INSERT INTO ` + t + ` (consumer, event_id, processed_at) VALUES ($1, $2, now())
 ON CONFLICT (consumer, event_id) DO NOTHING`
+	s.beginMarkSQL = `INSERT INTO ` + t + ` (consumer, event_id, processed_at) VALUES (`
 	return s, nil
 }
 
@@ -209,8 +214,9 @@ func (s *Store) Expire(ctx context.Context, before time.Time) (int64, error) {
 // Mark records (consumer, event id) as processed inside tx and reports
 // whether this call recorded it: false means the event was already
 // processed (by a committed transaction; a concurrent one that has not
-// committed yet makes Mark wait for its outcome). One round trip. Tx calls
-// it; call it yourself when you manage the transaction.
+// committed yet makes Mark wait for its outcome). One round trip. Call it
+// when you manage the transaction yourself; Tx marks with the same
+// semantics in the round trip that begins its transaction.
 func (s *Store) Mark(ctx context.Context, tx pgx.Tx, key inbox.Key) (bool, error) {
 	if err := key.Validate(); err != nil {
 		return false, err
@@ -224,11 +230,12 @@ func (s *Store) Mark(ctx context.Context, tx pgx.Tx, key inbox.Key) (bool, error
 
 // Tx wraps fn, a handler that writes to the store's database, into an eda
 // handler: each message runs in a new transaction that first marks the
-// event id as processed by consumer (one INSERT ... ON CONFLICT DO NOTHING),
-// then calls fn with it and commits. A duplicate finds the mark and returns
-// nil without calling fn; a concurrent duplicate waits on the mark's unique
-// index until the first transaction ends, then skips (it committed) or runs
-// (it rolled back). An error from fn, a panic or a cancelled context rolls
+// event id as processed by consumer (an INSERT sent with the BEGIN, in the
+// same round trip), then calls fn with it and commits (with the statements
+// fn queued on CommitBatch, in the commit's round trip). A duplicate finds
+// the mark and returns nil without calling fn; a concurrent duplicate waits
+// on the mark's unique index until the first transaction ends, then skips
+// (it committed) or runs (it rolled back). An error from fn, a panic or a cancelled context rolls
 // everything back, mark included, so the redelivery runs again. The effect
 // is exactly once even if the process dies between commit and ack.
 //
@@ -248,27 +255,146 @@ func Tx[E eda.Event](s *Store, consumer string, fn func(ctx context.Context, tx 
 		if err := key.Validate(); err != nil {
 			return eda.Permanent(err)
 		}
-		tx, err := s.db.Begin(ctx)
-		if err != nil {
-			return fmt.Errorf("%w: pgstore: begin: %w", inbox.ErrStore, err)
-		}
-		committed := false
-		defer func() {
-			if !committed { // an error, a duplicate or a panic
-				_ = tx.Rollback(context.WithoutCancel(ctx))
-			}
-		}()
-		first, err := s.Mark(ctx, tx, key)
+		t, first, err := s.begin(ctx, key)
 		if err != nil || !first {
 			return err
 		}
-		if err := fn(ctx, tx, e); err != nil {
+		committed := false
+		defer func() {
+			if !committed { // an error or a panic
+				t.rollback(context.WithoutCancel(ctx))
+			}
+		}()
+		b := &pgx.Batch{}
+		if err := fn(context.WithValue(ctx, commitBatchKey{}, b), t.tx, e); err != nil {
 			return err
 		}
-		if err := tx.Commit(ctx); err != nil {
+		if err := t.commit(ctx, b); err != nil {
 			return fmt.Errorf("%w: pgstore: commit: %w", inbox.ErrStore, err)
 		}
 		committed = true
 		return nil
 	}
+}
+
+// txn is Tx's transaction.
+type txn struct {
+	tx pgx.Tx
+	// conn is the pool connection tx runs on when begin acquired it, so
+	// that the commit can go with the commit batch; nil when tx came from
+	// DB.Begin (and releases its connection itself).
+	conn *pgxpool.Conn
+}
+
+// begin starts Tx's transaction with key marked in it, and reports whether
+// this mark is the first (false: the event was processed, and no
+// transaction is open).
+//
+// On a *pgxpool.Pool this is one round trip instead of two (BEGIN, then
+// Mark): the mark's INSERT and BEGIN go as one simple-protocol query,
+// "INSERT ...; BEGIN". Postgres runs the INSERT in the query's implicit
+// transaction, which BEGIN turns into the transaction fn runs in, so the
+// mark commits or rolls back with fn's effects as before. A key processed
+// already makes the INSERT fail on the primary key (waiting, like Mark, for
+// a concurrent transaction holding the key to end); the implicit
+// transaction then rolls back and the connection is idle again. The key's
+// strings are inlined as escape-string literals; a key with a NUL byte
+// (which text cannot hold anyway) takes the two-round-trip path and fails
+// there as before, as does any other DB.
+func (s *Store) begin(ctx context.Context, key inbox.Key) (txn, bool, error) {
+	pool, ok := s.db.(*pgxpool.Pool)
+	if !ok || strings.ContainsRune(key.Consumer, 0) || strings.ContainsRune(key.EventID, 0) {
+		tx, err := s.db.Begin(ctx)
+		if err != nil {
+			return txn{}, false, fmt.Errorf("%w: pgstore: begin: %w", inbox.ErrStore, err)
+		}
+		first, err := s.Mark(ctx, tx, key)
+		if err != nil || !first {
+			_ = tx.Rollback(context.WithoutCancel(ctx))
+			return txn{}, false, err
+		}
+		return txn{tx: tx}, true, nil
+	}
+	conn, err := pool.Acquire(ctx)
+	if err != nil {
+		return txn{}, false, fmt.Errorf("%w: pgstore: begin: %w", inbox.ErrStore, err)
+	}
+	q := s.beginMarkSQL + literal(key.Consumer) + ", " + literal(key.EventID) + ", now()); BEGIN"
+	tx, err := conn.BeginTx(ctx, pgx.TxOptions{BeginQuery: q})
+	if err != nil {
+		conn.Release()
+		var pgErr *pgconn.PgError
+		if errors.As(err, &pgErr) && pgErr.Code == "23505" { // unique_violation: marked already
+			return txn{}, false, nil
+		}
+		return txn{}, false, fmt.Errorf("%w: pgstore: begin and mark: %w", inbox.ErrStore, err)
+	}
+	return txn{tx: tx, conn: conn}, true, nil
+}
+
+// commit sends b's statements, then COMMIT: in one round trip on a
+// connection begin acquired.
+func (t txn) commit(ctx context.Context, b *pgx.Batch) error {
+	if t.conn == nil || b.Len() == 0 {
+		if b.Len() > 0 {
+			if err := t.tx.SendBatch(ctx, b).Close(); err != nil {
+				return err
+			}
+		}
+		err := t.tx.Commit(ctx)
+		if t.conn != nil && err == nil {
+			t.conn.Release()
+		}
+		return err
+	}
+	b.Queue("COMMIT")
+	if err := t.conn.SendBatch(ctx, b).Close(); err != nil {
+		return err
+	}
+	// Committed; t.tx, which did not send the COMMIT, is dropped.
+	t.conn.Release()
+	return nil
+}
+
+// rollback ends a transaction that was not committed.
+func (t txn) rollback(ctx context.Context) {
+	_ = t.tx.Rollback(ctx)
+	if t.conn != nil {
+		t.conn.Release() // closed instead of reused if still in a transaction
+	}
+}
+
+// commitBatchKey is the context key of Tx's commit batch.
+type commitBatchKey struct{}
+
+// CommitBatch returns, inside a handler run by Tx, the batch that Tx sends
+// with its COMMIT: statements queued on it run in the handler's
+// transaction after the handler returned, in the commit's round trip
+// instead of one each. Use it for writes whose results the handler does
+// not need, such as its outbox events (pgxstore.Store.Queue). If one
+// fails, the transaction rolls back and the handler's error is that
+// failure. ok is false outside Tx.
+func CommitBatch(ctx context.Context) (b *pgx.Batch, ok bool) {
+	b, ok = ctx.Value(commitBatchKey{}).(*pgx.Batch)
+	return b, ok
+}
+
+// literal quotes v as a Postgres escape-string constant (E'...'), which
+// means the same whatever standard_conforming_strings is: backslashes and
+// single quotes are doubled. v must not contain NUL.
+func literal(v string) string {
+	var b strings.Builder
+	b.Grow(len(v) + 4)
+	b.WriteString("E'")
+	for i := 0; i < len(v); i++ {
+		switch c := v[i]; c {
+		case '\\', '\'':
+			b.WriteByte(c)
+			b.WriteByte(c)
+		default:
+			b.WriteByte(c)
+		}
+	}
+	b.WriteByte('\'')
+	return b.String()
 }

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"maps"
 	"os"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -378,5 +379,79 @@ func must(t testing.TB, err error) {
 	t.Helper()
 	if err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestTxEventIDQuoted checks that event ids Tx inlines into its begin
+// statement arrive in the inbox byte for byte, whatever quotes and
+// backslashes they hold, and that their duplicates are skipped.
+func TestTxEventIDQuoted(t *testing.T) {
+	f := newTxFixture(t)
+	app := f.app(1, f.charge)
+	start(t, app)
+	ids := []string{
+		`o'1`,
+		`''`,
+		`\`,
+		`\'); DROP TABLE charges; --`,
+		`E'\\x41'`,
+		`$$ ; SELECT 1 $$`,
+		"new\nline\ttab",
+		"ünïcødé ✓",
+	}
+	_, msg, err := app.NewMessage(context.Background(), inboxtest.Charged{Order: "o-1"})
+	must(t, err)
+	for _, id := range ids {
+		for range 2 {
+			c := message.NewMessage(id, msg.Payload)
+			c.Metadata = maps.Clone(msg.Metadata)
+			c.Metadata.Set(eda.MetadataID, id)
+			must(t, f.tr.Publish("charges", c))
+		}
+	}
+	f.drained()
+	if n := f.effects(); n != len(ids) {
+		t.Errorf("%d effects, want %d (one per id)", n, len(ids))
+	}
+	rows, err := f.pool.Query(context.Background(), "SELECT event_id FROM "+pgx.Identifier{f.schema, pgstore.DefaultTable}.Sanitize()+" WHERE consumer = $1 AND processed_at IS NOT NULL", "billing")
+	must(t, err)
+	got, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	must(t, err)
+	slices.Sort(got)
+	want := slices.Clone(ids)
+	slices.Sort(want)
+	if !slices.Equal(got, want) {
+		t.Errorf("inbox holds %q, want %q", got, want)
+	}
+}
+
+// TestTxCommitBatch checks that statements queued on the commit batch
+// commit with the handler's transaction, and that one that fails rolls it
+// back, mark included, so that the redelivery runs the handler again.
+func TestTxCommitBatch(t *testing.T) {
+	f := newTxFixture(t)
+	var fail atomic.Bool
+	fail.Store(true)
+	insert := "INSERT INTO " + pgx.Identifier{f.schema, "charges"}.Sanitize() + " (order_id) VALUES ($1)"
+	app := f.app(1, func(ctx context.Context, tx pgx.Tx, e inboxtest.Charged) error {
+		f.calls.Add(1)
+		b, ok := pgstore.CommitBatch(ctx)
+		if !ok {
+			return errors.New("no commit batch in Tx")
+		}
+		b.Queue(insert, e.Order)
+		if fail.CompareAndSwap(true, false) {
+			b.Queue("SELECT 1/0") // fails at commit
+		}
+		return nil
+	})
+	start(t, app)
+	f.publish(app, 1)
+	f.drained()
+	if n := f.effects(); n != 1 || f.calls.Load() != 2 {
+		t.Errorf("%d effects, %d calls; want 1 (the failed commit rolled back), 2", n, f.calls.Load())
+	}
+	if _, ok := pgstore.CommitBatch(context.Background()); ok {
+		t.Error("CommitBatch outside Tx reports a batch")
 	}
 }
