@@ -144,9 +144,11 @@ func TestRelayKilledMidway(t *testing.T) {
 	}
 	t.Logf("killed the relay with %d of %d events in the sink", atKill, total)
 
-	startChild(t, schema)
+	second := startChild(t, schema)
 	if !poll.Until(60*time.Second, func() bool { return count("sink") >= total }) {
-		t.Fatalf("after restart: %d of %d events in the sink", count("sink"), total)
+		t.Errorf("after restart: %d of %d events in the sink", count("sink"), total)
+		dumpStuck(t, pool, schema, second)
+		t.FailNow()
 	}
 	var stats outbox.Stats
 	var err error
@@ -190,4 +192,32 @@ func TestRelayKilledMidway(t *testing.T) {
 	if err := rows.Err(); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// dumpStuck logs what a relay that stopped making progress left behind:
+// the database's sessions, the records still pending per key, and the
+// relay process's goroutines (SIGQUIT makes it print them to stderr).
+func dumpStuck(t *testing.T, pool *pgxpool.Pool, schema string, relay *exec.Cmd) {
+	t.Helper()
+	ctx := context.Background()
+	dump := func(q string) {
+		rows, err := pool.Query(ctx, q)
+		if err != nil {
+			t.Logf("%s: %v", q, err)
+			return
+		}
+		defer rows.Close()
+		for rows.Next() {
+			v, _ := rows.Values()
+			t.Logf("  %v", v)
+		}
+	}
+	t.Log("sessions:")
+	dump("SELECT pid, state, wait_event_type, wait_event, now() - xact_start, left(query, 100) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()")
+	t.Log("pending per key (key, count, oldest id):")
+	dump("SELECT ordering_key, count(*), min(id) FROM " + schema + ".eda_outbox GROUP BY 1 ORDER BY 1")
+	t.Log("held:")
+	dump("SELECT id, ordering_key, state, attempts, available_at, left(last_error, 80) FROM " + schema + ".eda_outbox_held ORDER BY id LIMIT 20")
+	_ = relay.Process.Signal(syscall.SIGQUIT)
+	_ = relay.Wait()
 }

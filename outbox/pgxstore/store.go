@@ -84,6 +84,9 @@ type Store struct {
 	// what apply runs for the records of each table (src*)
 	publish, backoff, fail [3]string
 	lastNotify             atomic.Int64 // unix nanoseconds
+	// claimSlots bounds the claims that hold a pool connection at once to
+	// one fewer than the pool's size (see claimWith).
+	claimSlots chan struct{}
 }
 
 // insertSQL is one insert, with and without the NOTIFY.
@@ -103,6 +106,10 @@ var (
 
 // New returns a store on pool. It does not touch the database: call
 // Migrate once (at deploy or start-up) before writing.
+//
+// Claims hold at most one fewer connection than the pool's MaxConns at
+// once, so a relay's Publisher that writes to the same pool always gets
+// one; on a pool of one connection such a Publisher would wait forever.
 func New(pool *pgxpool.Pool, cfg Config) (*Store, error) {
 	var errs []error
 	if pool == nil {
@@ -129,6 +136,7 @@ func New(pool *pgxpool.Pool, cfg Config) (*Store, error) {
 	t := cfg.Schema + "." + cfg.Table
 	sched, held, done := t+"_scheduled", t+"_held", t+"_done"
 	s := &Store{pool: pool, cfg: cfg, table: t, channel: cfg.Schema + "_" + cfg.Table}
+	s.claimSlots = make(chan struct{}, max(1, int(pool.Config().MaxConns)-1))
 	// s.notify is what Retry and Discard send to wake the relays.
 	s.notify = fmt.Sprintf("SELECT pg_notify('%s', '')", s.channel)
 	// A write inserts into the main table, or into the scheduled one for
@@ -593,6 +601,18 @@ func (s *Store) claimWith(ctx context.Context, limit int, publish func(context.C
 	if limit <= 0 {
 		return 0, fmt.Errorf("%w: pgxstore: claim limit %d", outbox.ErrInvalidConfig, limit)
 	}
+	// A claim holds its connection while publish runs, and a relay runs
+	// two claims per worker at once (outbox.ClaimRequest.InFlight). If
+	// they took every connection of the pool, a publisher that writes to
+	// the same pool (the Postgres transport on the application's pool, a
+	// sink table) would wait for a connection forever. One connection is
+	// always left to others.
+	select {
+	case s.claimSlots <- struct{}{}:
+	case <-ctx.Done():
+		return 0, s.wrap("claim", ctx.Err())
+	}
+	defer func() { <-s.claimSlots }()
 	conn, err := s.pool.Acquire(ctx)
 	if err != nil {
 		return 0, s.wrap("claim", err)
