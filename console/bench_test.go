@@ -30,15 +30,25 @@ func BenchmarkPages(b *testing.B) {
 	if err := store.Migrate(ctx); err != nil {
 		b.Fatal(err)
 	}
+	// Pending records in the outbox's main table, failed ones in its held
+	// table (pgxstore schema v4).
 	table := pgx.Identifier{s.schema, "eda_outbox"}.Sanitize()
-	if _, err := s.pool.Exec(ctx, `INSERT INTO `+table+` (event_id, topic, payload, metadata, state, attempts, last_error)
-SELECT 'ev-' || i, 'orders', '{"order_id":"o"}'::bytea, '{"ce_type":"orders.OrderCreated"}'::jsonb,
-	CASE WHEN i <= $2 THEN 2 ELSE 0 END, CASE WHEN i <= $2 THEN 3 ELSE 0 END, CASE WHEN i <= $2 THEN 'aws: SNS topic does not exist' ELSE '' END
-FROM generate_series(1, $1) i`, records, failed); err != nil {
+	held := pgx.Identifier{s.schema, "eda_outbox_held"}.Sanitize()
+	if _, err := s.pool.Exec(ctx, `INSERT INTO `+held+` (id, event_id, topic, payload, metadata, ordering_key, dedup_id, created_at, state, attempts, last_error)
+SELECT nextval('`+s.schema+`.eda_outbox_id_seq'), 'ev-' || i, 'orders', '{"order_id":"o"}'::bytea, '{"ce_type":"orders.OrderCreated"}'::jsonb,
+	'', '', now(), 2, 3, 'aws: SNS topic does not exist'
+FROM generate_series(1, $1) i`, failed); err != nil {
 		b.Fatal(err)
 	}
-	if _, err := s.pool.Exec(ctx, `ANALYZE `+table); err != nil {
+	if _, err := s.pool.Exec(ctx, `INSERT INTO `+table+` (event_id, topic, payload, metadata)
+SELECT 'ev-' || i, 'orders', '{"order_id":"o"}'::bytea, '{"ce_type":"orders.OrderCreated"}'::jsonb
+FROM generate_series($2 + 1, $1) i`, records, failed); err != nil {
 		b.Fatal(err)
+	}
+	for _, t := range []string{table, held} {
+		if _, err := s.pool.Exec(ctx, `ANALYZE `+t); err != nil {
+			b.Fatal(err)
+		}
 	}
 	h, err := console.New(ctx, console.Config{Postgres: &console.PostgresConfig{Pool: s.pool, Schema: s.schema}, Outbox: store})
 	if err != nil {

@@ -248,12 +248,14 @@ func TestBrowserOrders(t *testing.T) {
 	if _, err := sn.CreateTopic(ctx, &sns.CreateTopicInput{Name: awssdk.String(prefix + "audit")}); err != nil {
 		t.Fatal(err)
 	}
-	table := pgx.Identifier{schema, "eda_outbox"}.Sanitize()
+	// Failed records live in the outbox's held table (pgxstore schema v4).
+	held := pgx.Identifier{schema, "eda_outbox_held"}.Sanitize()
+	seqName := schema + ".eda_outbox_id_seq"
 	eventID := uuid.NewString()
 	md, _ := outbox.MarshalMetadata(map[string]string{"ce_id": eventID, "ce_type": "orders.AuditNote", "ce_source": "console-test"})
 	var seq int64
-	if err := pool.QueryRow(ctx, `INSERT INTO `+table+` (event_id, topic, payload, metadata, state, attempts, last_error)
-VALUES ($1, $2, $3, $4, 2, 1, 'aws: SNS topic "audit": topic does not exist') RETURNING id`,
+	if err := pool.QueryRow(ctx, `INSERT INTO `+held+` (id, event_id, topic, payload, metadata, ordering_key, dedup_id, created_at, state, attempts, last_error)
+VALUES (nextval('`+seqName+`'), $1, $2, $3, $4, '', '', now(), 2, 1, 'aws: SNS topic "audit": topic does not exist') RETURNING id`,
 		eventID, prefix+"audit", []byte(`{"note":"hello"}`), string(md)).Scan(&seq); err != nil {
 		t.Fatal(err)
 	}
@@ -360,7 +362,7 @@ VALUES ($1, $2, $3, $4, 2, 1, 'aws: SNS topic "audit": topic does not exist') RE
 	}
 	var state int
 	if !poll.Until(30*time.Second, func() bool {
-		return pool.QueryRow(ctx, `SELECT state FROM `+table+` WHERE id = $1`, seq).Scan(&state) == nil && state == 1
+		return pool.QueryRow(ctx, `SELECT state FROM `+pgx.Identifier{schema, "eda_outbox_done"}.Sanitize()+` WHERE id = $1`, seq).Scan(&state) == nil && state == 1
 	}) {
 		t.Fatalf("the retried record is in state %d, want 1 (published)", state)
 	}
