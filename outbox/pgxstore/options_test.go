@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 	_ "github.com/jackc/pgx/v5/stdlib"
 
 	"github.com/edaproject/eda/eda"
@@ -139,24 +140,7 @@ func TestMigrateFromOlderVersions(t *testing.T) {
 
 func testMigrateFrom(t *testing.T, from int) {
 	ctx := context.Background()
-	pool := pgtest.Pool(t, 6)
-	st, err := pgxstore.New(pool, pgxstore.Config{Schema: pgtest.Schema(t, pool)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	mt := st.Table() + "_migrations"
-	if _, err := pool.Exec(ctx, "CREATE SCHEMA IF NOT EXISTS "+st.Table()[:strings.Index(st.Table(), ".")]+
-		"; CREATE TABLE "+mt+" (version integer PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())"); err != nil {
-		t.Fatal(err)
-	}
-	for _, m := range st.MigrationSQL()[:from] {
-		if _, err := pool.Exec(ctx, m.SQL); err != nil {
-			t.Fatal(err)
-		}
-		if _, err := pool.Exec(ctx, "INSERT INTO "+mt+" (version, name) VALUES ($1, $2)", m.Version, m.Name); err != nil {
-			t.Fatal(err)
-		}
-	}
+	pool, st := storeAtVersion(t, from)
 	app := outboxtest.NewApp(t)
 	recs, err := outbox.Encode(ctx, app, outboxtest.Event{Key: "a", N: 1}, outboxtest.Event{Key: "a", N: 2}, outboxtest.Event{Key: "b", N: 1})
 	if err != nil {
@@ -179,7 +163,7 @@ func testMigrateFrom(t *testing.T, from int) {
 	var indexes []string
 	var checks int
 	table := st.Table()[strings.Index(st.Table(), ".")+1:]
-	if err := pool.QueryRow(ctx, `SELECT (SELECT max(version) FROM `+mt+`),
+	if err := pool.QueryRow(ctx, `SELECT (SELECT max(version) FROM `+st.Table()+`_migrations),
 		(SELECT array_agg(indexname ORDER BY indexname) FROM pg_indexes WHERE schemaname || '.' || tablename LIKE $1 || '%'),
 		(SELECT count(*) FROM pg_constraint WHERE conrelid = $1::regclass AND contype = 'c')`, st.Table()).Scan(&version, &indexes, &checks); err != nil {
 		t.Fatal(err)
@@ -211,24 +195,7 @@ func testMigrateFrom(t *testing.T, from int) {
 // order.
 func TestMigrateFromV3WithEveryState(t *testing.T) {
 	ctx := context.Background()
-	pool := pgtest.Pool(t, 6)
-	st, err := pgxstore.New(pool, pgxstore.Config{Schema: pgtest.Schema(t, pool)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	mt := st.Table() + "_migrations"
-	if _, err := pool.Exec(ctx, "CREATE SCHEMA IF NOT EXISTS "+st.Table()[:strings.Index(st.Table(), ".")]+
-		"; CREATE TABLE "+mt+" (version integer PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())"); err != nil {
-		t.Fatal(err)
-	}
-	for _, m := range st.MigrationSQL()[:3] {
-		if _, err := pool.Exec(ctx, m.SQL); err != nil {
-			t.Fatal(err)
-		}
-		if _, err := pool.Exec(ctx, "INSERT INTO "+mt+" (version, name) VALUES ($1, $2)", m.Version, m.Name); err != nil {
-			t.Fatal(err)
-		}
-	}
+	pool, st := storeAtVersion(t, 3)
 	app := outboxtest.NewApp(t)
 	// Each record with the state v3 gave it: a SET clause.
 	rows := []struct {
@@ -440,4 +407,30 @@ func TestRetryWakesRelay(t *testing.T) {
 	}
 	sink.WaitFor(t, pollEvery/4, "the retried record", func(ds []outboxtest.Delivery) bool { return len(ds) == 1 })
 	t.Logf("retried record published %s after Retry (poll interval %s)", time.Since(start).Round(time.Millisecond), pollEvery)
+}
+
+// storeAtVersion returns a store on a fresh schema migrated to version
+// from only, as a database the code of that version left.
+func storeAtVersion(t *testing.T, from int) (*pgxpool.Pool, *pgxstore.Store) {
+	t.Helper()
+	ctx := context.Background()
+	pool := pgtest.Pool(t, 6)
+	st, err := pgxstore.New(pool, pgxstore.Config{Schema: pgtest.Schema(t, pool)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mt := st.Table() + "_migrations"
+	if _, err := pool.Exec(ctx, "CREATE SCHEMA IF NOT EXISTS "+st.Table()[:strings.Index(st.Table(), ".")]+
+		"; CREATE TABLE "+mt+" (version integer PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())"); err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range st.MigrationSQL()[:from] {
+		if _, err := pool.Exec(ctx, m.SQL); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := pool.Exec(ctx, "INSERT INTO "+mt+" (version, name) VALUES ($1, $2)", m.Version, m.Name); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return pool, st
 }

@@ -67,17 +67,7 @@ func fillQueue(b *testing.B, client *sqs.Client, url string, n int) {
 // benchQueue declares a fresh queue and fills it with b.N messages.
 func benchQueue(b *testing.B, tr *edaaws.Transport) (name, url string) {
 	b.Helper()
-	ctx := context.Background()
-	name = uniq("bench")
-	if err := tr.Declare(ctx, transport.Queue{Name: name, VisibilityTimeout: 30 * time.Second}); err != nil {
-		b.Fatal(err)
-	}
-	out, err := tr.SQS().GetQueueUrl(ctx, &sqs.GetQueueUrlInput{QueueName: &name})
-	if err != nil {
-		b.Fatal(err)
-	}
-	fillQueue(b, tr.SQS(), *out.QueueUrl, b.N)
-	return name, *out.QueueUrl
+	return sliceQueue(b, tr, b.N)
 }
 
 func reportRate(b *testing.B, n int) {
